@@ -1,0 +1,335 @@
+//! `floodgate-local bench-persist`: the persist write path against the baselines of SPEC §8,
+//! on the same local PostgreSQL in one run, through the same writer proxy, with one
+//! connection each. Prints rows/s and WAL bytes per notification for each, and ends with
+//! the ratio line.
+
+use crate::services::{DB_NAME, LocalStack, StackOptions, first_value, psql};
+use anyhow::{Context, Result};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::Utc;
+use floodgate_aws::{EmbeddedQueue, QueueLimits};
+use floodgate_core::{
+    IntakeNotification, KeyType, Knobs, TrafficLane, pack_intake,
+};
+use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
+use floodgate_persist::Persist;
+use futures::SinkExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub notifications: usize,
+    /// Rows for the one-commit-per-row baseline (each waits for a WAL flush, so a full
+    /// 100,000 would take minutes on a small disk; rows/s is what is compared).
+    pub per_row_sample: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub rows: usize,
+    pub elapsed: Duration,
+    pub wal_bytes: u64,
+}
+
+impl Measurement {
+    pub fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn wal_per_row(&self) -> f64 {
+        self.wal_bytes as f64 / self.rows.max(1) as f64
+    }
+}
+
+/// Realistic bulk notifications: ~300 bytes of personalisation, a reference, a job.
+pub fn sample_notifications(n: usize, service_id: Uuid, template_id: Uuid) -> Vec<IntakeNotification> {
+    let job = Uuid::now_v7();
+    (0..n)
+        .map(|i| {
+            let id = Uuid::now_v7();
+            let mut p = serde_json::Map::new();
+            p.insert("name".into(), format!("Recipient {i}").into());
+            p.insert("reference_number".into(), format!("REF-{i:08}").into());
+            p.insert("appointment".into(), "Tuesday 12 March at 10:30, at the Main Street office, desk 4".into());
+            p.insert("details".into(), "Bring a photo ID and the letter we sent you. If you cannot come, reply to rebook.".into());
+            IntakeNotification {
+                id,
+                service_id,
+                template_id,
+                template_version: 1,
+                lane: TrafficLane::Bulk,
+                email_address: format!("success+{i}@simulator.amazonses.com"),
+                personalisation: p,
+                reference: Some(format!("bench-{i}")),
+                key_type: KeyType::Normal,
+                api_key_id: None,
+                job_id: Some(job),
+                job_row_number: Some(i as i32),
+                email_reply_to_id: None,
+                scheduled_for: None,
+                created_at: floodgate_core::envelope::created_at_of(id).unwrap_or_else(Utc::now),
+            }
+        })
+        .collect()
+}
+
+async fn wal_lsn(stack: &LocalStack) -> Result<String> {
+    first_value(&psql(stack.primary_port, DB_NAME, "SELECT pg_current_wal_lsn()::text").await?)
+        .context("no LSN")
+}
+
+async fn wal_diff(stack: &LocalStack, from: &str) -> Result<u64> {
+    let q = format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{from}')::bigint");
+    Ok(first_value(&psql(stack.primary_port, DB_NAME, &q).await?)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+async fn reset(stack: &LocalStack) -> Result<()> {
+    psql(stack.primary_port, DB_NAME, "TRUNCATE notifications; CHECKPOINT;").await?;
+    Ok(())
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+const INSERT_ONE: &str = "INSERT INTO notifications (
+    id, created_at, service_id, template_id, template_version, lane, key_type, api_key_id,
+    job_id, job_row_number, email_address, personalisation, client_reference,
+    email_reply_to_id, scheduled_for)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+async fn insert_one(c: &tokio_postgres::Client, n: &IntakeNotification) -> Result<()> {
+    let p = serde_json::Value::Object(n.personalisation.clone());
+    c.execute_typed(
+        INSERT_ONE,
+        &[
+            (&n.id, Type::UUID),
+            (&n.created_at, Type::TIMESTAMPTZ),
+            (&n.service_id, Type::UUID),
+            (&n.template_id, Type::UUID),
+            (&n.template_version, Type::INT4),
+            (&n.lane.as_str(), Type::TEXT),
+            (&n.key_type.as_str(), Type::TEXT),
+            (&n.api_key_id, Type::UUID),
+            (&n.job_id, Type::UUID),
+            (&n.job_row_number, Type::INT4),
+            (&n.email_address, Type::TEXT),
+            (&p, Type::JSONB),
+            (&n.reference, Type::TEXT),
+            (&n.email_reply_to_id, Type::UUID),
+            (&n.scheduled_for, Type::TIMESTAMPTZ),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+fn copy_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+fn copy_line(n: &IntakeNotification) -> String {
+    let opt = |v: Option<String>| v.map_or_else(|| "\\N".to_string(), |s| copy_escape(&s));
+    let p = serde_json::Value::Object(n.personalisation.clone()).to_string();
+    [
+        n.id.to_string(),
+        n.created_at.to_rfc3339(),
+        n.service_id.to_string(),
+        n.template_id.to_string(),
+        n.template_version.to_string(),
+        n.lane.as_str().to_string(),
+        n.key_type.as_str().to_string(),
+        opt(n.api_key_id.map(|v| v.to_string())),
+        opt(n.job_id.map(|v| v.to_string())),
+        opt(n.job_row_number.map(|v| v.to_string())),
+        copy_escape(&n.email_address),
+        copy_escape(&p),
+        opt(n.reference.clone()),
+        opt(n.email_reply_to_id.map(|v| v.to_string())),
+        opt(n.scheduled_for.map(|v| v.to_rfc3339())),
+    ]
+    .join("\t")
+        + "\n"
+}
+
+fn sqs_event(bodies: &[String]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for (i, b) in bodies.iter().enumerate() {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(format!("bench-{i}"));
+        m.body = Some(b.clone());
+        event.records.push(m);
+    }
+    event
+}
+
+/// Runs the persist handler over `rows` in invocations of `batch` notifications each
+/// (bulk intake messages of 100 notifications; 10 such messages make a batch of 1,000).
+async fn measure_persist(
+    stack: &LocalStack,
+    rows: &[IntakeNotification],
+    batch: usize,
+) -> Result<Measurement> {
+    reset(stack).await?;
+    let knobs = Arc::new(Knobs::embedded());
+    let lane = Lane::open(LaneConfig::new(LaneKind::Writer, stack.writer_url(), "bench")).await?;
+    let persist = Persist {
+        writer: WriterLane(lane),
+        queue: Arc::new(EmbeddedQueue::uniform(Duration::from_secs(60), 5)),
+        limits: QueueLimits::from_knobs(&knobs),
+        knobs,
+    };
+    // Encode outside the timed section: that is ingest's work, not persist's.
+    let per_message = batch.min(100);
+    let events: Vec<SqsEvent> = rows
+        .chunks(batch)
+        .map(|chunk| {
+            let bodies: Vec<String> = chunk
+                .chunks(per_message)
+                .flat_map(|c| pack_intake(c, 262_144).unwrap_or_default())
+                .collect();
+            sqs_event(&bodies)
+        })
+        .collect();
+    let lsn = wal_lsn(stack).await?;
+    let started = Instant::now();
+    for e in events {
+        let (resp, _) = persist.handle(e).await?;
+        anyhow::ensure!(resp.batch_item_failures.is_empty(), "persist reported failures");
+    }
+    let elapsed = started.elapsed();
+    Ok(Measurement {
+        name: format!("persist handler, batches of {batch}"),
+        rows: rows.len(),
+        elapsed,
+        wal_bytes: wal_diff(stack, &lsn).await?,
+    })
+}
+
+async fn measure_per_row(stack: &LocalStack, rows: &[IntakeNotification]) -> Result<Measurement> {
+    reset(stack).await?;
+    let c = connect(&stack.writer_url()).await?;
+    let lsn = wal_lsn(stack).await?;
+    let started = Instant::now();
+    for n in rows {
+        insert_one(&c, n).await?; // autocommit: one transaction, one WAL flush per row
+    }
+    let elapsed = started.elapsed();
+    Ok(Measurement {
+        name: "one INSERT + COMMIT per notification".into(),
+        rows: rows.len(),
+        elapsed,
+        wal_bytes: wal_diff(stack, &lsn).await?,
+    })
+}
+
+async fn measure_batch10(stack: &LocalStack, rows: &[IntakeNotification]) -> Result<Measurement> {
+    reset(stack).await?;
+    let c = connect(&stack.writer_url()).await?;
+    let lsn = wal_lsn(stack).await?;
+    let started = Instant::now();
+    for chunk in rows.chunks(10) {
+        c.batch_execute("BEGIN").await?;
+        for n in chunk {
+            insert_one(&c, n).await?;
+        }
+        c.batch_execute("COMMIT").await?;
+    }
+    let elapsed = started.elapsed();
+    Ok(Measurement {
+        name: "GC Notify shape: 10 INSERTs per transaction".into(),
+        rows: rows.len(),
+        elapsed,
+        wal_bytes: wal_diff(stack, &lsn).await?,
+    })
+}
+
+async fn measure_copy(stack: &LocalStack, rows: &[IntakeNotification]) -> Result<Measurement> {
+    reset(stack).await?;
+    let c = connect(&stack.writer_url()).await?;
+    // Render outside the timed section, as for the other variants.
+    let lines: Vec<bytes::Bytes> = rows
+        .chunks(1000)
+        .map(|chunk| bytes::Bytes::from(chunk.iter().map(copy_line).collect::<String>()))
+        .collect();
+    let lsn = wal_lsn(stack).await?;
+    let started = Instant::now();
+    let sink = c
+        .copy_in::<_, bytes::Bytes>(
+            "COPY notifications (id, created_at, service_id, template_id, template_version, \
+             lane, key_type, api_key_id, job_id, job_row_number, email_address, \
+             personalisation, client_reference, email_reply_to_id, scheduled_for) FROM STDIN",
+        )
+        .await?;
+    futures::pin_mut!(sink);
+    for l in lines {
+        sink.send(l).await?;
+    }
+    let copied = sink.finish().await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(copied as usize == rows.len(), "COPY stored {copied} rows");
+    Ok(Measurement {
+        name: "COPY (ceiling)".into(),
+        rows: rows.len(),
+        elapsed,
+        wal_bytes: wal_diff(stack, &lsn).await?,
+    })
+}
+
+/// Runs the benchmark on a fresh durable stack; prints and returns the measurements.
+pub async fn bench_persist(opts: BenchOptions) -> Result<Vec<Measurement>> {
+    let stack = LocalStack::start(StackOptions {
+        durable: true,
+        ..StackOptions::default()
+    })
+    .await?;
+    let migrate_client = connect(&stack.primary_url()).await?;
+    floodgate_db::migrate(&migrate_client).await?;
+    let today = Utc::now().date_naive();
+    floodgate_db::maintain_partitions(&migrate_client, today, 2, 36_500).await?;
+
+    let rows = sample_notifications(opts.notifications, Uuid::now_v7(), Uuid::now_v7());
+    let per_row_rows = &rows[..opts.per_row_sample.min(rows.len())];
+    println!(
+        "bench-persist: {} notifications ({} for the per-row baseline), PostgreSQL with fsync on, \
+         one connection through PgBouncer (transaction mode) for every variant",
+        rows.len(),
+        per_row_rows.len()
+    );
+    let mut results = Vec::new();
+    for m in [
+        measure_persist(&stack, &rows, 100).await?,
+        measure_persist(&stack, &rows, 1000).await?,
+        measure_per_row(&stack, per_row_rows).await?,
+        measure_batch10(&stack, &rows).await?,
+        measure_copy(&stack, &rows).await?,
+    ] {
+        println!(
+            "{:<48} rows={:>7} secs={:>8.2} rows/s={:>10.0} wal_bytes/notification={:>7.0}",
+            m.name,
+            m.rows,
+            m.elapsed.as_secs_f64(),
+            m.rows_per_sec(),
+            m.wal_per_row()
+        );
+        results.push(m);
+    }
+    let persist = results[1].rows_per_sec();
+    println!(
+        "persist_vs_per_row={:.1} persist_vs_batch10={:.1} persist_vs_copy={:.2}",
+        persist / results[2].rows_per_sec(),
+        persist / results[3].rows_per_sec(),
+        persist / results[4].rows_per_sec()
+    );
+    Ok(results)
+}

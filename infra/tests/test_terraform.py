@@ -1,0 +1,438 @@
+"""Static checks of the Terraform in infra/ (stands in for `terraform validate`, which needs
+providers this machine cannot download).
+
+Parses every infra/*.tf with python-hcl2 and reads infra/knobs.json, then asserts:
+- every crate in functions/ has its aws_lambda_function and zip path;
+- every event source mapping is within AWS limits and reads its numbers from knobs.json;
+- every queue's visibility timeout is >= 6 x its consuming function's timeout;
+- every queue has a DLQ;
+- the knob values Terraform uses are those of knobs.json (the file the local stack embeds).
+Each rule is a function returning a list of violations, and the negative tests feed it
+broken input to prove the rule can fail.
+
+Run: python -m pytest infra/tests (infra/check.sh does it in its venv).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import hcl2
+import pytest
+
+INFRA = Path(__file__).resolve().parent.parent
+REPO = INFRA.parent
+FUNCTIONS_DIR = REPO / "functions"
+
+SPEC_FUNCTIONS = {"ingest", "status", "persist", "send", "receipts", "admin"}
+SPEC_QUEUES = {
+    "intake-priority", "intake-normal", "intake-bulk",
+    "send-priority", "send-normal", "send-bulk",
+    "receipts",
+}
+SPEC_ROUTES = {
+    "POST /v2/notifications/email": "ingest",
+    "POST /v2/notifications/bulk": "ingest",
+    "GET /v2/notifications": "status",
+    "GET /v2/notifications/{id}": "status",
+    "GET /v2/template/{id}": "status",
+    "POST /v2/template/{id}/preview": "status",
+    "GET /_status": "status",
+}
+
+# AWS limits for SQS event source mappings and queues.
+MAX_BATCH = 10_000
+MAX_WINDOW_S = 300
+MIN_MAX_CONCURRENCY, MAX_MAX_CONCURRENCY = 2, 1_000
+MIN_VISIBILITY_MULTIPLIER = 6
+MAX_VISIBILITY_S = 43_200
+SQS_MAX_MESSAGE_BYTES = 262_144
+SQS_MAX_RETENTION_S = 1_209_600
+LAMBDA_MAX_TIMEOUT_S = 900
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _unquote(value):
+    """python-hcl2 >= 7 keeps the quotes of string literals and block labels; drop them."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _normalise(node):
+    if isinstance(node, dict):
+        return {_unquote(k): _normalise(v) for k, v in node.items() if k not in ("__is_block__", "__comments__")}
+    if isinstance(node, list):
+        return [_normalise(v) for v in node]
+    return _unquote(node)
+
+
+def _tf_files():
+    return sorted(INFRA.glob("*.tf"))
+
+
+@pytest.fixture(scope="module")
+def tf():
+    """{'resource': {type: {name: body}}, 'data': ..., 'locals': {...}, 'variable': {...}}"""
+    merged: dict = {"resource": {}, "data": {}, "locals": {}, "variable": {}, "output": {}}
+    for path in _tf_files():
+        with path.open() as fh:
+            doc = _normalise(hcl2.load(fh))
+        for kind in ("resource", "data"):
+            for block in doc.get(kind, []):
+                for rtype, named in block.items():
+                    for name, body in named.items():
+                        assert name not in merged[kind].setdefault(rtype, {}), f"duplicate {kind} {rtype}.{name}"
+                        merged[kind][rtype][name] = body
+        for block in doc.get("locals", []):
+            for key, val in block.items():
+                assert key not in merged["locals"], f"duplicate local {key}"
+                merged["locals"][key] = val
+        for kind in ("variable", "output"):
+            for block in doc.get(kind, []):
+                merged[kind].update(block)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def knobs():
+    return json.loads((INFRA / "knobs.json").read_text())
+
+
+def _first_block(body, name):
+    blocks = body.get(name)
+    assert isinstance(blocks, list) and blocks, f"missing block {name}"
+    return blocks[0]
+
+
+def crate_dirs():
+    return sorted(p.parent.name for p in FUNCTIONS_DIR.glob("*/Cargo.toml"))
+
+
+# ----------------------------------------------------------------------------- rules (pure)
+
+def esm_limit_violations(mappings: dict, functions: dict) -> list[str]:
+    out = []
+    for queue, m in mappings.items():
+        batch, window, conc = m["batch_size"], m["maximum_batching_window_seconds"], m["maximum_concurrency"]
+        if not 1 <= batch <= MAX_BATCH:
+            out.append(f"{queue}: batch_size {batch} outside 1..{MAX_BATCH}")
+        if not 0 <= window <= MAX_WINDOW_S:
+            out.append(f"{queue}: batching window {window}s outside 0..{MAX_WINDOW_S}")
+        if batch > 10 and window < 1:
+            out.append(f"{queue}: batch_size {batch} > 10 needs a batching window >= 1 s (has {window})")
+        if not MIN_MAX_CONCURRENCY <= conc <= MAX_MAX_CONCURRENCY:
+            out.append(f"{queue}: maximum_concurrency {conc} outside {MIN_MAX_CONCURRENCY}..{MAX_MAX_CONCURRENCY}")
+        if m["function"] not in functions:
+            out.append(f"{queue}: consumer {m['function']} is not a function in knobs.json")
+    return out
+
+
+def visibility_violations(knobs: dict) -> list[str]:
+    """Visibility timeout as Terraform computes it (multiplier x consumer timeout)."""
+    out = []
+    mult = knobs["sqs"]["visibility_timeout_multiplier"]
+    for queue, m in knobs["event_source_mappings"].items():
+        timeout = knobs["functions"][m["function"]]["timeout_seconds"]
+        vis = mult * timeout
+        if vis < MIN_VISIBILITY_MULTIPLIER * timeout:
+            out.append(f"{queue}: visibility {vis}s < 6 x {m['function']} timeout {timeout}s")
+        if vis > MAX_VISIBILITY_S:
+            out.append(f"{queue}: visibility {vis}s > SQS maximum {MAX_VISIBILITY_S}s")
+    return out
+
+
+def connection_totals(knobs: dict) -> tuple[int, int]:
+    """Same arithmetic as locals.tf: sum over functions of max concurrency x lane size."""
+    writer = reader = 0
+    for name, f in knobs["functions"].items():
+        mapped = [m["maximum_concurrency"] for m in knobs["event_source_mappings"].values() if m["function"] == name]
+        conc = sum(mapped) if mapped else f["reserved_concurrency"]
+        writer += conc * f["writer_lane"]
+        reader += conc * f["reader_lane"]
+    return writer, reader
+
+
+def budget_violations(knobs: dict) -> list[str]:
+    writer, reader = connection_totals(knobs)
+    out = []
+    if writer > knobs["connection_budget"]["writer"]:
+        out.append(f"writer connections {writer} > budget {knobs['connection_budget']['writer']}")
+    if reader > knobs["connection_budget"]["reader"]:
+        out.append(f"reader connections {reader} > budget {knobs['connection_budget']['reader']}")
+    return out
+
+
+def queue_knob_violations(knobs: dict) -> list[str]:
+    sqs = knobs["sqs"]
+    out = []
+    if not 1 <= sqs["max_receive_count"] <= 1000:
+        out.append("max_receive_count outside 1..1000")
+    if sqs["visibility_timeout_multiplier"] < MIN_VISIBILITY_MULTIPLIER:
+        out.append("visibility_timeout_multiplier < 6")
+    if not 60 <= sqs["message_retention_seconds"] <= SQS_MAX_RETENTION_S:
+        out.append("message_retention_seconds outside 60..1209600")
+    if not sqs["message_retention_seconds"] <= sqs["dlq_retention_seconds"] <= SQS_MAX_RETENTION_S:
+        out.append("dlq_retention_seconds must be >= message retention and <= 1209600")
+    if not 1024 <= sqs["max_message_bytes"] <= SQS_MAX_MESSAGE_BYTES:
+        out.append("max_message_bytes outside 1024..262144")
+    if not 1 <= sqs["max_batch_entries"] <= 10:
+        out.append("max_batch_entries outside 1..10 (SendMessageBatch limit)")
+    for name, f in knobs["functions"].items():
+        if not 1 <= f["timeout_seconds"] <= LAMBDA_MAX_TIMEOUT_S:
+            out.append(f"{name}: timeout outside 1..900")
+        if not 128 <= f["memory_mb"] <= 10240:
+            out.append(f"{name}: memory outside 128..10240")
+        if f["writer_lane"] < 0 or f["reader_lane"] < 0 or f["reserved_concurrency"] < 0:
+            out.append(f"{name}: negative lane size or concurrency")
+    return out
+
+
+def dlq_violations(queues: dict) -> list[str]:
+    """queues: {resource name: body}. Every queue has a redrive policy to another queue
+    resource, or is itself such a dead-letter target."""
+    targets = set()
+    for body in queues.values():
+        m = re.search(r"deadLetterTargetArn\s*=\s*aws_sqs_queue\.(\w+)\[each\.key\]\.arn", str(body.get("redrive_policy", "")))
+        if m:
+            targets.add(m.group(1))
+    out = []
+    for name, body in queues.items():
+        policy = str(body.get("redrive_policy", ""))
+        if name in targets:
+            if policy:
+                out.append(f"aws_sqs_queue.{name} is a DLQ but has a redrive policy itself")
+            continue
+        m = re.search(r"deadLetterTargetArn\s*=\s*aws_sqs_queue\.(\w+)\[each\.key\]\.arn", policy)
+        if not m or m.group(1) not in queues or m.group(1) == name:
+            out.append(f"aws_sqs_queue.{name} has no dead-letter queue")
+        elif "maxReceiveCount = local.knobs.sqs.max_receive_count" not in policy:
+            out.append(f"aws_sqs_queue.{name}: maxReceiveCount does not come from knobs.json")
+        elif body.get("for_each") != queues[m.group(1)].get("for_each"):
+            out.append(f"aws_sqs_queue.{name} and its DLQ are not one-to-one")
+    return out
+
+
+# ----------------------------------------------------------------------------- parse / wiring
+
+def test_every_tf_file_parses():
+    files = _tf_files()
+    assert len(files) >= 8, "expected the stack's .tf files in infra/"
+    for path in files:
+        with path.open() as fh:
+            hcl2.load(fh)
+
+
+def test_knobs_are_read_from_the_json_file(tf):
+    assert tf["locals"]["knobs"] == '${jsondecode(file("${path.module}/knobs.json"))}'
+    assert tf["locals"]["functions"] == "${local.knobs.functions}"
+    assert tf["locals"]["mappings"] == "${local.knobs.event_source_mappings}"
+    assert tf["locals"]["queues"] == "${toset(keys(local.knobs.event_source_mappings))}"
+
+
+# ----------------------------------------------------------------------------- functions
+
+def test_functions_dir_has_crates():
+    assert crate_dirs(), "no crate (folder with Cargo.toml) under functions/"
+
+
+@pytest.mark.parametrize("crate", crate_dirs())
+def test_every_crate_has_a_function_and_zip_path(tf, knobs, crate):
+    # The function resource is for_each over knobs.json functions: the crate must be a key.
+    assert crate in knobs["functions"], f"functions/{crate} has no entry in knobs.json functions (so no aws_lambda_function)"
+    fn = tf["resource"]["aws_lambda_function"]["fn"]
+    assert fn["for_each"] == "${local.functions}"
+
+    # cargo lambda writes target/lambda/<binary>/bootstrap.zip; the binary is the package name.
+    cargo = (FUNCTIONS_DIR / crate / "Cargo.toml").read_text()
+    package = re.search(r'^\[package\][^\[]*?^name\s*=\s*"([^"]+)"', cargo, re.M | re.S)
+    bins = re.findall(r'^\[\[bin\]\][^\[]*?^name\s*=\s*"([^"]+)"', cargo, re.M | re.S)
+    binary = bins[0] if bins else package.group(1)
+    assert binary == f"floodgate-{crate}", f"functions/{crate} builds binary {binary}, Terraform expects floodgate-{crate}"
+
+    template = "${local.artifacts_dir}/floodgate-${each.key}/bootstrap.zip"
+    assert fn["filename"] == template
+    assert fn["source_code_hash"] == '${filebase64sha256("' + template + '")}'
+    zip_path = template.replace("${local.artifacts_dir}", str(REPO / "target" / "lambda")).replace("${each.key}", crate)
+    assert zip_path == str(REPO / "target" / "lambda" / f"floodgate-{crate}" / "bootstrap.zip")
+    assert "../target/lambda" in tf["locals"]["artifacts_dir"], "default artifacts dir must be the repo's target/lambda"
+
+    assert fn["runtime"] == "provided.al2023"
+    assert fn["architectures"] == ["arm64"]
+    assert fn["handler"] == "bootstrap"
+    assert fn["timeout"] == "${each.value.timeout_seconds}"
+    assert fn["memory_size"] == "${each.value.memory_mb}"
+
+
+def test_spec_functions_are_all_declared(knobs):
+    assert SPEC_FUNCTIONS <= set(knobs["functions"]), SPEC_FUNCTIONS - set(knobs["functions"])
+
+
+def test_function_environment_names(tf):
+    env = tf["locals"]["fn_env"]
+    for name in (
+        "FLOODGATE_WRITER_URL", "FLOODGATE_READER_URL", "FLOODGATE_DB_IAM_AUTH",
+        "FLOODGATE_WRITER_MAX_SIZE", "FLOODGATE_READER_MAX_SIZE",
+        "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS", "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS",
+        "FLOODGATE_QUEUE_URL_", "FLOODGATE_SES_CONFIGURATION_SET", "FLOODGATE_FROM_EMAIL", "RUST_LOG",
+    ):
+        assert name in env, f"{name} is not passed to the functions"
+    assert "sslmode=require" in env
+    assert "tostring(f.writer_lane)" in env and "tostring(f.reader_lane)" in env
+
+
+# ----------------------------------------------------------------------------- event source mappings
+
+def test_esm_resource_reads_knobs(tf):
+    esm = tf["resource"]["aws_lambda_event_source_mapping"]["queue"]
+    assert esm["for_each"] == "${local.mappings}"
+    assert esm["event_source_arn"] == "${aws_sqs_queue.main[each.key].arn}"
+    assert esm["function_name"] == "${aws_lambda_function.fn[each.value.function].arn}"
+    assert esm["batch_size"] == "${each.value.batch_size}"
+    assert esm["maximum_batching_window_in_seconds"] == "${each.value.maximum_batching_window_seconds}"
+    assert _first_block(esm, "scaling_config")["maximum_concurrency"] == "${each.value.maximum_concurrency}"
+    assert esm["function_response_types"] == ["ReportBatchItemFailures"]
+
+
+def test_esm_knobs_within_aws_limits(knobs):
+    assert esm_limit_violations(knobs["event_source_mappings"], knobs["functions"]) == []
+
+
+def test_every_spec_queue_has_a_mapping(knobs):
+    assert set(knobs["event_source_mappings"]) == SPEC_QUEUES
+
+
+# ----------------------------------------------------------------------------- queues
+
+def test_queue_resources_read_knobs(tf):
+    queues = tf["resource"]["aws_sqs_queue"]
+    main, dlq = queues["main"], queues["dlq"]
+    assert main["for_each"] == dlq["for_each"] == "${local.queues}"
+    assert main["visibility_timeout_seconds"] == (
+        "${local.knobs.sqs.visibility_timeout_multiplier * "
+        "local.functions[local.mappings[each.key].function].timeout_seconds}"
+    )
+    assert main["message_retention_seconds"] == "${local.knobs.sqs.message_retention_seconds}"
+    assert dlq["message_retention_seconds"] == "${local.knobs.sqs.dlq_retention_seconds}"
+    assert main["max_message_size"] == "${local.knobs.sqs.max_message_bytes}"
+    for body in queues.values():
+        assert body.get("sqs_managed_sse_enabled") is True or "kms_master_key_id" in body
+
+
+def test_visibility_timeout_at_least_six_times_function_timeout(knobs):
+    assert visibility_violations(knobs) == []
+
+
+def test_every_queue_has_a_dlq(tf):
+    assert dlq_violations(tf["resource"]["aws_sqs_queue"]) == []
+
+
+def test_queue_knobs_within_limits(knobs):
+    assert queue_knob_violations(knobs) == []
+
+
+# ----------------------------------------------------------------------------- connection budget
+
+def test_connection_budget_holds(knobs):
+    assert budget_violations(knobs) == []
+
+
+def test_connection_budget_is_enforced_in_terraform(tf):
+    guard = tf["resource"]["terraform_data"]["knob_guards"]
+    conditions = " ".join(str(p["condition"]) for p in guard["lifecycle"][0]["precondition"])
+    assert "local.writer_connections <= local.knobs.connection_budget.writer" in conditions
+    assert "local.reader_connections <= local.knobs.connection_budget.reader" in conditions
+    assert "local.proxy_connection_limit" in conditions
+    assert "local.fn_max_concurrency[fn] * f.writer_lane" in tf["locals"]["writer_connections"]
+    assert "local.fn_max_concurrency[fn] * f.reader_lane" in tf["locals"]["reader_connections"]
+
+
+# ----------------------------------------------------------------------------- database, IAM, API, SES, alarms
+
+def test_proxy_requires_iam_and_tls_and_has_read_only_endpoint(tf):
+    proxy = tf["resource"]["aws_db_proxy"]["this"]
+    assert proxy["require_tls"] is True
+    assert proxy["default_auth_scheme"] == "IAM_AUTH"
+    assert tf["resource"]["aws_db_proxy_endpoint"]["read_only"]["target_role"] == "READ_ONLY"
+    pool = _first_block(tf["resource"]["aws_db_proxy_default_target_group"]["this"], "connection_pool_config")
+    assert "statement_timeout" in pool["init_query"]
+
+
+def test_aurora_has_writer_and_reader_encrypted(tf):
+    cluster = tf["resource"]["aws_rds_cluster"]["this"]
+    assert cluster["storage_encrypted"] is True
+    assert cluster["manage_master_user_password"] is True
+    assert cluster["deletion_protection"] == "${var.deletion_protection}"
+    assert "writer" in tf["resource"]["aws_rds_cluster_instance"]
+    assert "reader" in tf["resource"]["aws_rds_cluster_instance"]
+
+
+def test_rds_db_connect_is_scoped_to_own_user(tf):
+    doc = str(tf["data"]["aws_iam_policy_document"]["fn"])
+    assert "dbuser:${local.proxy_resource_id}/${statement.value}" in doc
+    assert "rds-db:connect" in doc
+    assert "ses:SendEmail" in doc and "aws_sesv2_configuration_set.this.arn" in doc
+
+
+def test_api_routes_match_spec(tf):
+    routes = tf["locals"]["api_routes"]
+    assert routes == SPEC_ROUTES
+
+
+def test_ses_event_destination_types(tf):
+    dest = _first_block(tf["resource"]["aws_sesv2_configuration_set_event_destination"]["receipts"], "event_destination")
+    assert set(dest["matching_event_types"]) == {
+        "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE",
+    }
+    assert tf["resource"]["aws_sns_topic_subscription"]["receipts"]["raw_message_delivery"] is False
+
+
+def test_alarms_cover_every_queue_and_renotify(tf):
+    alarms = tf["resource"]["aws_cloudwatch_metric_alarm"]
+    assert alarms["dlq_not_empty"]["for_each"] == "${local.queues}"
+    assert alarms["queue_age"]["for_each"] == "${local.queues}"
+    for name in ("proxy_borrow_latency", "proxy_connections", "fn_errors", "fn_throttles", "api_5xx"):
+        assert name in alarms
+    assert "renotify" in tf["resource"]["aws_cloudwatch_event_rule"]
+
+
+# ----------------------------------------------------------------------------- the rules can fail
+
+def test_rules_reject_broken_knobs(knobs):
+    bad = copy.deepcopy(knobs)
+    m = bad["event_source_mappings"]["intake-priority"]
+    m["batch_size"], m["maximum_batching_window_seconds"], m["maximum_concurrency"] = 20, 0, 1
+    bad["event_source_mappings"]["intake-bulk"]["batch_size"] = 10_001
+    bad["event_source_mappings"]["send-bulk"]["maximum_batching_window_seconds"] = 301
+    found = "\n".join(esm_limit_violations(bad["event_source_mappings"], bad["functions"]))
+    for expected in (
+        "intake-priority: batch_size 20 > 10 needs a batching window >= 1 s",
+        "intake-priority: maximum_concurrency 1 outside 2..1000",
+        "intake-bulk: batch_size 10001 outside 1..10000",
+        "send-bulk: batching window 301s outside 0..300",
+    ):
+        assert expected in found, found
+
+    bad["sqs"]["visibility_timeout_multiplier"] = 5
+    assert visibility_violations(bad) and queue_knob_violations(bad)
+
+    bad["functions"]["status"]["reserved_concurrency"] = 1000
+    assert any("reader" in v for v in budget_violations(bad))
+
+
+def test_rules_reject_queue_without_dlq():
+    queues = {
+        "main": {"for_each": "${local.queues}", "redrive_policy": ""},
+        "dlq": {"for_each": "${local.queues}"},
+    }
+    assert dlq_violations(queues) == ["aws_sqs_queue.main has no dead-letter queue", "aws_sqs_queue.dlq has no dead-letter queue"]
+
+
+def test_tfvars_example_lists_every_variable(tf):
+    example = (INFRA / "terraform.tfvars.example").read_text()
+    documented = set(re.findall(r"^(\w+)\s*=", example, re.M))
+    assert set(tf["variable"]) == documented, (set(tf["variable"]) ^ documented)

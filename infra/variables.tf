@@ -1,0 +1,272 @@
+# Every variable is explained in terraform.tfvars.example. The knobs shared with the local
+# stack (batch sizes, windows, concurrency, timeouts, lane sizes, queue settings) are NOT
+# variables: they come from knobs.json (locals.tf) so AWS and the local stack cannot drift.
+
+variable "region" {
+  description = "AWS region to deploy into (must offer SES and the SES `email` VPC endpoint)."
+  type        = string
+  default     = "eu-west-2"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (functions, queues, cluster, proxy, alarms)."
+  type        = string
+  default     = "floodgate"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name_prefix))
+    error_message = "name_prefix: lowercase letters, digits and '-', 2-31 characters, starting with a letter."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags applied to every resource."
+  type        = map(string)
+  default     = {}
+}
+
+# ---------------------------------------------------------------- network
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC. Private subnets are /20s carved from it, one per AZ."
+  type        = string
+  default     = "10.42.0.0/16"
+}
+
+variable "az_count" {
+  description = "Number of availability zones (private subnets) to span; at least 2."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.az_count >= 2 && var.az_count <= 4
+    error_message = "az_count must be between 2 and 4."
+  }
+}
+
+variable "availability_zones" {
+  description = "Names of the zones to use (e.g. [\"eu-west-2a\", \"eu-west-2b\"]). Empty means the first az_count of <region>a, <region>b, <region>c, <region>d."
+  type        = list(string)
+  default     = []
+}
+
+variable "flow_log_retention_days" {
+  description = "Retention of the VPC flow log group, in days."
+  type        = number
+  default     = 365
+}
+
+# ---------------------------------------------------------------- database
+
+variable "db_engine_version" {
+  description = "Aurora PostgreSQL engine version. The parameter group family follows its major version."
+  type        = string
+  default     = "16.6"
+}
+
+variable "db_instance_class" {
+  description = "Instance class of the Aurora writer and readers."
+  type        = string
+  default     = "db.r6g.large"
+}
+
+variable "db_instance_max_connections" {
+  description = "max_connections of ONE instance of db_instance_class (Aurora's default is LEAST(DBInstanceClassMemory/9531392, 5000); about 1,700 for db.r6g.large). The connection-budget precondition checks the budget against max_connections_percent of this."
+  type        = number
+  default     = 1000
+}
+
+variable "db_reader_count" {
+  description = "Number of Aurora reader instances (the reader lane's read-only proxy endpoint spreads over them)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.db_reader_count >= 1
+    error_message = "At least one reader is required (the reader lane must not share the writer)."
+  }
+}
+
+variable "db_name" {
+  description = "Name of the application database."
+  type        = string
+  default     = "floodgate"
+}
+
+variable "db_master_username" {
+  description = "Master user of the cluster. Its password is generated and kept in Secrets Manager by RDS (manage_master_user_password); only the admin function's bootstrap step uses it."
+  type        = string
+  default     = "floodgate_master"
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection of the Aurora cluster. destroy.sh turns it off before destroying."
+  type        = bool
+  default     = true
+}
+
+variable "skip_final_snapshot" {
+  description = "Skip the final snapshot when the cluster is destroyed (true only for throw-away stacks)."
+  type        = bool
+  default     = false
+}
+
+variable "db_backup_retention_days" {
+  description = "Automated backup retention of the cluster, in days."
+  type        = number
+  default     = 7
+}
+
+variable "db_statement_timeout_ms" {
+  description = "statement_timeout set by the proxy's init query on every database connection. Must be below the shortest database-using function timeout."
+  type        = number
+  default     = 8000
+}
+
+variable "db_lock_timeout_ms" {
+  description = "lock_timeout set by the proxy's init query."
+  type        = number
+  default     = 2000
+}
+
+variable "db_idle_in_transaction_timeout_ms" {
+  description = "idle_in_transaction_session_timeout set by the proxy's init query (reaps a transaction left open by a crashed invocation)."
+  type        = number
+  default     = 10000
+}
+
+# ---------------------------------------------------------------- RDS Proxy
+
+variable "proxy_max_connections_percent" {
+  description = "Percentage of each instance's max_connections the proxy may open (MaxConnectionsPercent)."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.proxy_max_connections_percent >= 1 && var.proxy_max_connections_percent <= 100
+    error_message = "proxy_max_connections_percent must be 1..100."
+  }
+}
+
+variable "proxy_max_idle_connections_percent" {
+  description = "Percentage of max_connections the proxy keeps idle (MaxIdleConnectionsPercent); must not exceed proxy_max_connections_percent."
+  type        = number
+  default     = 50
+}
+
+variable "proxy_borrow_timeout_seconds" {
+  description = "How long a client waits for a pooled database connection (ConnectionBorrowTimeout). Must be below every function's timeout so the function can still answer (503 / partial batch failure)."
+  type        = number
+  default     = 4
+}
+
+variable "proxy_idle_client_timeout_seconds" {
+  description = "Seconds after which the proxy closes an idle client connection (a frozen Lambda instance holds one)."
+  type        = number
+  default     = 900
+}
+
+# ---------------------------------------------------------------- functions
+
+variable "lambda_artifacts_dir" {
+  description = "Directory holding <binary>/bootstrap.zip as written by `cargo lambda build --release --arm64 --output-format zip`. Empty means ../target/lambda relative to infra/."
+  type        = string
+  default     = ""
+}
+
+variable "rust_log" {
+  description = "RUST_LOG of every function."
+  type        = string
+  default     = "info"
+}
+
+variable "writer_acquire_timeout_ms" {
+  description = "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS: how long a function waits for its writer-lane connection. Must exceed the proxy borrow timeout so the proxy's answer, not the client's impatience, decides."
+  type        = number
+  default     = 5000
+}
+
+variable "reader_acquire_timeout_ms" {
+  description = "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS: how long a function waits for its reader-lane connection (interactive path: short)."
+  type        = number
+  default     = 2000
+}
+
+variable "log_retention_days" {
+  description = "Retention of the function, API access and re-notifier log groups, in days."
+  type        = number
+  default     = 365
+}
+
+# ---------------------------------------------------------------- API
+
+variable "api_throttle_rate" {
+  description = "Steady-state requests per second the HTTP API stage accepts (default_route_settings.throttling_rate_limit)."
+  type        = number
+  default     = 500
+}
+
+variable "api_throttle_burst" {
+  description = "Burst of requests the HTTP API stage accepts (default_route_settings.throttling_burst_limit)."
+  type        = number
+  default     = 1000
+}
+
+# ---------------------------------------------------------------- SES
+
+variable "ses_domain" {
+  description = "Domain verified in SES (DKIM CNAMEs are in the outputs) and used for the From address."
+  type        = string
+  default     = "notify.example.com"
+}
+
+variable "from_email" {
+  description = "From address of every email (FLOODGATE_FROM_EMAIL); must be in ses_domain. The send function's IAM policy only allows this From address."
+  type        = string
+  default     = "no-reply@notify.example.com"
+}
+
+# ---------------------------------------------------------------- alarms
+
+variable "alarm_emails" {
+  description = "Email addresses subscribed to the alarm topic (each must confirm the subscription)."
+  type        = list(string)
+  default     = []
+}
+
+variable "alarm_renotify_minutes" {
+  description = "While an alarm stays in ALARM, it is re-published to the alarm topic every this many minutes."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.alarm_renotify_minutes >= 1
+    error_message = "alarm_renotify_minutes must be at least 1."
+  }
+}
+
+variable "queue_age_alarm_seconds" {
+  description = "ApproximateAgeOfOldestMessage (seconds) above which a queue's age alarm fires, per queue (keys of knobs.json event_source_mappings)."
+  type        = map(number)
+  default = {
+    "intake-priority" = 60
+    "intake-normal"   = 300
+    "intake-bulk"     = 1800
+    "send-priority"   = 60
+    "send-normal"     = 300
+    "send-bulk"       = 1800
+    "receipts"        = 600
+  }
+}
+
+variable "proxy_borrow_latency_alarm_us" {
+  description = "Average DatabaseConnectionsBorrowLatency (microseconds) above which the proxy alarm fires."
+  type        = number
+  default     = 100000
+}
+
+variable "api_5xx_alarm_threshold" {
+  description = "Number of 5xx answers per minute from the HTTP API above which the alarm fires."
+  type        = number
+  default     = 5
+}

@@ -1,0 +1,12 @@
+//! The ports to AWS services and their adapters.
+//!
+//! - [`Queue`]: [`SqsQueue`] (aws-sdk-sqs; AWS or moto) and [`EmbeddedQueue`] (in-process,
+//!   the same semantics and limits; the local stack's default, since moto's SQS slows to
+//!   about one call a second at a few thousand queued messages and cannot carry a blast).
+
+pub mod queue;
+
+pub use queue::{
+    EmbeddedQueue, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage, SqsQueue,
+    send_all,
+};

@@ -1,0 +1,785 @@
+use async_trait::async_trait;
+use floodgate_core::envelope::plan_batches;
+use floodgate_core::{Knobs, QueueName};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// How many times this message has been received, this time included.
+    pub receive_count: u32,
+    /// When it was first sent, in milliseconds since the epoch.
+    pub sent_timestamp_millis: i64,
+}
+
+/// A queue's depth at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    pub visible: u64,
+    pub in_flight: u64,
+    /// Age of the oldest message not yet deleted (embedded only; SQS reports it to
+    /// CloudWatch, not through the API).
+    pub oldest_age: Option<Duration>,
+    /// Messages in the queue's dead-letter queue.
+    pub dead_letters: u64,
+}
+
+/// The SQS limits every adapter enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub max_message_bytes: usize,
+    pub max_batch_entries: usize,
+}
+
+impl QueueLimits {
+    pub fn from_knobs(k: &Knobs) -> Self {
+        QueueLimits {
+            max_message_bytes: k.sqs.max_message_bytes,
+            max_batch_entries: k.sqs.max_batch_entries,
+        }
+    }
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits::from_knobs(&Knobs::embedded())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum QueueError {
+    /// The service did not take the request (network, throttling, outage). Retryable.
+    #[error("queue {queue} unavailable: {message}")]
+    Unavailable { queue: String, message: String },
+    /// The service refused this message or call for what it is (too large, malformed).
+    #[error("queue {queue} rejected the message: {message}")]
+    Rejected { queue: String, message: String },
+    #[error("queue {queue} is not configured: set {env_var}")]
+    NotConfigured { queue: String, env_var: String },
+}
+
+/// The queue port. One implementation per real backend: SQS and the embedded queue.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// One `SendMessageBatch` call (at most `max_batch_entries` bodies and
+    /// `max_message_bytes` in total). One result per body, in order; `Err` for the whole
+    /// call when nothing was sent.
+    async fn send_batch(
+        &self,
+        queue: QueueName,
+        bodies: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
+
+    /// Receives up to `max` (≤ 10) messages, long-polling up to `wait`. Each becomes
+    /// invisible for the queue's visibility timeout.
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes received messages (the ones a consumer finished).
+    async fn delete_batch(
+        &self,
+        queue: QueueName,
+        receipt_handles: &[String],
+    ) -> Result<(), QueueError>;
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError>;
+}
+
+/// Sends any number of bodies to `queue`: groups them into calls within the SQS limits and
+/// runs the calls concurrently. Returns one result per body, in order.
+pub async fn send_all(
+    port: &dyn Queue,
+    queue: QueueName,
+    bodies: &[String],
+    limits: QueueLimits,
+) -> Vec<Result<(), QueueError>> {
+    let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+    let plan = plan_batches(&sizes, limits.max_batch_entries, limits.max_message_bytes);
+    let calls = plan.iter().map(|idx| async move {
+        let chunk: Vec<String> = idx.iter().map(|&i| bodies[i].clone()).collect();
+        let outcome = port.send_batch(queue, &chunk).await;
+        (idx, outcome)
+    });
+    let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); bodies.len()];
+    for (idx, outcome) in futures::future::join_all(calls).await {
+        match outcome {
+            Ok(per_entry) => {
+                for (&i, r) in idx.iter().zip(per_entry) {
+                    results[i] = r;
+                }
+            }
+            Err(e) => {
+                for &i in idx {
+                    results[i] = Err(e.clone());
+                }
+            }
+        }
+    }
+    results
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// EmbeddedQueue
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Stored {
+    id: String,
+    body: String,
+    receive_count: u32,
+    sent_at: Instant,
+    sent_millis: i64,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    visible: VecDeque<Stored>,
+    in_flight: HashMap<String, (Stored, Instant)>,
+    dead: Vec<Stored>,
+    visibility_timeout: Duration,
+    max_receive_count: u32,
+}
+
+impl QueueState {
+    /// Returns expired in-flight messages to the queue, or to the DLQ once they have been
+    /// received `max_receive_count` times (SQS's redrive policy).
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(h, _)| h.clone())
+            .collect();
+        for h in expired {
+            if let Some((m, _)) = self.in_flight.remove(&h) {
+                if m.receive_count >= self.max_receive_count {
+                    self.dead.push(m);
+                } else {
+                    self.visible.push_back(m);
+                }
+            }
+        }
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.in_flight.values().map(|(_, until)| *until).min()
+    }
+}
+
+/// An in-process queue with SQS's semantics: visibility timeout, receive count, redrive to
+/// a dead-letter queue after `maxReceiveCount`, and the same batch and size limits.
+pub struct EmbeddedQueue {
+    queues: Mutex<HashMap<QueueName, QueueState>>,
+    arrivals: HashMap<QueueName, tokio::sync::Notify>,
+    limits: QueueLimits,
+    unavailable: AtomicBool,
+    next_id: AtomicU64,
+    send_calls: AtomicU64,
+}
+
+impl EmbeddedQueue {
+    /// Queues configured from the knobs: each queue's visibility timeout is the multiplier
+    /// × its consumer's timeout, and `maxReceiveCount` is the knobs' value.
+    pub fn from_knobs(knobs: &Knobs) -> Self {
+        let mut config = HashMap::new();
+        for q in QueueName::ALL {
+            let function = knobs
+                .event_source_mappings
+                .get(&q.as_string())
+                .map(|m| m.function.clone())
+                .unwrap_or_default();
+            config.insert(
+                q,
+                (
+                    Duration::from_secs(u64::from(knobs.visibility_timeout_seconds(&function))),
+                    knobs.sqs.max_receive_count,
+                ),
+            );
+        }
+        Self::new(config, QueueLimits::from_knobs(knobs))
+    }
+
+    /// Every queue with the same visibility timeout (tests use short ones).
+    pub fn uniform(visibility_timeout: Duration, max_receive_count: u32) -> Self {
+        let config = QueueName::ALL
+            .into_iter()
+            .map(|q| (q, (visibility_timeout, max_receive_count)))
+            .collect();
+        Self::new(config, QueueLimits::default())
+    }
+
+    fn new(config: HashMap<QueueName, (Duration, u32)>, limits: QueueLimits) -> Self {
+        let queues = config
+            .into_iter()
+            .map(|(q, (visibility_timeout, max_receive_count))| {
+                (
+                    q,
+                    QueueState {
+                        visible: VecDeque::new(),
+                        in_flight: HashMap::new(),
+                        dead: Vec::new(),
+                        visibility_timeout,
+                        max_receive_count,
+                    },
+                )
+            })
+            .collect();
+        EmbeddedQueue {
+            queues: Mutex::new(queues),
+            arrivals: QueueName::ALL
+                .into_iter()
+                .map(|q| (q, tokio::sync::Notify::new()))
+                .collect(),
+            limits,
+            unavailable: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            send_calls: AtomicU64::new(0),
+        }
+    }
+
+    /// Fault injection: while set, every call answers `Unavailable` (SQS down).
+    pub fn set_unavailable(&self, down: bool) {
+        self.unavailable.store(down, Ordering::SeqCst);
+    }
+
+    /// `SendMessageBatch` calls made so far (all queues).
+    pub fn send_calls(&self) -> u64 {
+        self.send_calls.load(Ordering::Relaxed)
+    }
+
+    /// The bodies in `queue`'s dead-letter queue.
+    pub fn dead_letters(&self, queue: QueueName) -> Vec<String> {
+        self.lock()
+            .get(&queue)
+            .map(|s| s.dead.iter().map(|m| m.body.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, QueueState>> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that
+        // matters more than losing the queue; keep serving.
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_up(&self, queue: QueueName) -> Result<(), QueueError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            Err(QueueError::Unavailable {
+                queue: queue.as_string(),
+                message: "embedded queue switched off (fault injection)".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn send_batch(
+        &self,
+        queue: QueueName,
+        bodies: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        self.check_up(queue)?;
+        self.send_calls.fetch_add(1, Ordering::Relaxed);
+        let rejected = |message: String| QueueError::Rejected {
+            queue: queue.as_string(),
+            message,
+        };
+        if bodies.is_empty() || bodies.len() > self.limits.max_batch_entries {
+            return Err(rejected(format!(
+                "TooManyEntriesInBatchRequest/EmptyBatchRequest: {} entries",
+                bodies.len()
+            )));
+        }
+        let total: usize = bodies.iter().map(String::len).sum();
+        if total > self.limits.max_message_bytes {
+            return Err(rejected(format!(
+                "BatchRequestTooLong: {total} bytes > {}",
+                self.limits.max_message_bytes
+            )));
+        }
+        let mut results = Vec::with_capacity(bodies.len());
+        {
+            let mut queues = self.lock();
+            let state = queues.get_mut(&queue).ok_or_else(|| QueueError::NotConfigured {
+                queue: queue.as_string(),
+                env_var: queue.url_env_var(),
+            })?;
+            for body in bodies {
+                if body.is_empty() {
+                    results.push(Err(rejected("empty message body".into())));
+                    continue;
+                }
+                let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+                state.visible.push_back(Stored {
+                    id: format!("m-{n}"),
+                    body: body.clone(),
+                    receive_count: 0,
+                    sent_at: Instant::now(),
+                    sent_millis: now_millis(),
+                });
+                results.push(Ok(()));
+            }
+        }
+        if let Some(n) = self.arrivals.get(&queue) {
+            n.notify_waiters();
+        }
+        Ok(results)
+    }
+
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.check_up(queue)?;
+        let deadline = Instant::now() + wait;
+        let max = max.clamp(1, 10);
+        loop {
+            let notified = self.arrivals.get(&queue).map(|n| n.notified());
+            let next_expiry = {
+                let mut queues = self.lock();
+                let state = queues.get_mut(&queue).ok_or_else(|| QueueError::NotConfigured {
+                    queue: queue.as_string(),
+                    env_var: queue.url_env_var(),
+                })?;
+                let now = Instant::now();
+                state.expire(now);
+                let mut out = Vec::new();
+                while out.len() < max {
+                    let Some(mut m) = state.visible.pop_front() else {
+                        break;
+                    };
+                    m.receive_count += 1;
+                    let handle = format!("{}#{}", m.id, m.receive_count);
+                    out.push(ReceivedMessage {
+                        message_id: m.id.clone(),
+                        receipt_handle: handle.clone(),
+                        body: m.body.clone(),
+                        receive_count: m.receive_count,
+                        sent_timestamp_millis: m.sent_millis,
+                    });
+                    let until = now + state.visibility_timeout;
+                    state.in_flight.insert(handle, (m, until));
+                }
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+                state.next_expiry()
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let mut until = deadline;
+            if let Some(e) = next_expiry {
+                until = until.min(e);
+            }
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(until));
+            match notified {
+                Some(n) => {
+                    tokio::select! {
+                        _ = n => {}
+                        _ = sleep => {}
+                    }
+                }
+                None => sleep.await,
+            }
+        }
+    }
+
+    async fn delete_batch(
+        &self,
+        queue: QueueName,
+        receipt_handles: &[String],
+    ) -> Result<(), QueueError> {
+        self.check_up(queue)?;
+        let mut queues = self.lock();
+        if let Some(state) = queues.get_mut(&queue) {
+            for h in receipt_handles {
+                // Like SQS, deleting with a stale handle (the message came back and was
+                // received again) is not an error; the newer receipt still holds it.
+                state.in_flight.remove(h);
+            }
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
+        let mut queues = self.lock();
+        let Some(state) = queues.get_mut(&queue) else {
+            return Ok(QueueStats::default());
+        };
+        let now = Instant::now();
+        state.expire(now);
+        let oldest = state
+            .visible
+            .iter()
+            .chain(state.in_flight.values().map(|(m, _)| m))
+            .map(|m| m.sent_at)
+            .min();
+        Ok(QueueStats {
+            visible: state.visible.len() as u64,
+            in_flight: state.in_flight.len() as u64,
+            oldest_age: oldest.map(|t| now.saturating_duration_since(t)),
+            dead_letters: state.dead.len() as u64,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// SqsQueue
+// ---------------------------------------------------------------------------------------
+
+/// The queue port over Amazon SQS (or any SQS-compatible endpoint such as moto server).
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    urls: HashMap<QueueName, String>,
+    dlq_urls: HashMap<QueueName, String>,
+}
+
+fn sdk_error<E: std::fmt::Debug>(
+    queue: QueueName,
+    e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+) -> QueueError
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    use aws_sdk_sqs::error::ProvideErrorMetadata;
+    let message = match e.code() {
+        Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
+        None => format!("{e:?}").chars().take(300).collect(),
+    };
+    let sender_fault = matches!(
+        e.code(),
+        Some(
+            "BatchRequestTooLong"
+                | "TooManyEntriesInBatchRequest"
+                | "InvalidMessageContents"
+                | "AWS.SimpleQueueService.BatchRequestTooLong"
+        )
+    );
+    if sender_fault {
+        QueueError::Rejected {
+            queue: queue.as_string(),
+            message,
+        }
+    } else {
+        QueueError::Unavailable {
+            queue: queue.as_string(),
+            message,
+        }
+    }
+}
+
+impl SqsQueue {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        urls: HashMap<QueueName, String>,
+        dlq_urls: HashMap<QueueName, String>,
+    ) -> Self {
+        SqsQueue {
+            client,
+            urls,
+            dlq_urls,
+        }
+    }
+
+    /// Queue URLs from `FLOODGATE_QUEUE_URL_<NAME>` (and `FLOODGATE_DLQ_URL_<NAME>` for
+    /// depth reporting). Only the queues a function uses need to be set.
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Self {
+        let mut urls = HashMap::new();
+        let mut dlq_urls = HashMap::new();
+        for q in QueueName::ALL {
+            if let Ok(u) = std::env::var(q.url_env_var()) {
+                urls.insert(q, u);
+            }
+            let dlq_var = q.url_env_var().replace("_QUEUE_URL_", "_DLQ_URL_");
+            if let Ok(u) = std::env::var(dlq_var) {
+                dlq_urls.insert(q, u);
+            }
+        }
+        SqsQueue::new(aws_sdk_sqs::Client::new(sdk), urls, dlq_urls)
+    }
+
+    /// Creates the seven queues and their DLQs (with a redrive policy), named
+    /// `<prefix>-<queue>` and `<prefix>-<queue>-dlq`, for local runs against moto.
+    pub async fn create_all(
+        client: aws_sdk_sqs::Client,
+        prefix: &str,
+        visibility_timeout: Duration,
+        max_receive_count: u32,
+    ) -> Result<Self, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let mut urls = HashMap::new();
+        let mut dlq_urls = HashMap::new();
+        for q in QueueName::ALL {
+            let dlq = client
+                .create_queue()
+                .queue_name(format!("{prefix}-{q}-dlq"))
+                .send()
+                .await
+                .map_err(|e| sdk_error(q, e))?;
+            let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
+            let attrs = client
+                .get_queue_attributes()
+                .queue_url(&dlq_url)
+                .attribute_names(A::QueueArn)
+                .send()
+                .await
+                .map_err(|e| sdk_error(q, e))?;
+            let dlq_arn = attrs
+                .attributes()
+                .and_then(|a| a.get(&A::QueueArn))
+                .cloned()
+                .unwrap_or_default();
+            let redrive = serde_json::json!({
+                "deadLetterTargetArn": dlq_arn,
+                "maxReceiveCount": max_receive_count.to_string(),
+            });
+            let main = client
+                .create_queue()
+                .queue_name(format!("{prefix}-{q}"))
+                .attributes(A::VisibilityTimeout, visibility_timeout.as_secs().to_string())
+                .attributes(A::RedrivePolicy, redrive.to_string())
+                .send()
+                .await
+                .map_err(|e| sdk_error(q, e))?;
+            urls.insert(q, main.queue_url().unwrap_or_default().to_string());
+            dlq_urls.insert(q, dlq_url);
+        }
+        Ok(SqsQueue::new(client, urls, dlq_urls))
+    }
+
+    pub fn url(&self, queue: QueueName) -> Result<&str, QueueError> {
+        self.urls
+            .get(&queue)
+            .map(String::as_str)
+            .ok_or_else(|| QueueError::NotConfigured {
+                queue: queue.as_string(),
+                env_var: queue.url_env_var(),
+            })
+    }
+
+    pub fn urls(&self) -> &HashMap<QueueName, String> {
+        &self.urls
+    }
+
+    async fn count(&self, queue: QueueName, url: &str) -> Result<(u64, u64), QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| sdk_error(queue, e))?;
+        let get = |a: A| -> u64 {
+            out.attributes()
+                .and_then(|m| m.get(&a))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            get(A::ApproximateNumberOfMessages),
+            get(A::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send_batch(
+        &self,
+        queue: QueueName,
+        bodies: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let url = self.url(queue)?;
+        let mut entries = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.iter().enumerate() {
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .build()
+                .map_err(|e| QueueError::Rejected {
+                    queue: queue.as_string(),
+                    message: e.to_string(),
+                })?;
+            entries.push(entry);
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sdk_error(queue, e))?;
+        let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); bodies.len()];
+        for f in out.failed() {
+            if let Some(r) = f.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                let message = format!("{}: {}", f.code(), f.message().unwrap_or(""));
+                *r = Err(if f.sender_fault() {
+                    QueueError::Rejected {
+                        queue: queue.as_string(),
+                        message,
+                    }
+                } else {
+                    QueueError::Unavailable {
+                        queue: queue.as_string(),
+                        message,
+                    }
+                });
+            }
+        }
+        Ok(results)
+    }
+
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        use aws_sdk_sqs::types::MessageSystemAttributeName as M;
+        let url = self.url(queue)?;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(M::ApproximateReceiveCount)
+            .message_system_attribute_names(M::SentTimestamp)
+            .send()
+            .await
+            .map_err(|e| sdk_error(queue, e))?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| {
+                let attr = |a: M| m.attributes().and_then(|x| x.get(&a)).cloned();
+                ReceivedMessage {
+                    message_id: m.message_id().unwrap_or_default().to_string(),
+                    receipt_handle: m.receipt_handle().unwrap_or_default().to_string(),
+                    body: m.body().unwrap_or_default().to_string(),
+                    receive_count: attr(M::ApproximateReceiveCount)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
+                    sent_timestamp_millis: attr(M::SentTimestamp)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    async fn delete_batch(
+        &self,
+        queue: QueueName,
+        receipt_handles: &[String],
+    ) -> Result<(), QueueError> {
+        use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+        let url = self.url(queue)?;
+        for chunk in receipt_handles.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(h)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            self.client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| sdk_error(queue, e))?;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
+        let url = self.url(queue)?.to_string();
+        let (visible, in_flight) = self.count(queue, &url).await?;
+        let dead_letters = match self.dlq_urls.get(&queue) {
+            Some(d) => {
+                let (v, i) = self.count(queue, &d.clone()).await?;
+                v + i
+            }
+            None => 0,
+        };
+        Ok(QueueStats {
+            visible,
+            in_flight,
+            oldest_age: None,
+            dead_letters,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodgate_core::TrafficLane;
+
+    const Q: QueueName = QueueName::Intake(TrafficLane::Normal);
+
+    #[tokio::test]
+    async fn embedded_limits_match_sqs() {
+        let q = EmbeddedQueue::uniform(Duration::from_secs(30), 3);
+        let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
+        assert!(matches!(
+            q.send_batch(Q, &eleven).await,
+            Err(QueueError::Rejected { .. })
+        ));
+        let big = vec!["x".repeat(200_000), "y".repeat(100_000)];
+        assert!(matches!(
+            q.send_batch(Q, &big).await,
+            Err(QueueError::Rejected { .. })
+        ));
+        // send_all splits the same bodies into legal calls.
+        let results = send_all(&q, Q, &big, QueueLimits::default()).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(q.stats(Q).await.unwrap().visible, 2);
+    }
+
+    #[tokio::test]
+    async fn embedded_fault_injection() {
+        let q = EmbeddedQueue::uniform(Duration::from_secs(30), 3);
+        q.set_unavailable(true);
+        let r = send_all(&q, Q, &["a".to_string()], QueueLimits::default()).await;
+        assert!(matches!(r[0], Err(QueueError::Unavailable { .. })));
+        q.set_unavailable(false);
+        let r = send_all(&q, Q, &["a".to_string()], QueueLimits::default()).await;
+        assert!(r[0].is_ok());
+    }
+}

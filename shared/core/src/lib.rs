@@ -1,0 +1,20 @@
+//! Floodgate's domain: the words of SPEC.md as plain types and pure functions, no I/O.
+//!
+//! - [`TrafficLane`]: `priority` / `normal` / `bulk`, each with its own queues.
+//! - [`IntakeNotification`] / [`IntakeEnvelope`]: what `ingest` puts on an intake queue.
+//! - [`SendEnvelope`]: what `persist` forwards to a send queue.
+//! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules of SPEC §4.
+//! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
+
+pub mod envelope;
+pub mod knobs;
+pub mod lane;
+pub mod status;
+
+pub use envelope::{
+    EnvelopeError, IntakeEnvelope, IntakeNotification, KeyType, SendEnvelope, pack_intake,
+    pack_send,
+};
+pub use knobs::Knobs;
+pub use lane::{QueueName, TrafficLane};
+pub use status::{NotificationStatus, StatusTransition, transition};

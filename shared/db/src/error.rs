@@ -1,0 +1,50 @@
+use std::time::Duration;
+
+/// Errors of the database lanes. Mapped once at each function's edge (HTTP 503 or a
+/// batch-item failure): none of them means the input was bad.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{lane} lane: no connection free within {waited:?} (lane size {max_size})")]
+    AcquireTimeout {
+        lane: &'static str,
+        waited: Duration,
+        max_size: usize,
+    },
+    #[error("{lane} lane: could not open a connection: {reason}")]
+    Connect { lane: &'static str, reason: String },
+    #[error("{lane} lane: operation did not finish within {limit:?}; connection discarded")]
+    OperationTimeout { lane: &'static str, limit: Duration },
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+}
+
+impl DbError {
+    /// True when the database (or the way to it) is unavailable, as opposed to a statement
+    /// the database refused. Callers use it to answer 503 rather than 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::AcquireTimeout { .. }
+            | DbError::Connect { .. }
+            | DbError::OperationTimeout { .. } => true,
+            DbError::Query(e) => e.is_closed() || e.code().is_none(),
+            DbError::Config(_) | DbError::Migration { .. } => false,
+        }
+    }
+
+    /// The SQLSTATE of a statement error, if any.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) => e.code().map(|c| c.code()),
+            DbError::Migration { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+}
