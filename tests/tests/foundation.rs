@@ -1,0 +1,540 @@
+//! The foundation against real services: PostgreSQL primary + streaming replica, PgBouncer
+//! in transaction mode, moto server. Each test owns a fresh service id.
+
+use floodgate_aws::{EmbeddedQueue, Queue, QueueLimits, SqsQueue};
+use floodgate_core::{
+    IntakeEnvelope, Knobs, NotificationStatus, QueueName, SendEnvelope, TrafficLane, pack_intake,
+};
+use floodgate_db::tokio_postgres::types::Type;
+use floodgate_db::{DbError, Lane, LaneConfig, LaneKind};
+use floodgate_e2e::*;
+use floodgate_local::StackOptions;
+use floodgate_persist::Persist;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+fn persist_with(writer: floodgate_db::WriterLane, queue: Arc<dyn Queue>) -> Persist {
+    let knobs = Arc::new(Knobs::embedded());
+    Persist {
+        writer,
+        queue,
+        limits: QueueLimits::from_knobs(&knobs),
+        knobs,
+    }
+}
+
+fn bodies_for(batch: &[floodgate_core::IntakeNotification], per_message: usize) -> Vec<String> {
+    batch
+        .chunks(per_message)
+        .flat_map(|c| pack_intake(c, 262_144).expect("packs"))
+        .collect()
+}
+
+/// Drains a queue and returns the send envelopes on it.
+async fn drain_send(queue: &dyn Queue, name: QueueName) -> Vec<SendEnvelope> {
+    let mut out = Vec::new();
+    loop {
+        let msgs = queue
+            .receive(name, 10, Duration::from_millis(200))
+            .await
+            .expect("receive");
+        if msgs.is_empty() {
+            return out;
+        }
+        let handles: Vec<String> = msgs.iter().map(|m| m.receipt_handle.clone()).collect();
+        for m in msgs {
+            out.push(SendEnvelope::decode(&m.body).expect("a send envelope"));
+        }
+        queue.delete_batch(name, &handles).await.expect("delete");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_1000_is_one_transaction_and_a_redelivery_changes_nothing() {
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..1000)
+        .map(|i| notification(service, TrafficLane::Bulk, i))
+        .collect();
+    let event = sqs_event(&bodies_for(&batch, 100));
+    assert_eq!(event.records.len(), 10);
+    let persist = persist_with(
+        writer_lane(&stack, |_| {}).await,
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+    );
+
+    let (resp, report) = persist.handle(event.clone()).await.expect("handled");
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.inserted, 1000);
+    let writer = writer_lane(&stack, |_| {}).await;
+    assert_eq!(count_rows(&writer, service).await, 1000);
+    // One transaction: every row carries the same inserting transaction id.
+    let conn = writer.acquire().await.unwrap();
+    let xmins: i64 = conn
+        .bounded(conn.query_typed_one(
+            "SELECT count(DISTINCT xmin::text) FROM notifications WHERE service_id = $1",
+            &[(&service, Type::UUID)],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(xmins, 1, "rows were committed by {xmins} transactions");
+    drop(conn);
+
+    // SQS delivers the same batch again: no duplicate, no failure.
+    let (resp, report) = persist.handle(event).await.expect("handled");
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.inserted, 0);
+    assert_eq!(count_rows(&writer, service).await, 1000);
+}
+
+#[tokio::test]
+async fn one_malformed_message_fails_alone() {
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..99)
+        .map(|i| notification(service, TrafficLane::Normal, i))
+        .collect();
+    let mut bodies = bodies_for(&batch, 1);
+    bodies.insert(42, r#"{"v":1,"notifications":[{"id":"not-a-uuid"}]}"#.to_string());
+    let event = sqs_event(&bodies);
+    assert_eq!(event.records.len(), 100);
+    let persist = persist_with(
+        writer_lane(&stack, |_| {}).await,
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+    );
+    let (resp, _) = persist.handle(event).await.expect("handled");
+    let failed: Vec<_> = resp
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec!["m-42".to_string()]);
+    assert_eq!(count_rows(&persist.writer, service).await, 99);
+}
+
+#[tokio::test]
+async fn forwarded_ids_land_on_their_lanes_send_queue_embedded() {
+    let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    forwarded_ids_land_on_their_lanes_send_queue(queue).await;
+}
+
+#[tokio::test]
+async fn forwarded_ids_land_on_their_lanes_send_queue_moto() {
+    let stack = shared_stack().await;
+    let sdk = local_aws_config(&stack.moto_endpoint().expect("moto")).await;
+    let prefix = format!("fwd-{}", Uuid::now_v7().simple());
+    let queue = SqsQueue::create_all(
+        aws_sdk_sqs::Client::new(&sdk),
+        &prefix,
+        Duration::from_secs(30),
+        3,
+    )
+    .await
+    .expect("queues created in moto");
+    forwarded_ids_land_on_their_lanes_send_queue(Arc::new(queue)).await;
+}
+
+async fn forwarded_ids_land_on_their_lanes_send_queue(queue: Arc<dyn Queue>) {
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    let mut batch = Vec::new();
+    for (k, lane) in TrafficLane::ALL.into_iter().enumerate() {
+        for i in 0..(5 + 7 * k) {
+            batch.push(notification(service, lane, i));
+        }
+    }
+    let persist = persist_with(writer_lane(&stack, |_| {}).await, queue.clone());
+    let (resp, report) = persist
+        .handle(sqs_event(&bodies_for(&batch, 4)))
+        .await
+        .expect("handled");
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.forwarded, batch.len());
+    let knobs = Knobs::embedded();
+    for lane in TrafficLane::ALL {
+        let expected: BTreeSet<Uuid> = batch.iter().filter(|n| n.lane == lane).map(|n| n.id).collect();
+        let envelopes = drain_send(queue.as_ref(), QueueName::Send(lane)).await;
+        let mut got = BTreeSet::new();
+        for e in &envelopes {
+            assert_eq!(e.lane, lane);
+            assert!(e.notification_ids.len() <= knobs.send_ids_per_message(lane));
+            got.extend(e.notification_ids.iter().copied());
+        }
+        assert_eq!(got, expected, "send-{lane}");
+    }
+}
+
+#[tokio::test]
+async fn persisted_rows_are_readable_through_the_reader_lane() {
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..50)
+        .map(|i| notification(service, TrafficLane::Priority, i))
+        .collect();
+    let persist = persist_with(
+        writer_lane(&stack, |_| {}).await,
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+    );
+    persist
+        .handle(sqs_event(&bodies_for(&batch, 10)))
+        .await
+        .expect("handled");
+    stack
+        .wait_replica_caught_up(Duration::from_secs(20))
+        .await
+        .expect("replica catches up");
+    let reader = reader_lane(&stack).await;
+    assert_eq!(count_rows(&reader, service).await, 50);
+    // And the reader really is the replica.
+    let conn = reader.acquire().await.unwrap();
+    let in_recovery: bool = conn
+        .bounded(conn.query_typed_one("SELECT pg_is_in_recovery()", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    assert!(in_recovery, "reader lane must reach the standby");
+}
+
+#[tokio::test]
+async fn a_lane_never_opens_more_than_its_size_and_times_out_cleanly() {
+    let stack = shared_stack().await;
+    let app = format!("lane-bounds-{}", Uuid::now_v7().simple());
+    // Straight to the primary, so pg_stat_activity shows this lane's own sessions.
+    let mut cfg = LaneConfig::new(LaneKind::Writer, stack.primary_url(), &app);
+    cfg.max_size = 2;
+    cfg.acquire_timeout = Duration::from_secs(30);
+    let lane = Lane::open(cfg).await.unwrap();
+
+    let peak = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop, url, app) = (peak.clone(), stop.clone(), stack.primary_url(), app.clone());
+        tokio::spawn(async move {
+            let (c, conn) = floodgate_db::tokio_postgres::connect(&url, floodgate_db::tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            while !stop.load(Ordering::SeqCst) {
+                let n: i64 = c
+                    .query_typed_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        &[(&app, Type::TEXT)],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let lane = lane.clone();
+            tokio::spawn(async move {
+                let conn = lane.acquire().await.expect("acquire within 30 s");
+                conn.bounded(conn.batch_execute("SELECT pg_sleep(0.02)"))
+                    .await
+                    .expect("query");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    let counters = lane.counters().snapshot();
+    assert_eq!(counters.acquires, 50);
+    assert!(peak.load(Ordering::SeqCst) >= 1, "sampler saw the lane's sessions");
+    assert!(peak.load(Ordering::SeqCst) <= 2, "peak {} sessions", peak.load(Ordering::SeqCst));
+    assert!(counters.connections_opened <= 2, "{counters:?}");
+
+    // An acquire beyond the timeout fails cleanly, and the lane still works afterwards.
+    let mut cfg = LaneConfig::new(LaneKind::Writer, stack.primary_url(), &app);
+    cfg.max_size = 1;
+    cfg.acquire_timeout = Duration::from_millis(200);
+    let small = Lane::open(cfg).await.unwrap();
+    let held = small.acquire().await.unwrap();
+    let started = Instant::now();
+    let err = small.acquire().await.err().expect("second acquire must time out");
+    assert!(matches!(err, DbError::AcquireTimeout { .. }), "{err}");
+    assert!(err.is_unavailable());
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert_eq!(small.counters().snapshot().acquire_timeouts, 1);
+    drop(held);
+    let again = small.acquire().await.expect("free again after release");
+    again.bounded(again.batch_execute("SELECT 1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_or_interrupted_operation_discards_its_connection() {
+    let stack = shared_stack().await;
+    let mut cfg = LaneConfig::new(LaneKind::Writer, stack.writer_url(), "discard-test");
+    cfg.max_size = 1;
+    cfg.operation_timeout = Duration::from_millis(300);
+    let lane = Lane::open(cfg).await.unwrap();
+    {
+        let conn = lane.acquire().await.unwrap();
+        let err = conn
+            .bounded(conn.batch_execute("SELECT pg_sleep(5)"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, DbError::OperationTimeout { .. }), "{err}");
+    }
+    {
+        // A panic while holding a connection: the slot comes back.
+        let lane2 = lane.clone();
+        let r = tokio::spawn(async move {
+            let _conn = lane2.acquire().await.unwrap();
+            panic!("handler bug");
+        })
+        .await;
+        assert!(r.is_err());
+    }
+    let conn = lane.acquire().await.expect("the slot was returned on every path");
+    conn.bounded(conn.batch_execute("SELECT 1")).await.unwrap();
+    let c = lane.counters().snapshot();
+    assert_eq!(c.operation_timeouts, 1);
+    assert!(c.discarded >= 2, "{c:?}");
+}
+
+#[tokio::test]
+async fn statement_timeout_comes_from_role_defaults_through_the_proxy() {
+    let stack = shared_stack().await;
+    let writer = writer_lane(&stack, |_| {}).await;
+    let conn = writer.acquire().await.unwrap();
+    let rows = conn
+        .bounded(conn.simple_query("SHOW statement_timeout"))
+        .await
+        .unwrap();
+    assert_eq!(floodgate_local::services::first_value(&rows).as_deref(), Some("30s"));
+}
+
+#[tokio::test]
+async fn schema_status_rank_matches_the_rust_rule() {
+    let stack = shared_stack().await;
+    let writer = writer_lane(&stack, |_| {}).await;
+    let conn = writer.acquire().await.unwrap();
+    for s in NotificationStatus::ALL {
+        let rank: i16 = conn
+            .bounded(conn.query_typed_one(
+                "SELECT notification_status_rank($1)",
+                &[(&s.as_str(), Type::TEXT)],
+            ))
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rank, s.rank(), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn partitions_carry_hot_settings_and_retention_drops_whole_days() {
+    let stack = shared_stack().await;
+    let writer = writer_lane(&stack, |_| {}).await;
+    let conn = writer.acquire().await.unwrap();
+    // Migrations are idempotent.
+    let applied = conn.bounded(floodgate_db::migrate(&conn)).await.unwrap();
+    assert!(applied.is_empty(), "{applied:?}");
+    let today = chrono::Utc::now().date_naive();
+    let part = format!("notifications_{}", today.format("%Y%m%d"));
+    let opts: Vec<String> = conn
+        .bounded(conn.query_typed_one(
+            "SELECT reloptions FROM pg_class WHERE relname = $1",
+            &[(&part, Type::TEXT)],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert!(opts.contains(&"fillfactor=70".to_string()), "{opts:?}");
+    assert!(opts.iter().any(|o| o.starts_with("autovacuum_vacuum_scale_factor")), "{opts:?}");
+
+    // An old day's partition is dropped whole by maintenance; today's stays.
+    let old = today - chrono::Days::new(400);
+    let created = conn
+        .bounded(floodgate_db::ensure_partitions(&conn, old, old))
+        .await
+        .unwrap();
+    assert_eq!(created, 1);
+    let m = conn
+        .bounded(floodgate_db::maintain_partitions(&conn, today, 3, 300))
+        .await
+        .unwrap();
+    assert!(m.dropped >= 1, "{m:?}");
+    let left: i64 = conn
+        .bounded(conn.query_typed_one(
+            "SELECT count(*) FROM pg_class WHERE relname = $1 OR relname = $2",
+            &[
+                (&format!("notifications_{}", old.format("%Y%m%d")), Type::TEXT),
+                (&part, Type::TEXT),
+            ],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1, "old partition dropped, today's kept");
+}
+
+#[tokio::test]
+async fn a_missing_partition_is_created_on_demand() {
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    // A notification dated 20 days ahead: no partition exists for that day yet.
+    let mut n = notification(service, TrafficLane::Normal, 0);
+    let future = chrono::Utc::now() + chrono::Duration::days(20);
+    let ms = future.timestamp_millis() as u64;
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    n.id = Uuid::new_v7(ts);
+    n.created_at = floodgate_core::envelope::created_at_of(n.id).unwrap();
+    let persist = persist_with(
+        writer_lane(&stack, |_| {}).await,
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+    );
+    let (resp, report) = persist
+        .handle(sqs_event(&bodies_for(&[n], 1)))
+        .await
+        .unwrap();
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.inserted, 1);
+}
+
+// ----- queue contract: the same behaviour from both adapters -----
+
+async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
+    let q = QueueName::Intake(TrafficLane::Priority);
+    // Limits.
+    let eleven: Vec<String> = (0..11).map(|i| format!("b{i}")).collect();
+    assert!(queue.send_batch(q, &eleven).await.is_err(), "11 entries must be refused");
+    // Send, receive, delete.
+    let bodies: Vec<String> = (0..3).map(|i| format!("body-{i}")).collect();
+    let r = queue.send_batch(q, &bodies).await.expect("send");
+    assert!(r.iter().all(Result::is_ok));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 3 && Instant::now() < deadline {
+        got.extend(queue.receive(q, 10, Duration::from_secs(1)).await.expect("receive"));
+    }
+    assert_eq!(
+        got.iter().map(|m| m.body.clone()).collect::<HashSet<_>>(),
+        bodies.iter().cloned().collect::<HashSet<_>>()
+    );
+    assert!(got.iter().all(|m| m.receive_count == 1));
+    // Delete two; the third comes back after the visibility timeout with a higher count.
+    let keep = got.pop().unwrap();
+    let handles: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+    queue.delete_batch(q, &handles).await.expect("delete");
+    assert!(queue.receive(q, 10, Duration::ZERO).await.unwrap().is_empty(), "invisible while in flight");
+    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+    let again = queue.receive(q, 10, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].body, keep.body);
+    assert_eq!(again[0].receive_count, 2);
+    // maxReceiveCount is 2: after this second receive expires, it goes to the DLQ.
+    tokio::time::sleep(visibility + Duration::from_millis(300)).await;
+    let none = queue.receive(q, 10, Duration::from_secs(1)).await.unwrap();
+    assert!(none.is_empty(), "redriven to the DLQ, not redelivered: {none:?}");
+    let stats = queue.stats(q).await.unwrap();
+    assert_eq!(stats.dead_letters, 1, "{stats:?}");
+    assert_eq!(stats.visible + stats.in_flight, 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn queue_contract_embedded() {
+    let q = EmbeddedQueue::uniform(Duration::from_secs(1), 2);
+    queue_contract(&q, Duration::from_secs(1)).await;
+    let dead = q.dead_letters(QueueName::Intake(TrafficLane::Priority));
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].starts_with("body-"), "{dead:?}");
+}
+
+#[tokio::test]
+async fn queue_contract_moto() {
+    let stack = shared_stack().await;
+    let sdk = local_aws_config(&stack.moto_endpoint().expect("moto")).await;
+    let prefix = format!("contract-{}", Uuid::now_v7().simple());
+    let q = SqsQueue::create_all(aws_sdk_sqs::Client::new(&sdk), &prefix, Duration::from_secs(1), 2)
+        .await
+        .expect("queues created");
+    queue_contract(&q, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn intake_envelopes_round_trip_through_moto_at_the_size_limit() {
+    let stack = shared_stack().await;
+    let sdk = local_aws_config(&stack.moto_endpoint().expect("moto")).await;
+    let prefix = format!("size-{}", Uuid::now_v7().simple());
+    let q = SqsQueue::create_all(aws_sdk_sqs::Client::new(&sdk), &prefix, Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..2000).map(|i| notification(service, TrafficLane::Bulk, i)).collect();
+    let bodies = pack_intake(&batch, 262_144).unwrap();
+    assert!(bodies.len() >= 2);
+    let name = QueueName::Intake(TrafficLane::Bulk);
+    let results = floodgate_aws::send_all(&q, name, &bodies, QueueLimits::default()).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut ids = Vec::new();
+    while ids.len() < batch.len() {
+        let msgs = q.receive(name, 10, Duration::from_secs(2)).await.unwrap();
+        assert!(!msgs.is_empty(), "all messages arrive");
+        for m in msgs {
+            ids.extend(IntakeEnvelope::decode(&m.body).unwrap().notifications.into_iter().map(|n| n.id));
+        }
+    }
+    let expected: BTreeMap<Uuid, ()> = batch.iter().map(|n| (n.id, ())).collect();
+    let got: BTreeMap<Uuid, ()> = ids.into_iter().map(|i| (i, ())).collect();
+    assert_eq!(got, expected);
+}
+
+// ----- fault: the primary goes away -----
+
+#[tokio::test]
+async fn with_the_primary_stopped_the_batch_fails_fast_and_succeeds_after_restart() {
+    let mut stack = start_migrated(StackOptions {
+        proxy_borrow_timeout_s: 2,
+        ..StackOptions::default()
+    })
+    .await;
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..200).map(|i| notification(service, TrafficLane::Normal, i)).collect();
+    let event = sqs_event(&bodies_for(&batch, 20));
+    let writer = writer_lane(&stack, |c| {
+        c.acquire_timeout = Duration::from_millis(500);
+        c.operation_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let persist = persist_with(
+        writer.clone(),
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+    );
+    // Warm the lane so a pooled connection exists when the database goes away.
+    assert_eq!(count_rows(&writer, service).await, 0);
+
+    stack.stop_primary();
+    let started = Instant::now();
+    let (resp, report) = persist.handle(event.clone()).await.expect("handled");
+    let took = started.elapsed();
+    assert_eq!(resp.batch_item_failures.len(), event.records.len(), "every item failed");
+    assert_eq!(report.inserted, 0);
+    // Bounded by the lane (acquire 0.5 s + operation 3 s), far below a 30 s function timeout.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    stack.start_primary().await.expect("primary restarts");
+    // PgBouncer reconnects on its own; the lane replaced its broken connection.
+    let mut ok = false;
+    for _ in 0..20 {
+        let (resp, _) = persist.handle(event.clone()).await.expect("handled");
+        if resp.batch_item_failures.is_empty() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(ok, "the same batch succeeds after the restart");
+    assert_eq!(count_rows(&writer, service).await, 200);
+}
