@@ -116,7 +116,11 @@ pub async fn local_aws_config(endpoint: &str) -> aws_config::SdkConfig {
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "floodgate-tests",
+            "testing",
+            "testing",
+            None,
+            None,
+            "floodgate-tests",
         ))
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()

@@ -99,7 +99,10 @@ async fn one_malformed_message_fails_alone() {
         .map(|i| notification(service, TrafficLane::Normal, i))
         .collect();
     let mut bodies = bodies_for(&batch, 1);
-    bodies.insert(42, r#"{"v":1,"notifications":[{"id":"not-a-uuid"}]}"#.to_string());
+    bodies.insert(
+        42,
+        r#"{"v":1,"notifications":[{"id":"not-a-uuid"}]}"#.to_string(),
+    );
     let event = sqs_event(&bodies);
     assert_eq!(event.records.len(), 100);
     let persist = persist_with(
@@ -156,7 +159,11 @@ async fn forwarded_ids_land_on_their_lanes_send_queue(queue: Arc<dyn Queue>) {
     assert_eq!(report.forwarded, batch.len());
     let knobs = Knobs::embedded();
     for lane in TrafficLane::ALL {
-        let expected: BTreeSet<Uuid> = batch.iter().filter(|n| n.lane == lane).map(|n| n.id).collect();
+        let expected: BTreeSet<Uuid> = batch
+            .iter()
+            .filter(|n| n.lane == lane)
+            .map(|n| n.id)
+            .collect();
         let envelopes = drain_send(queue.as_ref(), QueueName::Send(lane)).await;
         let mut got = BTreeSet::new();
         for e in &envelopes {
@@ -214,9 +221,10 @@ async fn a_lane_never_opens_more_than_its_size_and_times_out_cleanly() {
     let sampler = {
         let (peak, stop, url, app) = (peak.clone(), stop.clone(), stack.primary_url(), app.clone());
         tokio::spawn(async move {
-            let (c, conn) = floodgate_db::tokio_postgres::connect(&url, floodgate_db::tokio_postgres::NoTls)
-                .await
-                .unwrap();
+            let (c, conn) =
+                floodgate_db::tokio_postgres::connect(&url, floodgate_db::tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
             while !stop.load(Ordering::SeqCst) {
                 let n: i64 = c
@@ -250,8 +258,15 @@ async fn a_lane_never_opens_more_than_its_size_and_times_out_cleanly() {
     sampler.await.unwrap();
     let counters = lane.counters().snapshot();
     assert_eq!(counters.acquires, 50);
-    assert!(peak.load(Ordering::SeqCst) >= 1, "sampler saw the lane's sessions");
-    assert!(peak.load(Ordering::SeqCst) <= 2, "peak {} sessions", peak.load(Ordering::SeqCst));
+    assert!(
+        peak.load(Ordering::SeqCst) >= 1,
+        "sampler saw the lane's sessions"
+    );
+    assert!(
+        peak.load(Ordering::SeqCst) <= 2,
+        "peak {} sessions",
+        peak.load(Ordering::SeqCst)
+    );
     assert!(counters.connections_opened <= 2, "{counters:?}");
 
     // An acquire beyond the timeout fails cleanly, and the lane still works afterwards.
@@ -261,14 +276,25 @@ async fn a_lane_never_opens_more_than_its_size_and_times_out_cleanly() {
     let small = Lane::open(cfg).await.unwrap();
     let held = small.acquire().await.unwrap();
     let started = Instant::now();
-    let err = small.acquire().await.err().expect("second acquire must time out");
+    let err = small
+        .acquire()
+        .await
+        .err()
+        .expect("second acquire must time out");
     assert!(matches!(err, DbError::AcquireTimeout { .. }), "{err}");
     assert!(err.is_unavailable());
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(small.counters().snapshot().acquire_timeouts, 1);
     drop(held);
     let again = small.acquire().await.expect("free again after release");
-    again.bounded(again.batch_execute("SELECT 1")).await.unwrap();
+    again
+        .bounded(again.batch_execute("SELECT 1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -296,7 +322,10 @@ async fn a_failed_or_interrupted_operation_discards_its_connection() {
         .await;
         assert!(r.is_err());
     }
-    let conn = lane.acquire().await.expect("the slot was returned on every path");
+    let conn = lane
+        .acquire()
+        .await
+        .expect("the slot was returned on every path");
     conn.bounded(conn.batch_execute("SELECT 1")).await.unwrap();
     let c = lane.counters().snapshot();
     assert_eq!(c.operation_timeouts, 1);
@@ -312,7 +341,10 @@ async fn statement_timeout_comes_from_role_defaults_through_the_proxy() {
         .bounded(conn.simple_query("SHOW statement_timeout"))
         .await
         .unwrap();
-    assert_eq!(floodgate_local::services::first_value(&rows).as_deref(), Some("30s"));
+    assert_eq!(
+        floodgate_local::services::first_value(&rows).as_deref(),
+        Some("30s")
+    );
 }
 
 #[tokio::test]
@@ -352,7 +384,11 @@ async fn partitions_carry_hot_settings_and_retention_drops_whole_days() {
         .unwrap()
         .get(0);
     assert!(opts.contains(&"fillfactor=70".to_string()), "{opts:?}");
-    assert!(opts.iter().any(|o| o.starts_with("autovacuum_vacuum_scale_factor")), "{opts:?}");
+    assert!(
+        opts.iter()
+            .any(|o| o.starts_with("autovacuum_vacuum_scale_factor")),
+        "{opts:?}"
+    );
 
     // An old day's partition is dropped whole by maintenance; today's stays.
     let old = today - chrono::Days::new(400);
@@ -370,7 +406,10 @@ async fn partitions_carry_hot_settings_and_retention_drops_whole_days() {
         .bounded(conn.query_typed_one(
             "SELECT count(*) FROM pg_class WHERE relname = $1 OR relname = $2",
             &[
-                (&format!("notifications_{}", old.format("%Y%m%d")), Type::TEXT),
+                (
+                    &format!("notifications_{}", old.format("%Y%m%d")),
+                    Type::TEXT,
+                ),
                 (&part, Type::TEXT),
             ],
         ))
@@ -388,7 +427,8 @@ async fn a_missing_partition_is_created_on_demand() {
     let mut n = notification(service, TrafficLane::Normal, 0);
     let future = chrono::Utc::now() + chrono::Duration::days(20);
     let ms = future.timestamp_millis() as u64;
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
     n.id = Uuid::new_v7(ts);
     n.created_at = floodgate_core::envelope::created_at_of(n.id).unwrap();
     let persist = persist_with(
@@ -409,7 +449,10 @@ async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
     let q = QueueName::Intake(TrafficLane::Priority);
     // Limits.
     let eleven: Vec<String> = (0..11).map(|i| format!("b{i}")).collect();
-    assert!(queue.send_batch(q, &eleven).await.is_err(), "11 entries must be refused");
+    assert!(
+        queue.send_batch(q, &eleven).await.is_err(),
+        "11 entries must be refused"
+    );
     // Send, receive, delete.
     let bodies: Vec<String> = (0..3).map(|i| format!("body-{i}")).collect();
     let r = queue.send_batch(q, &bodies).await.expect("send");
@@ -417,7 +460,12 @@ async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < 3 && Instant::now() < deadline {
-        got.extend(queue.receive(q, 10, Duration::from_secs(1)).await.expect("receive"));
+        got.extend(
+            queue
+                .receive(q, 10, Duration::from_secs(1))
+                .await
+                .expect("receive"),
+        );
     }
     assert_eq!(
         got.iter().map(|m| m.body.clone()).collect::<HashSet<_>>(),
@@ -428,7 +476,14 @@ async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
     let keep = got.pop().unwrap();
     let handles: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
     queue.delete_batch(q, &handles).await.expect("delete");
-    assert!(queue.receive(q, 10, Duration::ZERO).await.unwrap().is_empty(), "invisible while in flight");
+    assert!(
+        queue
+            .receive(q, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty(),
+        "invisible while in flight"
+    );
     tokio::time::sleep(visibility + Duration::from_millis(300)).await;
     let again = queue.receive(q, 10, Duration::from_secs(2)).await.unwrap();
     assert_eq!(again.len(), 1);
@@ -437,7 +492,10 @@ async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
     // maxReceiveCount is 2: after this second receive expires, it goes to the DLQ.
     tokio::time::sleep(visibility + Duration::from_millis(300)).await;
     let none = queue.receive(q, 10, Duration::from_secs(1)).await.unwrap();
-    assert!(none.is_empty(), "redriven to the DLQ, not redelivered: {none:?}");
+    assert!(
+        none.is_empty(),
+        "redriven to the DLQ, not redelivered: {none:?}"
+    );
     let stats = queue.stats(q).await.unwrap();
     assert_eq!(stats.dead_letters, 1, "{stats:?}");
     assert_eq!(stats.visible + stats.in_flight, 0, "{stats:?}");
@@ -457,9 +515,14 @@ async fn queue_contract_moto() {
     let stack = shared_stack().await;
     let sdk = local_aws_config(&stack.moto_endpoint().expect("moto")).await;
     let prefix = format!("contract-{}", Uuid::now_v7().simple());
-    let q = SqsQueue::create_all(aws_sdk_sqs::Client::new(&sdk), &prefix, Duration::from_secs(1), 2)
-        .await
-        .expect("queues created");
+    let q = SqsQueue::create_all(
+        aws_sdk_sqs::Client::new(&sdk),
+        &prefix,
+        Duration::from_secs(1),
+        2,
+    )
+    .await
+    .expect("queues created");
     queue_contract(&q, Duration::from_secs(1)).await;
 }
 
@@ -468,11 +531,18 @@ async fn intake_envelopes_round_trip_through_moto_at_the_size_limit() {
     let stack = shared_stack().await;
     let sdk = local_aws_config(&stack.moto_endpoint().expect("moto")).await;
     let prefix = format!("size-{}", Uuid::now_v7().simple());
-    let q = SqsQueue::create_all(aws_sdk_sqs::Client::new(&sdk), &prefix, Duration::from_secs(30), 3)
-        .await
-        .unwrap();
+    let q = SqsQueue::create_all(
+        aws_sdk_sqs::Client::new(&sdk),
+        &prefix,
+        Duration::from_secs(30),
+        3,
+    )
+    .await
+    .unwrap();
     let service = Uuid::now_v7();
-    let batch: Vec<_> = (0..2000).map(|i| notification(service, TrafficLane::Bulk, i)).collect();
+    let batch: Vec<_> = (0..2000)
+        .map(|i| notification(service, TrafficLane::Bulk, i))
+        .collect();
     let bodies = pack_intake(&batch, 262_144).unwrap();
     assert!(bodies.len() >= 2);
     let name = QueueName::Intake(TrafficLane::Bulk);
@@ -483,7 +553,13 @@ async fn intake_envelopes_round_trip_through_moto_at_the_size_limit() {
         let msgs = q.receive(name, 10, Duration::from_secs(2)).await.unwrap();
         assert!(!msgs.is_empty(), "all messages arrive");
         for m in msgs {
-            ids.extend(IntakeEnvelope::decode(&m.body).unwrap().notifications.into_iter().map(|n| n.id));
+            ids.extend(
+                IntakeEnvelope::decode(&m.body)
+                    .unwrap()
+                    .notifications
+                    .into_iter()
+                    .map(|n| n.id),
+            );
         }
     }
     let expected: BTreeMap<Uuid, ()> = batch.iter().map(|n| (n.id, ())).collect();
@@ -501,7 +577,9 @@ async fn with_the_primary_stopped_the_batch_fails_fast_and_succeeds_after_restar
     })
     .await;
     let service = Uuid::now_v7();
-    let batch: Vec<_> = (0..200).map(|i| notification(service, TrafficLane::Normal, i)).collect();
+    let batch: Vec<_> = (0..200)
+        .map(|i| notification(service, TrafficLane::Normal, i))
+        .collect();
     let event = sqs_event(&bodies_for(&batch, 20));
     let writer = writer_lane(&stack, |c| {
         c.acquire_timeout = Duration::from_millis(500);
@@ -519,7 +597,11 @@ async fn with_the_primary_stopped_the_batch_fails_fast_and_succeeds_after_restar
     let started = Instant::now();
     let (resp, report) = persist.handle(event.clone()).await.expect("handled");
     let took = started.elapsed();
-    assert_eq!(resp.batch_item_failures.len(), event.records.len(), "every item failed");
+    assert_eq!(
+        resp.batch_item_failures.len(),
+        event.records.len(),
+        "every item failed"
+    );
     assert_eq!(report.inserted, 0);
     // Bounded by the lane (acquire 0.5 s + operation 3 s), far below a 30 s function timeout.
     assert!(took < Duration::from_secs(5), "took {took:?}");

@@ -45,7 +45,12 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
             let applied = conn.bounded(migrate(&conn)).await?;
             // Never drop anything on migrate: retention is an explicit maintenance choice.
             let m = conn
-                .bounded(maintain_partitions(&conn, today, PARTITIONS_AHEAD_DAYS, 36_500))
+                .bounded(maintain_partitions(
+                    &conn,
+                    today,
+                    PARTITIONS_AHEAD_DAYS,
+                    36_500,
+                ))
                 .await?;
             Ok(AdminOutcome {
                 applied_migrations: applied,

@@ -152,8 +152,13 @@ impl Persist {
             let ids: Vec<Uuid> = idx.iter().map(|&i| batch[i].id).collect();
             let envelopes = pack_send(lane, &ids, per_message);
             let bodies: Vec<String> = envelopes.iter().map(|e| e.encode()).collect();
-            let results =
-                send_all(self.queue.as_ref(), QueueName::Send(lane), &bodies, self.limits).await;
+            let results = send_all(
+                self.queue.as_ref(),
+                QueueName::Send(lane),
+                &bodies,
+                self.limits,
+            )
+            .await;
             let mut failed = BTreeSet::new();
             for (chunk, result) in idx.chunks(per_message).zip(results) {
                 if let Err(e) = result {

@@ -8,9 +8,7 @@ use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_aws::{EmbeddedQueue, QueueLimits};
-use floodgate_core::{
-    IntakeNotification, KeyType, Knobs, TrafficLane, pack_intake,
-};
+use floodgate_core::{IntakeNotification, KeyType, Knobs, TrafficLane, pack_intake};
 use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
 use futures::SinkExt;
@@ -45,7 +43,11 @@ impl Measurement {
 }
 
 /// Realistic bulk notifications: ~300 bytes of personalisation, a reference, a job.
-pub fn sample_notifications(n: usize, service_id: Uuid, template_id: Uuid) -> Vec<IntakeNotification> {
+pub fn sample_notifications(
+    n: usize,
+    service_id: Uuid,
+    template_id: Uuid,
+) -> Vec<IntakeNotification> {
     let job = Uuid::now_v7();
     (0..n)
         .map(|i| {
@@ -53,8 +55,15 @@ pub fn sample_notifications(n: usize, service_id: Uuid, template_id: Uuid) -> Ve
             let mut p = serde_json::Map::new();
             p.insert("name".into(), format!("Recipient {i}").into());
             p.insert("reference_number".into(), format!("REF-{i:08}").into());
-            p.insert("appointment".into(), "Tuesday 12 March at 10:30, at the Main Street office, desk 4".into());
-            p.insert("details".into(), "Bring a photo ID and the letter we sent you. If you cannot come, reply to rebook.".into());
+            p.insert(
+                "appointment".into(),
+                "Tuesday 12 March at 10:30, at the Main Street office, desk 4".into(),
+            );
+            p.insert(
+                "details".into(),
+                "Bring a photo ID and the letter we sent you. If you cannot come, reply to rebook."
+                    .into(),
+            );
             IntakeNotification {
                 id,
                 service_id,
@@ -77,8 +86,15 @@ pub fn sample_notifications(n: usize, service_id: Uuid, template_id: Uuid) -> Ve
 }
 
 async fn wal_lsn(stack: &LocalStack) -> Result<String> {
-    first_value(&psql(stack.primary_port, DB_NAME, "SELECT pg_current_wal_lsn()::text").await?)
-        .context("no LSN")
+    first_value(
+        &psql(
+            stack.primary_port,
+            DB_NAME,
+            "SELECT pg_current_wal_lsn()::text",
+        )
+        .await?,
+    )
+    .context("no LSN")
 }
 
 async fn wal_diff(stack: &LocalStack, from: &str) -> Result<u64> {
@@ -89,7 +105,12 @@ async fn wal_diff(stack: &LocalStack, from: &str) -> Result<u64> {
 }
 
 async fn reset(stack: &LocalStack) -> Result<()> {
-    psql(stack.primary_port, DB_NAME, "TRUNCATE notifications; CHECKPOINT;").await?;
+    psql(
+        stack.primary_port,
+        DB_NAME,
+        "TRUNCATE notifications; CHECKPOINT;",
+    )
+    .await?;
     Ok(())
 }
 
@@ -182,7 +203,12 @@ async fn measure_persist(
 ) -> Result<Measurement> {
     reset(stack).await?;
     let knobs = Arc::new(Knobs::embedded());
-    let lane = Lane::open(LaneConfig::new(LaneKind::Writer, stack.writer_url(), "bench")).await?;
+    let lane = Lane::open(LaneConfig::new(
+        LaneKind::Writer,
+        stack.writer_url(),
+        "bench",
+    ))
+    .await?;
     let persist = Persist {
         writer: WriterLane(lane),
         queue: Arc::new(EmbeddedQueue::uniform(Duration::from_secs(60), 5)),
@@ -205,7 +231,10 @@ async fn measure_persist(
     let started = Instant::now();
     for e in events {
         let (resp, _) = persist.handle(e).await?;
-        anyhow::ensure!(resp.batch_item_failures.is_empty(), "persist reported failures");
+        anyhow::ensure!(
+            resp.batch_item_failures.is_empty(),
+            "persist reported failures"
+        );
     }
     let elapsed = started.elapsed();
     Ok(Measurement {

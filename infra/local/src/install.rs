@@ -75,9 +75,7 @@ fn with_install_lock<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {what}"))?;
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -89,7 +87,10 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     if !is_root() {
         bail!("missing packages; install them as root with:\n  apt-get update && {line}");
     }
-    eprintln!("floodgate-local: installing {} (apt-get)", packages.join(" "));
+    eprintln!(
+        "floodgate-local: installing {} (apt-get)",
+        packages.join(" ")
+    );
     run(
         Command::new("apt-get")
             .arg("update")
@@ -125,10 +126,17 @@ fn ensure_moto() -> Result<PathBuf> {
             "python3 -m venv",
         )?;
     }
-    eprintln!("floodgate-local: installing moto[server] into {}", venv.display());
+    eprintln!(
+        "floodgate-local: installing moto[server] into {}",
+        venv.display()
+    );
     run(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "--disable-pip-version-check", "moto[server]>=5,<6"]),
+        Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "moto[server]>=5,<6",
+        ]),
         "pip install moto[server]",
     )?;
     if !moto.exists() {

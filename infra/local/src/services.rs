@@ -161,7 +161,8 @@ fn wait_tcp(port: u16, timeout: Duration, what: &str) -> Result<()> {
 /// Waits until PostgreSQL on `port` accepts a query.
 pub async fn wait_postgres(port: u16, dbname: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let conn = format!("host=127.0.0.1 port={port} user={DB_USER} dbname={dbname} connect_timeout=2");
+    let conn =
+        format!("host=127.0.0.1 port={port} user={DB_USER} dbname={dbname} connect_timeout=2");
     loop {
         let attempt = async {
             let (client, connection) =
@@ -183,8 +184,13 @@ pub async fn wait_postgres(port: u16, dbname: &str, timeout: Duration) -> Result
 }
 
 /// Runs SQL statements on the server at `port` as the local superuser.
-pub async fn psql(port: u16, dbname: &str, sql: &str) -> Result<Vec<tokio_postgres::SimpleQueryMessage>> {
-    let conn = format!("host=127.0.0.1 port={port} user={DB_USER} dbname={dbname} connect_timeout=5");
+pub async fn psql(
+    port: u16,
+    dbname: &str,
+    sql: &str,
+) -> Result<Vec<tokio_postgres::SimpleQueryMessage>> {
+    let conn =
+        format!("host=127.0.0.1 port={port} user={DB_USER} dbname={dbname} connect_timeout=5");
     let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("connecting to port {port}"))?;
@@ -292,10 +298,15 @@ impl LocalStack {
 
         if fresh {
             let mut initdb = Command::new(pg_tool(&tc, "initdb"));
-            initdb
-                .arg("-D")
-                .arg(&primary_dir)
-                .args(["-U", DB_USER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+            initdb.arg("-D").arg(&primary_dir).args([
+                "-U",
+                DB_USER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]);
             as_service_user(&mut initdb, user);
             run_checked(&mut initdb, "initdb", &dir)?;
             fs::write(
@@ -314,7 +325,12 @@ impl LocalStack {
         primary.start()?;
         wait_postgres(primary_port, "postgres", Duration::from_secs(60)).await?;
         if fresh {
-            psql(primary_port, "postgres", &format!("CREATE DATABASE {DB_NAME}")).await?;
+            psql(
+                primary_port,
+                "postgres",
+                &format!("CREATE DATABASE {DB_NAME}"),
+            )
+            .await?;
             // Role defaults instead of run-time SET (which would pin an RDS Proxy session):
             // every connection of the role starts with these.
             psql(
@@ -329,7 +345,14 @@ impl LocalStack {
             .await?;
             let mut basebackup = Command::new(pg_tool(&tc, "pg_basebackup"));
             basebackup
-                .args(["-h", "127.0.0.1", "-p", &primary_port.to_string(), "-U", DB_USER])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &primary_port.to_string(),
+                    "-U",
+                    DB_USER,
+                ])
                 .arg("-D")
                 .arg(&replica_dir)
                 .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"]);
@@ -400,8 +423,16 @@ impl LocalStack {
         };
         stack.writer_proxy.start()?;
         stack.reader_proxy.start()?;
-        wait_tcp(writer_proxy_port, Duration::from_secs(20), "pgbouncer (writer)")?;
-        wait_tcp(reader_proxy_port, Duration::from_secs(20), "pgbouncer (reader)")?;
+        wait_tcp(
+            writer_proxy_port,
+            Duration::from_secs(20),
+            "pgbouncer (writer)",
+        )?;
+        wait_tcp(
+            reader_proxy_port,
+            Duration::from_secs(20),
+            "pgbouncer (reader)",
+        )?;
         if let Some(p) = stack.moto_port {
             wait_tcp(p, Duration::from_secs(60), "moto server")?;
         }
@@ -426,11 +457,17 @@ impl LocalStack {
 
     /// Straight to the primary, bypassing the proxy (benchmarks, assertions).
     pub fn primary_url(&self) -> String {
-        format!("postgres://{DB_USER}@127.0.0.1:{}/{DB_NAME}", self.primary_port)
+        format!(
+            "postgres://{DB_USER}@127.0.0.1:{}/{DB_NAME}",
+            self.primary_port
+        )
     }
 
     pub fn replica_url(&self) -> String {
-        format!("postgres://{DB_USER}@127.0.0.1:{}/{DB_NAME}", self.replica_port)
+        format!(
+            "postgres://{DB_USER}@127.0.0.1:{}/{DB_NAME}",
+            self.replica_port
+        )
     }
 
     pub fn moto_endpoint(&self) -> Option<String> {
@@ -462,7 +499,11 @@ impl LocalStack {
 
     pub fn start_writer_proxy(&mut self) -> Result<()> {
         self.writer_proxy.start()?;
-        wait_tcp(self.writer_proxy_port, Duration::from_secs(20), "pgbouncer (writer)")
+        wait_tcp(
+            self.writer_proxy_port,
+            Duration::from_secs(20),
+            "pgbouncer (writer)",
+        )
     }
 
     pub fn stop_moto(&mut self) {
@@ -481,13 +522,16 @@ impl LocalStack {
 
     /// Waits until the replica has replayed everything the primary has written so far.
     pub async fn wait_replica_caught_up(&self, timeout: Duration) -> Result<()> {
-        let lsn = psql(self.primary_port, DB_NAME, "SELECT pg_current_wal_lsn()::text").await?;
+        let lsn = psql(
+            self.primary_port,
+            DB_NAME,
+            "SELECT pg_current_wal_lsn()::text",
+        )
+        .await?;
         let target = first_value(&lsn).context("no LSN from primary")?;
         let deadline = Instant::now() + timeout;
         loop {
-            let q = format!(
-                "SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
-            );
+            let q = format!("SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn");
             let r = psql(self.replica_port, DB_NAME, &q).await?;
             if first_value(&r).as_deref() == Some("t") {
                 return Ok(());
@@ -519,15 +563,23 @@ fn postgres_process(
     let data_dir = data_dir.to_path_buf();
     let state_dir = state_dir.to_path_buf();
     let log = name.to_string();
-    Ok(ManagedProcess::new(name, libc::SIGINT, libc::SIGQUIT, move || {
-        let mut c = Command::new(&bin);
-        c.arg("-D").arg(&data_dir).current_dir(&state_dir).stdin(Stdio::null());
-        if let Ok((out, err)) = log_file(&state_dir, &log) {
-            c.stdout(out).stderr(err);
-        }
-        as_service_user(&mut c, user);
-        c
-    }))
+    Ok(ManagedProcess::new(
+        name,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        move || {
+            let mut c = Command::new(&bin);
+            c.arg("-D")
+                .arg(&data_dir)
+                .current_dir(&state_dir)
+                .stdin(Stdio::null());
+            if let Ok((out, err)) = log_file(&state_dir, &log) {
+                c.stdout(out).stderr(err);
+            }
+            as_service_user(&mut c, user);
+            c
+        },
+    ))
 }
 
 fn pgbouncer_process(
@@ -579,15 +631,20 @@ fn pgbouncer_process(
     let bin = tc.pgbouncer.clone();
     let state_dir = dir.to_path_buf();
     let log = name.to_string();
-    Ok(ManagedProcess::new(name, libc::SIGTERM, libc::SIGKILL, move || {
-        let mut c = Command::new(&bin);
-        c.arg(&ini).current_dir(&state_dir).stdin(Stdio::null());
-        if let Ok((out, err)) = log_file(&state_dir, &log) {
-            c.stdout(out).stderr(err);
-        }
-        as_service_user(&mut c, user);
-        c
-    }))
+    Ok(ManagedProcess::new(
+        name,
+        libc::SIGTERM,
+        libc::SIGKILL,
+        move || {
+            let mut c = Command::new(&bin);
+            c.arg(&ini).current_dir(&state_dir).stdin(Stdio::null());
+            if let Ok((out, err)) = log_file(&state_dir, &log) {
+                c.stdout(out).stderr(err);
+            }
+            as_service_user(&mut c, user);
+            c
+        },
+    ))
 }
 
 impl Drop for LocalStack {

@@ -7,6 +7,5 @@
 pub mod queue;
 
 pub use queue::{
-    EmbeddedQueue, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage, SqsQueue,
-    send_all,
+    EmbeddedQueue, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage, SqsQueue, send_all,
 };

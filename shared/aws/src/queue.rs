@@ -319,10 +319,12 @@ impl Queue for EmbeddedQueue {
         let mut results = Vec::with_capacity(bodies.len());
         {
             let mut queues = self.lock();
-            let state = queues.get_mut(&queue).ok_or_else(|| QueueError::NotConfigured {
-                queue: queue.as_string(),
-                env_var: queue.url_env_var(),
-            })?;
+            let state = queues
+                .get_mut(&queue)
+                .ok_or_else(|| QueueError::NotConfigured {
+                    queue: queue.as_string(),
+                    env_var: queue.url_env_var(),
+                })?;
             for body in bodies {
                 if body.is_empty() {
                     results.push(Err(rejected("empty message body".into())));
@@ -358,10 +360,12 @@ impl Queue for EmbeddedQueue {
             let notified = self.arrivals.get(&queue).map(|n| n.notified());
             let next_expiry = {
                 let mut queues = self.lock();
-                let state = queues.get_mut(&queue).ok_or_else(|| QueueError::NotConfigured {
-                    queue: queue.as_string(),
-                    env_var: queue.url_env_var(),
-                })?;
+                let state = queues
+                    .get_mut(&queue)
+                    .ok_or_else(|| QueueError::NotConfigured {
+                        queue: queue.as_string(),
+                        env_var: queue.url_env_var(),
+                    })?;
                 let now = Instant::now();
                 state.expire(now);
                 let mut out = Vec::new();
@@ -458,12 +462,12 @@ pub struct SqsQueue {
     dlq_urls: HashMap<QueueName, String>,
 }
 
-fn sdk_error<E: std::fmt::Debug>(
+fn sdk_error<E>(
     queue: QueueName,
     e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
 ) -> QueueError
 where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::fmt::Debug,
 {
     use aws_sdk_sqs::error::ProvideErrorMetadata;
     let message = match e.code() {
@@ -560,7 +564,10 @@ impl SqsQueue {
             let main = client
                 .create_queue()
                 .queue_name(format!("{prefix}-{q}"))
-                .attributes(A::VisibilityTimeout, visibility_timeout.as_secs().to_string())
+                .attributes(
+                    A::VisibilityTimeout,
+                    visibility_timeout.as_secs().to_string(),
+                )
                 .attributes(A::RedrivePolicy, redrive.to_string())
                 .send()
                 .await
@@ -640,7 +647,12 @@ impl Queue for SqsQueue {
             .map_err(|e| sdk_error(queue, e))?;
         let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); bodies.len()];
         for f in out.failed() {
-            if let Some(r) = f.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+            if let Some(r) = f
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
                 let message = format!("{}: {}", f.code(), f.message().unwrap_or(""));
                 *r = Err(if f.sender_fault() {
                     QueueError::Rejected {

@@ -88,7 +88,11 @@ pub enum EnvelopeError {
     #[error("envelope carries no notifications")]
     Empty,
     #[error("notification {id} alone is {bytes} bytes, above the {limit}-byte message limit")]
-    NotificationTooLarge { id: Uuid, bytes: usize, limit: usize },
+    NotificationTooLarge {
+        id: Uuid,
+        bytes: usize,
+        limit: usize,
+    },
 }
 
 impl IntakeEnvelope {
@@ -218,7 +222,10 @@ mod tests {
 
     pub(crate) fn sample(i: u32, lane: TrafficLane) -> IntakeNotification {
         let mut personalisation = serde_json::Map::new();
-        personalisation.insert("name".into(), serde_json::Value::String(format!("Person {i}")));
+        personalisation.insert(
+            "name".into(),
+            serde_json::Value::String(format!("Person {i}")),
+        );
         let (id, created_at) = new_notification_id();
         IntakeNotification {
             id,
@@ -263,7 +270,10 @@ mod tests {
         n.personalisation
             .insert("big".into(), serde_json::Value::String("x".repeat(300_000)));
         let err = pack_intake(&[n], 262_144).unwrap_err();
-        assert!(matches!(err, EnvelopeError::NotificationTooLarge { .. }), "{err}");
+        assert!(
+            matches!(err, EnvelopeError::NotificationTooLarge { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -295,8 +305,15 @@ mod tests {
         let (id, at) = new_notification_id();
         assert_eq!(created_at_of(id), Some(at));
         assert!((Utc::now() - at).num_seconds().abs() < 5);
-        assert_eq!(at.timestamp_subsec_micros() % 1000, 0, "millisecond precision");
-        assert_eq!(created_at_of(Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef)), None);
+        assert_eq!(
+            at.timestamp_subsec_micros() % 1000,
+            0,
+            "millisecond precision"
+        );
+        assert_eq!(
+            created_at_of(Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef)),
+            None
+        );
     }
 
     #[test]
@@ -313,7 +330,10 @@ mod tests {
     fn batches_respect_entry_and_byte_limits() {
         let sizes = vec![100; 25];
         let calls = plan_batches(&sizes, 10, 262_144);
-        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
+        assert_eq!(
+            calls.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
         let sizes = vec![100_000, 100_000, 100_000, 10];
         let calls = plan_batches(&sizes, 10, 262_144);
         assert_eq!(calls, vec![vec![0, 1], vec![2, 3]]);

@@ -89,7 +89,10 @@ impl Knobs {
     /// `Σ functions (max concurrency × lane size)` for each lane kind: the most server
     /// connections the stack can ever ask the proxy for.
     pub fn connection_demand(&self) -> ConnectionBudget {
-        let mut demand = ConnectionBudget { writer: 0, reader: 0 };
+        let mut demand = ConnectionBudget {
+            writer: 0,
+            reader: 0,
+        };
         for (name, f) in &self.functions {
             let c = self.max_concurrency(name);
             demand.writer += c * f.writer_lane;
@@ -101,7 +104,9 @@ impl Knobs {
     /// The visibility timeout a queue consumed by `function` needs (AWS's advice: ≥ 6× the
     /// function timeout, so a batch is not redelivered while its first attempt still runs).
     pub fn visibility_timeout_seconds(&self, function: &str) -> u32 {
-        self.functions.get(function).map_or(30, |f| f.timeout_seconds)
+        self.functions
+            .get(function)
+            .map_or(30, |f| f.timeout_seconds)
             * self.sqs.visibility_timeout_multiplier
     }
 
@@ -140,7 +145,10 @@ mod tests {
         for (q, m) in &k.event_source_mappings {
             assert!((1..=10_000).contains(&m.batch_size), "{q}");
             assert!(m.maximum_batching_window_seconds <= 300, "{q}");
-            assert!(m.batch_size <= 10 || m.maximum_batching_window_seconds >= 1, "{q}");
+            assert!(
+                m.batch_size <= 10 || m.maximum_batching_window_seconds >= 1,
+                "{q}"
+            );
             assert!((2..=1_000).contains(&m.maximum_concurrency), "{q}");
         }
     }

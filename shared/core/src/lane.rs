@@ -14,7 +14,11 @@ pub enum TrafficLane {
 }
 
 impl TrafficLane {
-    pub const ALL: [TrafficLane; 3] = [TrafficLane::Priority, TrafficLane::Normal, TrafficLane::Bulk];
+    pub const ALL: [TrafficLane; 3] = [
+        TrafficLane::Priority,
+        TrafficLane::Normal,
+        TrafficLane::Bulk,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -111,7 +115,10 @@ mod tests {
 
     #[test]
     fn queue_names_and_env_vars() {
-        assert_eq!(QueueName::Send(TrafficLane::Priority).as_string(), "send-priority");
+        assert_eq!(
+            QueueName::Send(TrafficLane::Priority).as_string(),
+            "send-priority"
+        );
         assert_eq!(
             QueueName::Intake(TrafficLane::Bulk).url_env_var(),
             "FLOODGATE_QUEUE_URL_INTAKE_BULK"

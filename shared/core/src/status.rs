@@ -61,7 +61,10 @@ impl NotificationStatus {
 
     /// A status after which nothing is expected from SES any more.
     pub fn is_final(self) -> bool {
-        !matches!(self, NotificationStatus::Created | NotificationStatus::Sending)
+        !matches!(
+            self,
+            NotificationStatus::Created | NotificationStatus::Sending
+        )
     }
 }
 

@@ -458,7 +458,8 @@ impl Lane {
         c.acquires.fetch_add(1, Ordering::Relaxed);
         let micros = waited.as_micros() as u64;
         c.acquire_wait_micros.fetch_add(micros, Ordering::Relaxed);
-        c.acquire_wait_max_micros.fetch_max(micros, Ordering::Relaxed);
+        c.acquire_wait_max_micros
+            .fetch_max(micros, Ordering::Relaxed);
         match result {
             Ok(obj) => Ok(LaneConnection {
                 obj: Some(obj),
@@ -543,18 +544,19 @@ impl Deref for LaneConnection {
 
 impl Drop for LaneConnection {
     fn drop(&mut self) {
-        if let Some(obj) = self.obj.take() {
-            if self.unsettled.load(Ordering::Relaxed) || std::thread::panicking() {
-                self.lane
-                    .inner
-                    .counters
-                    .discarded
-                    .fetch_add(1, Ordering::Relaxed);
-                // Detach from the pool and drop: the socket closes, the slot is freed.
-                drop(Object::take(obj));
-            }
-            // Otherwise `obj` drops here and returns to the pool.
+        let interrupted = self.unsettled.load(Ordering::Relaxed) || std::thread::panicking();
+        if let Some(obj) = self.obj.take()
+            && interrupted
+        {
+            self.lane
+                .inner
+                .counters
+                .discarded
+                .fetch_add(1, Ordering::Relaxed);
+            // Detach from the pool and drop: the socket closes, the slot is freed.
+            drop(Object::take(obj));
         }
+        // Otherwise the object dropped above returns to the pool.
     }
 }
 
@@ -626,7 +628,10 @@ mod tests {
             LaneKind::Writer,
             "t",
             lookup(&[
-                ("FLOODGATE_WRITER_URL", "postgres://u@h:1/db?sslmode=require"),
+                (
+                    "FLOODGATE_WRITER_URL",
+                    "postgres://u@h:1/db?sslmode=require",
+                ),
                 ("FLOODGATE_WRITER_MAX_SIZE", "3"),
                 ("FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS", "150"),
                 ("FLOODGATE_WRITER_STATEMENT_TIMEOUT_MS", "5000"),
