@@ -74,7 +74,11 @@ resource "aws_sesv2_configuration_set_event_destination" "receipts" {
 
   event_destination {
     enabled = true
+    # SEND too: it carries the SES message id and the notification_id tag within seconds, so
+    # a notification whose send crashed after SES accepted it gets its id recorded and the
+    # stuck-claim sweeper never mistakes it for an unsent one.
     matching_event_types = [
+      "SEND",
       "DELIVERY",
       "BOUNCE",
       "COMPLAINT",

@@ -386,7 +386,7 @@ def test_api_routes_match_spec(tf):
 def test_ses_event_destination_types(tf):
     dest = _first_block(tf["resource"]["aws_sesv2_configuration_set_event_destination"]["receipts"], "event_destination")
     assert set(dest["matching_event_types"]) == {
-        "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE",
+        "SEND", "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE",
     }
     assert tf["resource"]["aws_sns_topic_subscription"]["receipts"]["raw_message_delivery"] is False
 

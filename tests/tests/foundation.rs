@@ -383,7 +383,7 @@ async fn partitions_carry_hot_settings_and_retention_drops_whole_days() {
         .await
         .unwrap()
         .get(0);
-    assert!(opts.contains(&"fillfactor=70".to_string()), "{opts:?}");
+    assert!(opts.contains(&"fillfactor=33".to_string()), "{opts:?}");
     assert!(
         opts.iter()
             .any(|o| o.starts_with("autovacuum_vacuum_scale_factor")),
@@ -619,4 +619,53 @@ async fn with_the_primary_stopped_the_batch_fails_fast_and_succeeds_after_restar
     }
     assert!(ok, "the same batch succeeds after the restart");
     assert_eq!(count_rows(&writer, service).await, 200);
+}
+
+#[tokio::test]
+async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    let batch: Arc<Vec<_>> = Arc::new(
+        (0..300)
+            .map(|i| notification(service, TrafficLane::Normal, i))
+            .collect(),
+    );
+    // Invocation A has inserted the batch but not committed yet when invocation B, holding
+    // the same redelivered messages, inserts it too: B's NOT EXISTS cannot see A's rows, so
+    // B waits on the unique index and, once A commits, gets a unique violation — which must
+    // fall back to ON CONFLICT and succeed with nothing inserted.
+    let lane_a = Lane::open(LaneConfig::new(
+        LaneKind::Writer,
+        stack.writer_url(),
+        "race-a",
+    ))
+    .await
+    .unwrap();
+    let a = lane_a.acquire().await.unwrap();
+    a.bounded(a.batch_execute("BEGIN")).await.unwrap();
+    let first = a
+        .bounded(floodgate_db::insert_notifications(&a, &batch))
+        .await
+        .unwrap();
+    assert_eq!(first.inserted, 300);
+    let b_task = {
+        let (batch, url) = (batch.clone(), stack.writer_url());
+        tokio::spawn(async move {
+            let lane = Lane::open(LaneConfig::new(LaneKind::Writer, url, "race-b")).await?;
+            let conn = lane.acquire().await?;
+            conn.bounded(floodgate_db::insert_notifications(&conn, &batch))
+                .await
+                .map(|o| o.inserted)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !b_task.is_finished(),
+        "B must be waiting on A's uncommitted rows"
+    );
+    a.bounded(a.batch_execute("COMMIT")).await.unwrap();
+    let second = b_task.await.unwrap().expect("the redelivery must not fail");
+    assert_eq!(second, 0, "nothing inserted twice");
+    let writer = writer_lane(&stack, |_| {}).await;
+    assert_eq!(count_rows(&writer, service).await, 300);
 }

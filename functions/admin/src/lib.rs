@@ -1,10 +1,16 @@
-//! Admin commands: migrations and partition maintenance (issue 3 adds services, keys and
-//! templates). The same code runs as a CLI locally and as a Lambda inside the VPC on AWS,
-//! where the database is private.
+//! Admin commands: migrations and partition maintenance; services, API keys and templates.
+//! The same code runs as a CLI locally and as a Lambda inside the VPC on AWS, where the
+//! database is private. Everything goes through the writer lane; API key secrets are
+//! sealed with `FLOODGATE_API_KEY_ENCRYPTION_KEY` before they reach the database and are
+//! shown exactly once, in the issuing command's output.
 
 use chrono::Utc;
+use floodgate_core::TrafficLane;
+use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
+use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
 use floodgate_db::{DbError, WriterLane, maintain_partitions, migrate};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// How many daily partitions exist ahead of today: a week of slack if the scheduled
 /// maintenance stops running (persist also creates a missing partition on demand).
@@ -24,6 +30,298 @@ pub enum AdminCommand {
         #[serde(default = "default_retention")]
         retention_days: u64,
     },
+    /// Create a service (id chosen here unless given).
+    CreateService {
+        name: String,
+        from_email: String,
+        #[serde(default)]
+        id: Option<Uuid>,
+    },
+    /// Archive a service: its keys stop working (within the API's cache TTL).
+    ArchiveService {
+        service_id: Uuid,
+    },
+    /// Issue an API key; the output shows `<key_name>-<service_id>-<secret>` this once.
+    IssueKey {
+        service_id: Uuid,
+        name: String,
+        #[serde(default = "default_key_type")]
+        key_type: String,
+    },
+    RevokeKey {
+        service_id: Uuid,
+        key_id: Uuid,
+    },
+    /// Create a template (no id) or a new version of one (id given).
+    PutTemplate {
+        service_id: Uuid,
+        #[serde(default)]
+        id: Option<Uuid>,
+        name: String,
+        subject: String,
+        body: String,
+        #[serde(default = "default_process_type")]
+        process_type: String,
+    },
+    /// Services, or one service's keys and templates.
+    List {
+        #[serde(default)]
+        service_id: Option<Uuid>,
+    },
+    /// Print a fresh value for FLOODGATE_API_KEY_ENCRYPTION_KEY (touches no database).
+    GenerateEncryptionKey,
+}
+
+fn default_key_type() -> String {
+    "normal".into()
+}
+
+fn default_process_type() -> String {
+    "normal".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// A key as issued: `key` is the only time the secret is shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuedKey {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: String,
+    pub key_type: String,
+    pub key: String,
+}
+
+pub async fn create_service(
+    writer: &WriterLane,
+    id: Option<Uuid>,
+    name: &str,
+    from_email: &str,
+) -> Result<ServiceRow, AdminError> {
+    if name.trim().is_empty() || !from_email.contains('@') {
+        return Err(AdminError::Invalid(
+            "a service needs a name and a from_email address".into(),
+        ));
+    }
+    let conn = writer.acquire().await?;
+    Ok(conn
+        .bounded(catalog::create_service(
+            &conn,
+            id.unwrap_or_else(Uuid::now_v7),
+            name,
+            from_email,
+        ))
+        .await?)
+}
+
+pub async fn issue_key(
+    writer: &WriterLane,
+    secrets: &SecretBox,
+    service_id: Uuid,
+    name: &str,
+    key_type: &str,
+) -> Result<IssuedKey, AdminError> {
+    issue_key_with_secret(
+        writer,
+        secrets,
+        service_id,
+        Uuid::now_v7(),
+        name,
+        key_type,
+        &new_secret(),
+    )
+    .await
+}
+
+/// Issues a key with a given id and secret (fixtures such as the sample events use fixed
+/// ones; everything else calls [`issue_key`]).
+pub async fn issue_key_with_secret(
+    writer: &WriterLane,
+    secrets: &SecretBox,
+    service_id: Uuid,
+    key_id: Uuid,
+    name: &str,
+    key_type: &str,
+    secret: &str,
+) -> Result<IssuedKey, AdminError> {
+    if !matches!(key_type, "normal" | "team" | "test") {
+        return Err(AdminError::Invalid(format!(
+            "key type {key_type:?} is not one of normal, team, test"
+        )));
+    }
+    if name.trim().is_empty() {
+        return Err(AdminError::Invalid("a key needs a name".into()));
+    }
+    let sealed = secrets.seal(key_id, secret)?;
+    let digest = secret_digest(secret);
+    let conn = writer.acquire().await?;
+    let row = conn
+        .bounded(catalog::insert_api_key(
+            &conn,
+            &NewApiKey {
+                id: key_id,
+                service_id,
+                name,
+                key_type,
+                secret_ciphertext: &sealed,
+                secret_digest: &digest,
+            },
+        ))
+        .await?;
+    Ok(IssuedKey {
+        id: row.id,
+        service_id,
+        name: row.name,
+        key_type: row.key_type,
+        key: format_api_key(name, service_id, secret),
+    })
+}
+
+pub async fn revoke_key(
+    writer: &WriterLane,
+    service_id: Uuid,
+    key_id: Uuid,
+) -> Result<(), AdminError> {
+    let conn = writer.acquire().await?;
+    if conn
+        .bounded(catalog::revoke_api_key(&conn, service_id, key_id))
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "no active key {key_id} in service {service_id}"
+        )))
+    }
+}
+
+pub async fn archive_service(writer: &WriterLane, service_id: Uuid) -> Result<(), AdminError> {
+    let conn = writer.acquire().await?;
+    if conn
+        .bounded(catalog::archive_service(&conn, service_id))
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("no service {service_id}")))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn put_template(
+    writer: &WriterLane,
+    service_id: Uuid,
+    id: Option<Uuid>,
+    name: &str,
+    subject: &str,
+    body: &str,
+    process_type: &str,
+) -> Result<TemplateRow, AdminError> {
+    if process_type.parse::<TrafficLane>().is_err() {
+        return Err(AdminError::Invalid(format!(
+            "process type {process_type:?} is not one of priority, normal, bulk"
+        )));
+    }
+    let conn = writer.acquire().await?;
+    let id = id.unwrap_or_else(Uuid::now_v7);
+    conn.bounded(catalog::upsert_template(
+        &conn,
+        &TemplateChange {
+            id,
+            service_id,
+            name,
+            subject,
+            body,
+            process_type,
+        },
+    ))
+    .await?
+    .ok_or_else(|| AdminError::NotFound(format!("template {id} belongs to another service")))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceListing {
+    pub service: Option<ServiceRow>,
+    pub keys: Vec<ApiKeyRow>,
+    pub templates: Vec<TemplateRow>,
+}
+
+/// Runs any command, returning its outcome as JSON (the CLI prints it, the Lambda returns
+/// it). `secrets` is needed only to issue keys.
+pub async fn execute(
+    writer: &WriterLane,
+    secrets: Option<&SecretBox>,
+    command: &AdminCommand,
+) -> Result<serde_json::Value, AdminError> {
+    Ok(match command {
+        AdminCommand::Migrate | AdminCommand::Maintain { .. } => json(&run(writer, command).await?),
+        AdminCommand::CreateService {
+            name,
+            from_email,
+            id,
+        } => json(&create_service(writer, *id, name, from_email).await?),
+        AdminCommand::ArchiveService { service_id } => {
+            archive_service(writer, *service_id).await?;
+            serde_json::json!({"archived": service_id})
+        }
+        AdminCommand::IssueKey {
+            service_id,
+            name,
+            key_type,
+        } => {
+            let secrets = secrets.ok_or_else(|| {
+                AdminError::Invalid("FLOODGATE_API_KEY_ENCRYPTION_KEY is not set".into())
+            })?;
+            json(&issue_key(writer, secrets, *service_id, name, key_type).await?)
+        }
+        AdminCommand::RevokeKey { service_id, key_id } => {
+            revoke_key(writer, *service_id, *key_id).await?;
+            serde_json::json!({"revoked": key_id})
+        }
+        AdminCommand::PutTemplate {
+            service_id,
+            id,
+            name,
+            subject,
+            body,
+            process_type,
+        } => {
+            json(&put_template(writer, *service_id, *id, name, subject, body, process_type).await?)
+        }
+        AdminCommand::List { service_id } => {
+            let conn = writer.acquire().await?;
+            match service_id {
+                None => json(&conn.bounded(catalog::list_services(&conn)).await?),
+                Some(sid) => {
+                    let services = conn.bounded(catalog::list_services(&conn)).await?;
+                    let listing = ServiceListing {
+                        service: services.into_iter().find(|s| s.id == *sid),
+                        keys: conn.bounded(catalog::list_api_keys(&conn, *sid)).await?,
+                        templates: conn.bounded(catalog::list_templates(&conn, *sid)).await?,
+                    };
+                    json(&listing)
+                }
+            }
+        }
+        AdminCommand::GenerateEncryptionKey => serde_json::json!({
+            "FLOODGATE_API_KEY_ENCRYPTION_KEY": floodgate_core::auth::generate_encryption_key()
+        }),
+    })
+}
+
+/// Any outcome as JSON (serialising plain rows cannot fail).
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
 fn default_retention() -> u64 {
@@ -37,6 +335,7 @@ pub struct AdminOutcome {
     pub partitions_dropped: i32,
 }
 
+/// Migrations and maintenance.
 pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOutcome, DbError> {
     let conn = writer.acquire().await?;
     let today = Utc::now().date_naive();
@@ -73,6 +372,11 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                 partitions_dropped: m.dropped,
             })
         }
+        _ => Ok(AdminOutcome {
+            applied_migrations: vec![],
+            partitions_created: 0,
+            partitions_dropped: 0,
+        }),
     }
 }
 
@@ -87,5 +391,17 @@ mod tests {
         let m: AdminCommand = serde_json::from_str(r#"{"command":"maintain"}"#).unwrap();
         assert_eq!(m, AdminCommand::Maintain { retention_days: 14 });
         assert!(serde_json::from_str::<AdminCommand>(r#"{"command":"drop-all"}"#).is_err());
+        let m: AdminCommand = serde_json::from_str(
+            r#"{"command":"issue-key","service_id":"0190a0a0-0000-7000-8000-000000000001","name":"k"}"#,
+        )
+        .unwrap();
+        assert!(matches!(m, AdminCommand::IssueKey { ref key_type, .. } if key_type == "normal"));
+        let m: AdminCommand = serde_json::from_str(
+            r#"{"command":"put-template","service_id":"0190a0a0-0000-7000-8000-000000000001","name":"t","subject":"s","body":"b"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(m, AdminCommand::PutTemplate { ref process_type, id: None, .. } if process_type == "normal")
+        );
     }
 }

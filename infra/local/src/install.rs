@@ -176,3 +176,49 @@ pub fn ensure_installed(with_moto: bool) -> Result<Toolchain> {
 pub fn pg_tool(tc: &Toolchain, name: &str) -> PathBuf {
     tc.pg_bin.join(name)
 }
+
+/// The Python of a private virtualenv holding GOV.UK Notify's published client
+/// (`notifications-python-client` from PyPI), installed when missing. The end-to-end test
+/// drives Floodgate with the unmodified client through it.
+pub fn ensure_notify_client() -> Result<PathBuf> {
+    with_install_lock(|| {
+        let venv = tools_dir().join("venv-notify");
+        let python = venv.join("bin/python");
+        let installed = python.exists()
+            && Command::new(&python)
+                .args(["-c", "import notifications_python_client"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if installed {
+            return Ok(python);
+        }
+        let venv_ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !venv_ok {
+            apt_install(&["python3", "python3-venv"])?;
+            run(
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                "python3 -m venv",
+            )?;
+        }
+        eprintln!(
+            "floodgate-local: installing notifications-python-client into {}",
+            venv.display()
+        );
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "notifications-python-client",
+            ]),
+            "pip install notifications-python-client",
+        )?;
+        Ok(python)
+    })
+}

@@ -2,8 +2,15 @@
 //! primary + replica, PgBouncer, moto), and the commands that run on them.
 
 pub mod bench;
+pub mod bench_ingest;
+pub mod blast;
+pub mod chart;
+pub mod esm;
+pub mod front;
 pub mod install;
 pub mod process;
+pub mod report;
 pub mod services;
+pub mod topology;
 
 pub use services::{LocalStack, StackOptions};

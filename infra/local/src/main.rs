@@ -30,6 +30,16 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         per_row_sample: usize,
     },
+    /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
+    /// requests (embedded queue, warm key/template cache; SPEC §8).
+    BenchIngest {
+        #[arg(long, default_value_t = 5_000)]
+        single_requests: usize,
+        #[arg(long, default_value_t = 3)]
+        bulk_requests: usize,
+        #[arg(long, default_value_t = 50_000)]
+        bulk_rows: usize,
+    },
 }
 
 #[tokio::main]
@@ -62,6 +72,20 @@ async fn main() -> Result<()> {
                 notifications,
                 per_row_sample,
             })
+            .await?;
+        }
+        Command::BenchIngest {
+            single_requests,
+            bulk_requests,
+            bulk_rows,
+        } => {
+            floodgate_local::bench_ingest::bench_ingest(
+                floodgate_local::bench_ingest::IngestBenchOptions {
+                    single_requests,
+                    bulk_requests,
+                    bulk_rows,
+                },
+            )
             .await?;
         }
     }

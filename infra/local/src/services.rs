@@ -145,6 +145,17 @@ fn sweep_stale(base: &Path) {
     }
 }
 
+/// True when every folder from `/` down to `dir` lets other users pass (the execute bit),
+/// so the `postgres` user can reach `dir`.
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors().all(|a| {
+        fs::metadata(a)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
+}
+
 fn wait_tcp(port: u16, timeout: Duration, what: &str) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -259,19 +270,30 @@ impl LocalStack {
         fs::create_dir_all(&dir)?;
         chown(&dir, user)?;
         let dir = dir.canonicalize()?;
-        // State folders under /root are not reachable by the postgres user.
-        if user.is_some() {
-            let mut p = dir.as_path();
-            while let Some(parent) = p.parent() {
-                if parent == Path::new("/root") {
-                    bail!(
-                        "state folder {} is inside /root, which the postgres user cannot enter",
-                        dir.display()
-                    );
-                }
-                p = parent;
-            }
-        }
+        // PostgreSQL runs as `postgres` when we are root: its data must sit where that user
+        // can reach. A state folder under, say, /root is not; then the services' data goes
+        // to /var/tmp/floodgate-local/<name> and the state folder keeps a note of it.
+        let dir = if user.is_some() && !reachable_by_others(&dir) {
+            let name: String = dir
+                .to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let relocated = PathBuf::from("/var/tmp/floodgate-local").join(name);
+            fs::create_dir_all(&relocated)?;
+            fs::set_permissions(
+                "/var/tmp/floodgate-local",
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+            chown(&relocated, user)?;
+            fs::write(
+                dir.join("services-dir.txt"),
+                relocated.display().to_string(),
+            )?;
+            relocated
+        } else {
+            dir
+        };
 
         let primary_dir = dir.join("primary");
         let replica_dir = dir.join("replica");
@@ -525,7 +547,7 @@ impl LocalStack {
         let lsn = psql(
             self.primary_port,
             DB_NAME,
-            "SELECT pg_current_wal_lsn()::text",
+            "SELECT pg_current_wal_insert_lsn()::text",
         )
         .await?;
         let target = first_value(&lsn).context("no LSN from primary")?;

@@ -4,6 +4,7 @@
 //!   the same semantics and limits; the local stack's default, since moto's SQS slows to
 //!   about one call a second at a few thousand queued messages and cannot carry a blast).
 
+pub mod mail;
 pub mod queue;
 
 pub use queue::{

@@ -192,6 +192,10 @@ pub struct EmbeddedQueue {
     unavailable: AtomicBool,
     next_id: AtomicU64,
     send_calls: AtomicU64,
+    /// Fault injection: every n-th message sent is stored twice (0 = never), as SQS
+    /// standard queues may deliver a message more than once.
+    duplicate_every: AtomicU64,
+    duplicated: AtomicU64,
 }
 
 impl EmbeddedQueue {
@@ -251,12 +255,25 @@ impl EmbeddedQueue {
             unavailable: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             send_calls: AtomicU64::new(0),
+            duplicate_every: AtomicU64::new(0),
+            duplicated: AtomicU64::new(0),
         }
     }
 
     /// Fault injection: while set, every call answers `Unavailable` (SQS down).
     pub fn set_unavailable(&self, down: bool) {
         self.unavailable.store(down, Ordering::SeqCst);
+    }
+
+    /// Fault injection: deliver every `n`-th message twice (at-least-once delivery made
+    /// visible); `0` switches it off.
+    pub fn set_duplicate_every(&self, n: u64) {
+        self.duplicate_every.store(n, Ordering::SeqCst);
+    }
+
+    /// Messages stored twice by [`EmbeddedQueue::set_duplicate_every`] so far.
+    pub fn duplicated(&self) -> u64 {
+        self.duplicated.load(Ordering::Relaxed)
     }
 
     /// `SendMessageBatch` calls made so far (all queues).
@@ -331,13 +348,22 @@ impl Queue for EmbeddedQueue {
                     continue;
                 }
                 let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-                state.visible.push_back(Stored {
-                    id: format!("m-{n}"),
-                    body: body.clone(),
-                    receive_count: 0,
-                    sent_at: Instant::now(),
-                    sent_millis: now_millis(),
-                });
+                let every = self.duplicate_every.load(Ordering::Relaxed);
+                let copies = if every > 0 && n.is_multiple_of(every) {
+                    self.duplicated.fetch_add(1, Ordering::Relaxed);
+                    2
+                } else {
+                    1
+                };
+                for copy in 0..copies {
+                    state.visible.push_back(Stored {
+                        id: format!("m-{n}-{copy}"),
+                        body: body.clone(),
+                        receive_count: 0,
+                        sent_at: Instant::now(),
+                        sent_millis: now_millis(),
+                    });
+                }
                 results.push(Ok(()));
             }
         }
@@ -782,6 +808,16 @@ mod tests {
         let results = send_all(&q, Q, &big, QueueLimits::default()).await;
         assert!(results.iter().all(Result::is_ok));
         assert_eq!(q.stats(Q).await.unwrap().visible, 2);
+    }
+
+    #[tokio::test]
+    async fn embedded_duplicates_on_request() {
+        let q = EmbeddedQueue::uniform(Duration::from_secs(30), 3);
+        q.set_duplicate_every(2);
+        let bodies: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        send_all(&q, Q, &bodies, QueueLimits::default()).await;
+        assert_eq!(q.duplicated(), 5);
+        assert_eq!(q.stats(Q).await.unwrap().visible, 15);
     }
 
     #[tokio::test]

@@ -6,10 +6,13 @@
 //! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules of SPEC §4.
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 
+pub mod auth;
 pub mod envelope;
 pub mod knobs;
 pub mod lane;
+pub mod ses_event;
 pub mod status;
+pub mod template;
 
 pub use envelope::{
     EnvelopeError, IntakeEnvelope, IntakeNotification, KeyType, SendEnvelope, pack_intake,
@@ -18,3 +21,4 @@ pub use envelope::{
 pub use knobs::Knobs;
 pub use lane::{QueueName, TrafficLane};
 pub use status::{NotificationStatus, StatusTransition, transition};
+pub use template::{RenderError, Rendered, Template, render};

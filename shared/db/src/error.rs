@@ -16,6 +16,8 @@ pub enum DbError {
     OperationTimeout { lane: &'static str, limit: Duration },
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error("cannot encode a value for the database: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error("invalid database configuration: {0}")]
     Config(String),
     #[error("migration {version} ({name}) failed: {source}")]
@@ -34,8 +36,17 @@ impl DbError {
             DbError::AcquireTimeout { .. }
             | DbError::Connect { .. }
             | DbError::OperationTimeout { .. } => true,
-            DbError::Query(e) => e.is_closed() || e.code().is_none(),
-            DbError::Config(_) | DbError::Migration { .. } => false,
+            // Also the refusals that mean "no server to run it on", which PgBouncer and RDS
+            // Proxy send while the database is down or restarting: connection exceptions
+            // (class 08), shutdown/cannot-connect-now (57P01-57P03), too many connections.
+            DbError::Query(e) => {
+                e.is_closed()
+                    || e.code().is_none_or(|c| {
+                        let c = c.code();
+                        c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
+                    })
+            }
+            DbError::Config(_) | DbError::Migration { .. } | DbError::Encode(_) => false,
         }
     }
 

@@ -6,10 +6,12 @@
 //! RDS Proxy (SPEC §3). No code here runs `SET`, `PREPARE`, `LISTEN`, temporary tables or
 //! session advisory locks.
 
+pub mod catalog;
 pub mod error;
 pub mod lane;
 pub mod migrate;
 pub mod notifications;
+pub mod sending;
 
 pub use error::DbError;
 pub use lane::{

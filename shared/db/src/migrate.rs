@@ -14,11 +14,23 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sending",
+        sql: include_str!("../migrations/0002_sending.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "api",
+        sql: include_str!("../migrations/0003_api.sql"),
+    },
+];
 
 /// Arbitrary constant identifying Floodgate's migration lock.
 const MIGRATION_LOCK: i64 = 0x466c_6f6f_6467_6174; // "Floodgat"

@@ -10,18 +10,44 @@ use uuid::Uuid;
 
 /// One statement for the whole batch: the rows travel as arrays and `unnest` turns them
 /// back into rows. One round trip, one transaction, one WAL flush per batch instead of one
-/// per notification (seed 003). `ON CONFLICT DO NOTHING` makes a redelivered message a
-/// no-op: the id and creation time come from the envelope, so a duplicate is the same key.
-const INSERT_BATCH: &str = "
-INSERT INTO notifications (
+/// per notification (seed 003). The id and creation time come from the envelope, so a
+/// redelivered message is the same key and `NOT EXISTS` skips it: a redelivery is a no-op.
+/// `NOT EXISTS` rather than `ON CONFLICT DO NOTHING` because it is ~10% cheaper per row
+/// (no speculative insertion; measured with `bench-persist`); the one case it misses — the
+/// same notification inserted by two invocations at the same instant — raises a unique
+/// violation, and then the batch is retried at once with `ON CONFLICT` (`INSERT_BATCH_SAFE`).
+macro_rules! insert_batch_sql {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO notifications (
     id, created_at, service_id, template_id, template_version, lane, key_type, api_key_id,
     job_id, job_row_number, email_address, personalisation, client_reference,
     email_reply_to_id, scheduled_for)
-SELECT * FROM unnest(
+SELECT u.id, u.created_at, u.service_id, u.template_id, u.template_version, u.lane,
+    u.key_type, u.api_key_id, u.job_id, u.job_row_number, u.email_address,
+    u.personalisation::jsonb, u.client_reference, u.email_reply_to_id, u.scheduled_for
+FROM unnest(
     $1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::int4[], $6::text[],
-    $7::text[], $8::uuid[], $9::uuid[], $10::int4[], $11::text[], $12::jsonb[],
+    $7::text[], $8::uuid[], $9::uuid[], $10::int4[], $11::text[], $12::text[],
     $13::text[], $14::uuid[], $15::timestamptz[])
-ON CONFLICT (id, created_at) DO NOTHING";
+    AS u(id, created_at, service_id, template_id, template_version, lane, key_type,
+         api_key_id, job_id, job_row_number, email_address, personalisation,
+         client_reference, email_reply_to_id, scheduled_for)
+",
+            $tail
+        )
+    };
+}
+
+const INSERT_BATCH: &str = insert_batch_sql!(
+    "WHERE NOT EXISTS (
+    SELECT 1 FROM notifications n WHERE n.id = u.id AND n.created_at = u.created_at)"
+);
+
+const INSERT_BATCH_SAFE: &str = insert_batch_sql!("ON CONFLICT (id, created_at) DO NOTHING");
+
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
 
 /// SQLSTATE PostgreSQL answers when no partition covers a row's `created_at`.
 const NO_PARTITION: &str = "23514";
@@ -41,14 +67,17 @@ pub async fn insert_notifications(
     if batch.is_empty() {
         return Ok(InsertOutcome { inserted: 0 });
     }
-    match insert_once(client, batch).await {
+    match insert_once(client, batch, INSERT_BATCH).await {
         Err(DbError::Query(e)) if e.code().map(|c| c.code()) == Some(NO_PARTITION) => {
             let days: BTreeSet<NaiveDate> =
                 batch.iter().map(|n| n.created_at.date_naive()).collect();
             if let (Some(first), Some(last)) = (days.first(), days.last()) {
                 ensure_partitions(client, *first, *last).await?;
             }
-            insert_once(client, batch).await
+            insert_once(client, batch, INSERT_BATCH_SAFE).await
+        }
+        Err(DbError::Query(e)) if e.code().map(|c| c.code()) == Some(UNIQUE_VIOLATION) => {
+            insert_once(client, batch, INSERT_BATCH_SAFE).await
         }
         other => other,
     }
@@ -57,6 +86,7 @@ pub async fn insert_notifications(
 async fn insert_once(
     client: &Client,
     batch: &[IntakeNotification],
+    sql: &str,
 ) -> Result<InsertOutcome, DbError> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -86,14 +116,15 @@ async fn insert_once(
         jobs.push(x.job_id);
         rows.push(x.job_row_number);
         emails.push(x.email_address.as_str());
-        personalisations.push(serde_json::Value::Object(x.personalisation.clone()));
+        // Sent as JSON text and cast in SQL: no deep copy of the map on our side.
+        personalisations.push(serde_json::to_string(&x.personalisation)?);
         references.push(x.reference.as_deref());
         reply_tos.push(x.email_reply_to_id);
         scheduled.push(x.scheduled_for);
     }
     let inserted = client
         .execute_typed(
-            INSERT_BATCH,
+            sql,
             &[
                 (&ids, Type::UUID_ARRAY),
                 (&created, Type::TIMESTAMPTZ_ARRAY),
@@ -106,7 +137,7 @@ async fn insert_once(
                 (&jobs, Type::UUID_ARRAY),
                 (&rows, Type::INT4_ARRAY),
                 (&emails, Type::TEXT_ARRAY),
-                (&personalisations, Type::JSONB_ARRAY),
+                (&personalisations, Type::TEXT_ARRAY),
                 (&references, Type::TEXT_ARRAY),
                 (&reply_tos, Type::UUID_ARRAY),
                 (&scheduled, Type::TIMESTAMPTZ_ARRAY),

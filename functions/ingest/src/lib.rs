@@ -1,0 +1,360 @@
+//! `ingest`: `POST /v2/notifications/email` and `POST /v2/notifications/bulk` behind API
+//! Gateway. Authenticates (keys cached from the reader lane), validates, renders, and puts
+//! the notifications on the intake queue of their lane. It never writes to the database
+//! (seed 003: the API only enqueues), and answers 201 only once SQS has acknowledged every
+//! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
+
+pub mod validate;
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::http::Method;
+use chrono::{DateTime, Utc};
+use floodgate_api::gateway::{self, json_response};
+use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
+use floodgate_aws::{Queue, QueueError, QueueLimits, send_all};
+use floodgate_core::envelope::new_notification_id;
+use floodgate_core::template::{Template, placeholder_names, render};
+use floodgate_core::{IntakeEnvelope, IntakeNotification, QueueName, TrafficLane, pack_intake};
+use floodgate_db::catalog::TemplateRow;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Bounded retries of the messages SQS did not take: the whole budget (about 0.75 s of
+/// back-off) stays well inside API Gateway's 30 s and the function's 10 s timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What `ingest` needs, built once per instance in `main`.
+pub struct Ingest {
+    pub catalog: Arc<ApiCatalog>,
+    pub queue: Arc<dyn Queue>,
+    pub limits: QueueLimits,
+    pub retry: RetryPolicy,
+}
+
+impl Ingest {
+    /// The handler: every outcome is an HTTP response (errors in the Notify shape).
+    pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        match self.route(&req).await {
+            Ok((status, body)) => json_response(status, &body),
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn route(&self, req: &ApiGatewayV2httpRequest) -> Result<(u16, Value), ApiError> {
+        let path = gateway::path(req);
+        let is_email = path == "/v2/notifications/email";
+        let is_bulk = path == "/v2/notifications/bulk";
+        if !is_email && !is_bulk {
+            return Err(ApiError::route_not_found());
+        }
+        if gateway::method(req) != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let now = Utc::now();
+        let caller = self
+            .catalog
+            .authenticate(gateway::header(req, "authorization"), now.timestamp())
+            .await?;
+        let body = gateway::body_bytes(req)?;
+        let base = gateway::base_url(req);
+        if is_email {
+            self.email(&caller, &body, &base, now).await
+        } else {
+            self.bulk(&caller, &body, now).await
+        }
+    }
+
+    /// The caller's template, or Notify's "Template not found" (unknown, another service's,
+    /// or archived: the client cannot tell them apart, as in Notify).
+    async fn template(&self, caller: &Caller, id: Uuid) -> Result<Arc<TemplateRow>, ApiError> {
+        match self.catalog.template(id).await? {
+            Some(t) if t.service_id == caller.service_id && !t.archived => Ok(t),
+            _ => Err(ApiError::bad_request("Template not found")),
+        }
+    }
+
+    async fn email(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+        base: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(u16, Value), ApiError> {
+        let r = validate::email_request(body, now)?;
+        let template = self.template(caller, r.template_id).await?;
+        let rendered = render(
+            &Template {
+                subject: template.subject.clone(),
+                body: template.body.clone(),
+            },
+            &r.personalisation,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let lane: TrafficLane = template.process_type.parse().map_err(|_| {
+            tracing::error!(template_id = %template.id, "template has an unknown process type");
+            ApiError::internal()
+        })?;
+        let (id, created_at) = new_notification_id();
+        let n = IntakeNotification {
+            id,
+            service_id: caller.service_id,
+            template_id: template.id,
+            template_version: template.version,
+            lane,
+            email_address: r.email_address,
+            personalisation: r.personalisation,
+            reference: r.reference.clone(),
+            key_type: caller.key_type,
+            api_key_id: Some(caller.api_key_id),
+            job_id: None,
+            job_row_number: None,
+            email_reply_to_id: r.email_reply_to_id,
+            scheduled_for: r.scheduled_for,
+            created_at,
+        };
+        let bodies = pack_intake(std::slice::from_ref(&n), self.limits.max_message_bytes)
+            .map_err(|_| ApiError::validation("Notification is too large"))?;
+        let accepted = self.enqueue(lane, &bodies).await;
+        if !accepted.iter().all(|a| *a) {
+            return Err(ApiError::unavailable(
+                "Service temporarily unavailable: the notification was not accepted, please retry",
+            ));
+        }
+        tracing::info!(notification_id = %id, lane = %lane, "notification accepted");
+        Ok((
+            201,
+            json!({
+                "id": id,
+                "reference": r.reference,
+                "uri": format!("{base}/v2/notifications/{id}"),
+                "template": {
+                    "id": template.id,
+                    "version": template.version,
+                    "uri": format!("{base}/v2/template/{}", template.id),
+                },
+                "scheduled_for": r.scheduled_for.map(notify_time),
+                "content": {
+                    "from_email": caller.from_email,
+                    "subject": rendered.subject,
+                    "body": rendered.body,
+                },
+            }),
+        ))
+    }
+
+    async fn bulk(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(u16, Value), ApiError> {
+        let r = validate::bulk_request(body, now)?;
+        let template = self.template(caller, r.template_id).await?;
+        let placeholders = placeholder_names(&Template {
+            subject: template.subject.clone(),
+            body: template.body.clone(),
+        });
+        // Every row is checked before anything is enqueued: all or none.
+        let rows = validate::bulk_rows(&r.rows, &placeholders)?;
+        let job_id = Uuid::now_v7();
+        let notifications: Vec<IntakeNotification> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let (id, created_at) = new_notification_id();
+                IntakeNotification {
+                    id,
+                    service_id: caller.service_id,
+                    template_id: template.id,
+                    template_version: template.version,
+                    // The bulk API always uses the bulk lane, whatever the template's type.
+                    lane: TrafficLane::Bulk,
+                    email_address: row.email_address,
+                    personalisation: row.personalisation,
+                    reference: r.reference.clone(),
+                    key_type: caller.key_type,
+                    api_key_id: Some(caller.api_key_id),
+                    job_id: Some(job_id),
+                    // Notify numbers job rows from 0.
+                    job_row_number: i32::try_from(i).ok(),
+                    email_reply_to_id: r.reply_to_id,
+                    scheduled_for: r.scheduled_for,
+                    created_at,
+                }
+            })
+            .collect();
+        let bodies = pack_intake(&notifications, self.limits.max_message_bytes).map_err(|_| {
+            ApiError::validation("A row is too large to send (personalisation above the limit)")
+        })?;
+        let accepted = self.enqueue(TrafficLane::Bulk, &bodies).await;
+        let count = notifications.len();
+        if !accepted.iter().all(|a| *a) {
+            return Err(partial_failure(job_id, count, &bodies, &accepted));
+        }
+        tracing::info!(job_id = %job_id, notifications = count, messages = bodies.len(), "bulk job accepted");
+        Ok((
+            201,
+            json!({"data": {
+                "id": job_id,
+                "job_status": "pending",
+                "notification_count": count,
+                "original_file_name": r.name,
+                "template": template.id,
+                "template_version": template.version,
+                "service": caller.service_id,
+                "service_name": {"name": caller.service_name},
+                "created_at": notify_time(now),
+                "scheduled_for": r.scheduled_for.map(notify_time),
+                "sender_id": r.reply_to_id,
+                "api_key": {"id": caller.api_key_id, "key_type": caller.key_type.as_str()},
+                "archived": false,
+            }}),
+        ))
+    }
+
+    /// Sends the bodies to the lane's intake queue, retrying what SQS did not take (with
+    /// back-off, a bounded number of times). Returns, per body, whether SQS acknowledged it.
+    pub async fn enqueue(&self, lane: TrafficLane, bodies: &[String]) -> Vec<bool> {
+        let queue = QueueName::Intake(lane);
+        let mut accepted = vec![false; bodies.len()];
+        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        let mut backoff = self.retry.first_backoff;
+        for attempt in 1..=self.retry.attempts.max(1) {
+            let batch: Vec<String> = pending.iter().map(|&i| bodies[i].clone()).collect();
+            let results = send_all(self.queue.as_ref(), queue, &batch, self.limits).await;
+            let mut still = Vec::new();
+            let mut retryable = true;
+            for (&i, r) in pending.iter().zip(results) {
+                match r {
+                    Ok(()) => accepted[i] = true,
+                    Err(e) => {
+                        if matches!(
+                            e,
+                            QueueError::Rejected { .. } | QueueError::NotConfigured { .. }
+                        ) {
+                            retryable = false;
+                        }
+                        tracing::warn!(error = %e, attempt, queue = %queue, "intake send failed");
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() || !retryable || attempt == self.retry.attempts {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        accepted
+    }
+}
+
+/// Ranges of 1-based row numbers, e.g. `[[1, 500], [1001, 1500]]`.
+fn ranges(rows: &[usize]) -> Vec<[usize; 2]> {
+    let mut out: Vec<[usize; 2]> = Vec::new();
+    for &r in rows {
+        match out.last_mut() {
+            Some(last) if last[1] + 1 == r => last[1] = r,
+            _ => out.push([r, r]),
+        }
+    }
+    out
+}
+
+/// The answer when only some of a job's messages were acknowledged: a 503 (so no client
+/// mistakes it for success) that names the job and the rows that WERE accepted. Those rows
+/// will be stored and sent under `job_id`; resubmitting only the other rows completes the
+/// job without duplicates.
+fn partial_failure(job_id: Uuid, count: usize, bodies: &[String], accepted: &[bool]) -> ApiError {
+    let mut rows: Vec<usize> = Vec::new();
+    for (body, ok) in bodies.iter().zip(accepted) {
+        if *ok && let Ok(env) = IntakeEnvelope::decode(body) {
+            rows.extend(
+                env.notifications
+                    .iter()
+                    .filter_map(|n| n.job_row_number)
+                    .filter_map(|r| usize::try_from(r).ok())
+                    .map(|r| r + 1),
+            );
+        }
+    }
+    rows.sort_unstable();
+    let n = rows.len();
+    tracing::error!(job_id = %job_id, accepted = n, total = count, "bulk job only partly enqueued");
+    let message = if n == 0 {
+        "Service temporarily unavailable: no rows were accepted, please retry".to_string()
+    } else {
+        format!(
+            "Service temporarily unavailable: only {n} of {count} rows were accepted (job {job_id}, rows listed in accepted_rows); resubmit only the other rows"
+        )
+    };
+    ApiError::unavailable(message)
+        .with_extra("job_id", json!(job_id))
+        .with_extra("accepted_count", json!(n))
+        .with_extra("accepted_rows", json!(ranges(&rows)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_ranges() {
+        assert_eq!(ranges(&[1, 2, 3, 7, 8, 10]), vec![[1, 3], [7, 8], [10, 10]]);
+        assert!(ranges(&[]).is_empty());
+    }
+
+    #[test]
+    fn partial_failure_names_the_accepted_rows() {
+        let job = Uuid::now_v7();
+        let mk = |row: i32| {
+            let (id, created_at) = new_notification_id();
+            IntakeNotification {
+                id,
+                service_id: Uuid::from_u128(1),
+                template_id: Uuid::from_u128(2),
+                template_version: 1,
+                lane: TrafficLane::Bulk,
+                email_address: "a@b.co".into(),
+                personalisation: Default::default(),
+                reference: None,
+                key_type: floodgate_core::KeyType::Normal,
+                api_key_id: None,
+                job_id: Some(job),
+                job_row_number: Some(row),
+                email_reply_to_id: None,
+                scheduled_for: None,
+                created_at,
+            }
+        };
+        let bodies = vec![
+            pack_intake(&[mk(0), mk(1)], 262_144).unwrap().remove(0),
+            pack_intake(&[mk(2)], 262_144).unwrap().remove(0),
+            pack_intake(&[mk(3)], 262_144).unwrap().remove(0),
+        ];
+        let e = partial_failure(job, 4, &bodies, &[true, false, true]);
+        assert_eq!(e.status, 503);
+        assert_eq!(e.extra["accepted_rows"], json!([[1, 2], [4, 4]]));
+        assert_eq!(e.extra["accepted_count"], 3);
+        assert!(e.message.contains("only 3 of 4 rows"), "{}", e.message);
+        let e = partial_failure(job, 4, &bodies, &[false, false, false]);
+        assert_eq!(e.extra["accepted_count"], 0);
+        assert!(e.message.contains("no rows were accepted"));
+    }
+}

@@ -1,0 +1,608 @@
+//! Request validation as pure functions over the request bytes: the Notify v2 schemas for
+//! `POST /v2/notifications/email` and GC Notify's `POST /v2/notifications/bulk`, with
+//! Notify's messages. Nothing here does I/O; the handler looks the template up afterwards.
+
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use floodgate_api::ApiError;
+use floodgate_core::template::normalise_key;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// Personalisation larger than this (as JSON) is refused (GC Notify's limit).
+pub const MAX_PERSONALISATION_BYTES: usize = 51_200;
+/// A client reference longer than this is refused.
+pub const MAX_REFERENCE_CHARS: usize = 1_000;
+/// The most rows one bulk request may carry (header row not counted).
+pub const MAX_BULK_ROWS: usize = 50_000;
+/// How far ahead a notification may be scheduled (GC Notify: 96 hours).
+pub const MAX_SCHEDULE_AHEAD_HOURS: i64 = 96;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailRequest {
+    pub email_address: String,
+    pub template_id: Uuid,
+    pub personalisation: Map<String, Value>,
+    pub reference: Option<String>,
+    pub email_reply_to_id: Option<Uuid>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkRequest {
+    pub name: String,
+    pub template_id: Uuid,
+    /// Header row first.
+    pub rows: Vec<Vec<String>>,
+    pub reference: Option<String>,
+    pub reply_to_id: Option<Uuid>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// One valid bulk row: recipient and personalisation (empty cells left out, so a
+/// placeholder with an empty cell counts as missing, as in Notify).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkRow {
+    pub email_address: String,
+    pub personalisation: Map<String, Value>,
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("Invalid JSON supplied in POST data"))?;
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => Err(ApiError::bad_request("Invalid JSON supplied in POST data")),
+    }
+}
+
+fn reject_unknown(m: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
+    if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
+        // Echo the field name only if it is short and printable: it is attacker input.
+        let shown: String = k.chars().filter(|c| !c.is_control()).take(100).collect();
+        return Err(ApiError::validation(format!(
+            "Additional properties are not allowed ({shown} was unexpected)"
+        )));
+    }
+    Ok(())
+}
+
+fn required<'a>(m: &'a Map<String, Value>, field: &str) -> Result<&'a Value, ApiError> {
+    m.get(field)
+        .ok_or_else(|| ApiError::validation(format!("{field} is a required property")))
+}
+
+fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ApiError> {
+    v.as_str()
+        .ok_or_else(|| ApiError::validation(format!("{field} is not of type string")))
+}
+
+fn optional_string<'a>(
+    m: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => string(v, field).map(Some),
+    }
+}
+
+fn uuid_field(v: &Value, field: &str) -> Result<Uuid, ApiError> {
+    v.as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| ApiError::validation(format!("{field} is not a valid UUID")))
+}
+
+fn optional_uuid(m: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => uuid_field(v, field).map(Some),
+    }
+}
+
+fn reference(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    let r = optional_string(m, "reference")?;
+    if let Some(r) = r
+        && r.chars().count() > MAX_REFERENCE_CHARS
+    {
+        return Err(ApiError::validation(format!(
+            "reference must be at most {MAX_REFERENCE_CHARS} characters"
+        )));
+    }
+    Ok(r.map(str::to_string))
+}
+
+/// Notify's `scheduled_for`: ISO 8601 (`2024-01-31T12:00:00Z`) or `2024-01-31 12:00`
+/// (taken as UTC); not in the past; at most 96 hours ahead.
+pub fn scheduled_for(
+    m: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(s) = optional_string(m, "scheduled_for")? else {
+        return Ok(None);
+    };
+    let parsed = DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+                .map(|n| n.and_utc())
+        })
+        .ok_or_else(|| {
+            ApiError::validation(
+                "scheduled_for datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601",
+            )
+        })?;
+    if parsed < now - Duration::minutes(1) {
+        return Err(ApiError::validation(
+            "scheduled_for datetime can not be in the past",
+        ));
+    }
+    if parsed > now + Duration::hours(MAX_SCHEDULE_AHEAD_HOURS) {
+        return Err(ApiError::validation(format!(
+            "scheduled_for datetime can only be up to {MAX_SCHEDULE_AHEAD_HOURS} hours in the future"
+        )));
+    }
+    Ok(Some(parsed))
+}
+
+const LOCAL_CHARS: &str = ".!#$%&'*+/=?^_`{|}~-";
+
+/// Notify's email rule, in spirit: one `@`, a local part of permitted characters, a
+/// hostname of at least two valid labels, no `..`, at most 320 characters.
+pub fn is_valid_email(address: &str) -> bool {
+    let a = address.trim();
+    if a.is_empty() || a.len() > 320 || a.contains("..") {
+        return false;
+    }
+    let Some((local, host)) = a.rsplit_once('@') else {
+        return false;
+    };
+    if local.is_empty()
+        || local.len() > 64
+        || !local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || LOCAL_CHARS.contains(c))
+    {
+        return false;
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.len() < 2 || host.len() > 253 {
+        return false;
+    }
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !labels.iter().all(label_ok) {
+        return false;
+    }
+    let tld = labels.last().copied().unwrap_or_default();
+    tld.len() >= 2 && (tld.chars().all(|c| c.is_ascii_alphabetic()) || tld.starts_with("xn--"))
+}
+
+fn personalisation(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    match m.get("personalisation") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(p)) => {
+            let size = serde_json::to_string(p)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_PERSONALISATION_BYTES {
+                return Err(ApiError::validation(format!(
+                    "Personalisation variables size of {size} bytes is greater than allowed limit of {MAX_PERSONALISATION_BYTES} bytes."
+                )));
+            }
+            Ok(p.clone())
+        }
+        Some(_) => Err(ApiError::validation(
+            "personalisation is not of type object",
+        )),
+    }
+}
+
+/// `POST /v2/notifications/email`.
+pub fn email_request(body: &[u8], now: DateTime<Utc>) -> Result<EmailRequest, ApiError> {
+    let m = parse_object(body)?;
+    reject_unknown(
+        &m,
+        &[
+            "email_address",
+            "template_id",
+            "personalisation",
+            "reference",
+            "email_reply_to_id",
+            "scheduled_for",
+        ],
+    )?;
+    let email = string(required(&m, "email_address")?, "email_address")?;
+    let template_id = uuid_field(required(&m, "template_id")?, "template_id")?;
+    if !is_valid_email(email) {
+        return Err(ApiError::validation(
+            "email_address Not a valid email address",
+        ));
+    }
+    Ok(EmailRequest {
+        email_address: email.trim().to_string(),
+        template_id,
+        personalisation: personalisation(&m)?,
+        reference: reference(&m)?,
+        email_reply_to_id: optional_uuid(&m, "email_reply_to_id")?,
+        scheduled_for: scheduled_for(&m, now)?,
+    })
+}
+
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `POST /v2/notifications/bulk`: shape only (rows are checked by [`bulk_rows`]).
+pub fn bulk_request(body: &[u8], now: DateTime<Utc>) -> Result<BulkRequest, ApiError> {
+    let m = parse_object(body)?;
+    reject_unknown(
+        &m,
+        &[
+            "name",
+            "template_id",
+            "rows",
+            "csv",
+            "reference",
+            "scheduled_for",
+            "reply_to_id",
+        ],
+    )?;
+    let name = string(required(&m, "name")?, "name")?.to_string();
+    let template_id = uuid_field(required(&m, "template_id")?, "template_id")?;
+    let rows = match (m.get("rows"), m.get("csv")) {
+        (Some(Value::Array(rows)), None) => rows
+            .iter()
+            .map(|r| match r {
+                Value::Array(cells) => Ok(cells.iter().map(cell_text).collect()),
+                _ => Err(ApiError::validation("rows is not an array of arrays")),
+            })
+            .collect::<Result<Vec<Vec<String>>, _>>()?,
+        (Some(_), None) => return Err(ApiError::validation("rows is not of type array")),
+        (None, Some(Value::String(csv))) => parse_csv(csv)?,
+        (None, Some(_)) => return Err(ApiError::validation("csv is not of type string")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "You should specify either rows or csv",
+            ));
+        }
+    };
+    Ok(BulkRequest {
+        name,
+        template_id,
+        rows,
+        reference: reference(&m)?,
+        reply_to_id: optional_uuid(&m, "reply_to_id")?,
+        scheduled_for: scheduled_for(&m, now)?,
+    })
+}
+
+fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|_| {
+            ApiError::bad_request(format!("Error converting to CSV: line {}", i + 1))
+        })?;
+        rows.push(record.iter().map(str::to_string).collect());
+        if rows.len() > MAX_BULK_ROWS + 1 {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// How many row errors one answer lists (the count says how many there were).
+const LISTED_ROW_ERRORS: usize = 10;
+
+/// Checks every row of a bulk request against the template's placeholders; all rows or
+/// none. Rows are numbered from 1, the first row after the header.
+pub fn bulk_rows(rows: &[Vec<String>], placeholders: &[String]) -> Result<Vec<BulkRow>, ApiError> {
+    let Some((header, data)) = rows.split_first() else {
+        return Err(ApiError::bad_request(
+            "Missing column headers: email address",
+        ));
+    };
+    let keys: Vec<String> = header.iter().map(|h| normalise_key(h)).collect();
+    let Some(recipient) = keys.iter().position(|k| k == "emailaddress") else {
+        return Err(ApiError::bad_request(
+            "Missing column headers: email address",
+        ));
+    };
+    if data.is_empty() {
+        return Err(ApiError::bad_request(
+            "No rows: a header row and at least one row are needed",
+        ));
+    }
+    if data.len() > MAX_BULK_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "Too many rows. Maximum number of rows allowed is {MAX_BULK_ROWS}"
+        )));
+    }
+    let needed: Vec<(String, &String)> = placeholders
+        .iter()
+        .map(|p| (normalise_key(p), p))
+        .filter(|(k, _)| k != "emailaddress")
+        .collect();
+    let mut out = Vec::with_capacity(data.len());
+    let mut errors: Vec<String> = Vec::new();
+    let mut error_count = 0usize;
+    for (i, row) in data.iter().enumerate() {
+        let email = row.get(recipient).map(|s| s.trim()).unwrap_or_default();
+        let mut problems = Vec::new();
+        if !is_valid_email(email) {
+            problems.push("`email address`: invalid recipient".to_string());
+        }
+        let mut p = Map::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c != recipient && !cell.is_empty() && c < header.len() {
+                p.insert(header[c].clone(), Value::String(cell.clone()));
+            }
+        }
+        let missing: Vec<&str> = needed
+            .iter()
+            .filter(|(k, _)| {
+                !keys
+                    .iter()
+                    .enumerate()
+                    .any(|(c, hk)| hk == k && row.get(c).is_some_and(|v| !v.is_empty()))
+            })
+            .map(|(_, name)| name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!("Missing personalisation: {}", missing.join(", ")));
+        }
+        if problems.is_empty() {
+            out.push(BulkRow {
+                email_address: email.to_string(),
+                personalisation: p,
+            });
+        } else {
+            error_count += 1;
+            if errors.len() < LISTED_ROW_ERRORS {
+                errors.push(format!("Row {} - {}", i + 1, problems.join("; ")));
+            }
+        }
+    }
+    if error_count > 0 {
+        let more = if error_count > errors.len() {
+            format!(" ({} rows have errors in all)", error_count)
+        } else {
+            String::new()
+        };
+        return Err(ApiError::bad_request(format!(
+            "Some rows have errors. {}.{more}",
+            errors.join(". ")
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn msg(e: ApiError) -> (u16, &'static str, String) {
+        (e.status, e.error, e.message)
+    }
+
+    #[test]
+    fn emails() {
+        for ok in [
+            "a@b.co",
+            "first.last+tag@sub.example.org",
+            "x@xn--bcher-kva.ch",
+            " a@b.co ",
+        ] {
+            assert!(is_valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "a@",
+            "@b.co",
+            "a@b",
+            "a@b.c",
+            "a..b@c.co",
+            "a b@c.co",
+            "a@-b.co",
+            "a@b_c.co",
+            "a@b.co@d.co",
+        ] {
+            assert!(!is_valid_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn email_request_errors_are_notify_s() {
+        let tid = Uuid::now_v7();
+        let e = |body: &str| msg(email_request(body.as_bytes(), now()).unwrap_err());
+        assert_eq!(
+            e("{nope"),
+            (
+                400,
+                "BadRequestError",
+                "Invalid JSON supplied in POST data".into()
+            )
+        );
+        assert_eq!(e("[]").0, 400);
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":"a@b.co","template_id":"{tid}","colour":1}}"#
+            )),
+            (
+                400,
+                "ValidationError",
+                "Additional properties are not allowed (colour was unexpected)".into()
+            )
+        );
+        assert_eq!(
+            e(r#"{"template_id":"x"}"#),
+            (
+                400,
+                "ValidationError",
+                "email_address is a required property".into()
+            )
+        );
+        assert_eq!(
+            e(r#"{"email_address":"a@b.co","template_id":"x"}"#),
+            (
+                400,
+                "ValidationError",
+                "template_id is not a valid UUID".into()
+            )
+        );
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":"nope","template_id":"{tid}"}}"#
+            )),
+            (
+                400,
+                "ValidationError",
+                "email_address Not a valid email address".into()
+            )
+        );
+        assert_eq!(
+            e(&format!(r#"{{"email_address":5,"template_id":"{tid}"}}"#)).2,
+            "email_address is not of type string"
+        );
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":"a@b.co","template_id":"{tid}","personalisation":[]}}"#
+            ))
+            .2,
+            "personalisation is not of type object"
+        );
+        let big = "x".repeat(MAX_PERSONALISATION_BYTES);
+        assert!(
+            e(&format!(r#"{{"email_address":"a@b.co","template_id":"{tid}","personalisation":{{"a":"{big}"}}}}"#))
+                .2
+                .starts_with("Personalisation variables size of 51208 bytes")
+        );
+        let long = "r".repeat(MAX_REFERENCE_CHARS + 1);
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":"a@b.co","template_id":"{tid}","reference":"{long}"}}"#
+            ))
+            .2,
+            "reference must be at most 1000 characters"
+        );
+        assert_eq!(
+            e(&format!(r#"{{"email_address":"a@b.co","template_id":"{tid}","scheduled_for":"2001-01-01 10:00"}}"#)).2,
+            "scheduled_for datetime can not be in the past"
+        );
+        let ok = email_request(
+            format!(r#"{{"email_address":"a@b.co","template_id":"{tid}","personalisation":{{"n":1}},"reference":"r"}}"#)
+                .as_bytes(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(ok.template_id, tid);
+        assert_eq!(ok.reference.as_deref(), Some("r"));
+        assert_eq!(ok.personalisation["n"], 1);
+    }
+
+    #[test]
+    fn bulk_shapes() {
+        let tid = Uuid::now_v7();
+        let r = bulk_request(
+            format!(
+                r#"{{"name":"j","template_id":"{tid}","csv":"email address,name\na@b.co,Ann\n"}}"#
+            )
+            .as_bytes(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(
+            r.rows,
+            vec![vec!["email address", "name"], vec!["a@b.co", "Ann"]]
+        );
+        let r = bulk_request(
+            format!(r#"{{"name":"j","template_id":"{tid}","rows":[["email address","n"],["a@b.co",5]]}}"#).as_bytes(),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(r.rows[1], vec!["a@b.co", "5"]);
+        let e = bulk_request(
+            format!(r#"{{"name":"j","template_id":"{tid}"}}"#).as_bytes(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(msg(e).2, "You should specify either rows or csv");
+        let e = bulk_request(
+            format!(r#"{{"name":"j","template_id":"{tid}","rows":[],"csv":""}}"#).as_bytes(),
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(msg(e).2, "You should specify either rows or csv");
+    }
+
+    #[test]
+    fn bulk_rows_are_all_checked_and_named() {
+        let s = |v: &[&[&str]]| -> Vec<Vec<String>> {
+            v.iter()
+                .map(|r| r.iter().map(|c| c.to_string()).collect())
+                .collect()
+        };
+        let ph = vec!["name".to_string()];
+        let ok = bulk_rows(
+            &s(&[
+                &["Email Address", "Name"],
+                &["a@b.co", "Ann"],
+                &["c@d.co", "Bo"],
+            ]),
+            &ph,
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].personalisation["Name"], "Bo");
+        let e = bulk_rows(
+            &s(&[
+                &["email address", "name"],
+                &["a@b.co", "Ann"],
+                &["bad", "X"],
+                &["c@d.co", ""],
+            ]),
+            &ph,
+        )
+        .unwrap_err();
+        assert_eq!(
+            msg(e),
+            (400, "BadRequestError", "Some rows have errors. Row 2 - `email address`: invalid recipient. Row 3 - Missing personalisation: name.".into())
+        );
+        let e = bulk_rows(&s(&[&["to", "name"], &["a@b.co", "x"]]), &ph).unwrap_err();
+        assert_eq!(msg(e).2, "Missing column headers: email address");
+        let mut many = vec![vec!["email address".to_string()]];
+        many.extend((0..=MAX_BULK_ROWS).map(|_| vec!["a@b.co".to_string()]));
+        assert!(
+            msg(bulk_rows(&many, &[]).unwrap_err())
+                .2
+                .starts_with("Too many rows")
+        );
+        let mut bad = vec![vec!["email address".to_string()]];
+        bad.extend((0..25).map(|_| vec!["x".to_string()]));
+        assert!(
+            msg(bulk_rows(&bad, &[]).unwrap_err())
+                .2
+                .ends_with("(25 rows have errors in all)")
+        );
+    }
+}

@@ -1,0 +1,614 @@
+//! `send`: send queues → claim (one statement, writer lane) → SES, within a rate budget →
+//! settle (one statement).
+//!
+//! "Never send the same notification twice because a message was redelivered" (SPEC §2)
+//! rests on the claim: only `created` rows become `sending`, atomically, before any SES
+//! call, so a redelivered or duplicate message (or a concurrent instance) claims nothing
+//! and sends nothing. The price is a crash window (see [`Send`]) that a sweeper closes.
+//!
+//! Per notification, what SES answered decides what happens:
+//!
+//! | SES answer | notification | SQS message |
+//! |---|---|---|
+//! | accepted | stays `sending`; SES message id and `sent_at` recorded | done |
+//! | throttled (after in-invocation retries), unavailable, or no time left in the budget | released to `created` | batch item failure: retried after the visibility timeout |
+//! | rejected (bad content, unverified sender…) | `technical-failure`, reason stored | done |
+//! | no answer (timeout) | stays `sending`, never retried (SES may have it); receipts or the sweeper settle it | done |
+//! | test key (never given to SES) | the mailbox simulator's outcome for the address | done |
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::Utc;
+use floodgate_aws::mail::{Email, MailError, Mailer};
+use floodgate_core::envelope::created_at_of;
+use floodgate_core::ses_event::SimulatedRecipient;
+use floodgate_core::{Knobs, NotificationStatus, SendEnvelope, Template, TrafficLane, render};
+use floodgate_db::sending::{
+    Claimed, Settlement, claim_for_sending, is_retryable_conflict, settle_sends,
+};
+use floodgate_db::{DbError, WriterLane};
+use futures::StreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Environment variables `send` reads (besides the writer lane's and the SES
+/// configuration set's).
+pub const ACCOUNT_RATE_ENV: &str = "FLOODGATE_SES_ACCOUNT_RATE";
+pub const INSTANCE_RATE_ENV: &str = "FLOODGATE_SEND_RATE_PER_INSTANCE";
+pub const MAX_IN_FLIGHT_ENV: &str = "FLOODGATE_SEND_MAX_IN_FLIGHT";
+pub const THROTTLE_RETRIES_ENV: &str = "FLOODGATE_SEND_THROTTLE_RETRIES";
+
+/// SES's default production sending rate (emails per second) for a new account.
+const DEFAULT_ACCOUNT_RATE: f64 = 14.0;
+/// Attempts at a statement that hit a deadlock with a concurrent batch.
+const CONFLICT_ATTEMPTS: u32 = 3;
+
+/// How fast and how wide one instance sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendConfig {
+    /// Emails per second this instance may send: the account's rate ÷ the most `send`
+    /// instances that can run at once, so all of them together stay within the account's
+    /// rate and SES throttles only when something else shares the account.
+    pub rate_per_second: f64,
+    /// SES calls in flight at once (latency × rate needs a few; more only queues).
+    pub max_in_flight: usize,
+    /// Throttled calls retried within the invocation (with backoff, each retry taking a
+    /// slot of the rate budget) before the notification is released to the queue.
+    pub throttle_retries: u32,
+}
+
+/// The per-instance share of the account's rate.
+pub fn per_instance_rate(account_rate: f64, max_concurrency: u32) -> f64 {
+    account_rate / f64::from(max_concurrency.max(1))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?} is not a positive number")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+}
+
+impl SendConfig {
+    /// From the environment: `FLOODGATE_SES_ACCOUNT_RATE` (default 14/s) divided by the
+    /// knobs' maximum concurrency of `send`, unless `FLOODGATE_SEND_RATE_PER_INSTANCE` sets
+    /// the share directly; `FLOODGATE_SEND_MAX_IN_FLIGHT` (default 16);
+    /// `FLOODGATE_SEND_THROTTLE_RETRIES` (default 2).
+    pub fn from_lookup(
+        knobs: &Knobs,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let num = |var: &'static str| -> Result<Option<f64>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<f64>() {
+                    Ok(x) if x > 0.0 && x.is_finite() => Ok(Some(x)),
+                    _ => Err(ConfigError { var, value: v }),
+                },
+            }
+        };
+        let account = num(ACCOUNT_RATE_ENV)?.unwrap_or(DEFAULT_ACCOUNT_RATE);
+        let rate = match num(INSTANCE_RATE_ENV)? {
+            Some(r) => r,
+            None => per_instance_rate(account, knobs.max_concurrency("send")),
+        };
+        let retries = match get(THROTTLE_RETRIES_ENV) {
+            None => 2,
+            Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError {
+                var: THROTTLE_RETRIES_ENV,
+                value: v,
+            })?,
+        };
+        Ok(SendConfig {
+            rate_per_second: rate,
+            max_in_flight: num(MAX_IN_FLIGHT_ENV)?.map_or(16, |x| x as usize).max(1),
+            throttle_retries: retries,
+        })
+    }
+
+    pub fn from_env(knobs: &Knobs) -> Result<Self, ConfigError> {
+        Self::from_lookup(knobs, |k| std::env::var(k).ok())
+    }
+}
+
+/// Paces SES calls at a fixed rate: each call takes the next free slot, `1/rate` apart.
+/// Unused time does not accumulate into a burst, so the instance never exceeds its share.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(rate_per_second: f64) -> Self {
+        RateLimiter {
+            interval: Duration::from_secs_f64(1.0 / rate_per_second.max(0.001)),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Reserves the next slot and waits for it; `false` (nothing reserved) when the slot
+    /// would come after `deadline`.
+    pub async fn acquire(&self, deadline: Instant) -> bool {
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = (*next).max(Instant::now());
+            if slot > deadline {
+                return false;
+            }
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(slot)).await;
+        true
+    }
+}
+
+/// The function, built once per instance in `main`.
+///
+/// **Crash window.** The claim commits before the SES call. If the instance dies (crash,
+/// timeout, lost connection) after the claim and before SES accepted, the notification
+/// stays `sending` with no SES message id and `sent_at` NULL, and the redelivered message
+/// will not claim it again: without more, it would never be sent. That is the price of
+/// never sending twice. [`floodgate_db::sending::sweep_stuck_claims`] marks such rows
+/// `technical-failure` after a grace period, so the client sees a failure rather than a
+/// notification that stays `sending`. A crash after SES accepted but before the settle
+/// leaves `sending` (correct) without the SES message id until receipts fill it in.
+#[derive(Clone)]
+pub struct Send {
+    pub writer: WriterLane,
+    pub mailer: Arc<dyn Mailer>,
+    pub config: SendConfig,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// What one invocation did, for logs, metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    pub messages: usize,
+    pub malformed: usize,
+    /// Distinct notification ids in the batch.
+    pub notifications: usize,
+    /// Claimed by this invocation (the rest were claimed before: duplicates).
+    pub claimed: usize,
+    pub sent: usize,
+    /// Test-key notifications given a simulated outcome.
+    pub simulated: usize,
+    /// Released to `created` for a retry (throttled, unavailable, out of time).
+    pub released: usize,
+    /// Throttled calls retried within the invocation.
+    pub throttle_retries: usize,
+    /// Marked `technical-failure`.
+    pub failed: usize,
+    /// SES gave no answer; left `sending`.
+    pub ambiguous: usize,
+    pub failed_messages: BTreeSet<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A record the handler must fail has no message id, so it cannot be reported alone:
+    /// the whole invocation fails and is retried (the claim makes that safe).
+    #[error("a failed record has no messageId; failing the whole batch")]
+    UnidentifiedRecord,
+}
+
+/// What happened to one claimed notification.
+#[derive(Debug)]
+enum Outcome {
+    Settle(Settlement),
+    Ambiguous,
+}
+
+/// Renders a claimed notification into its email. `Err` is the failure reason to store
+/// (`technical-failure`: the row cannot be sent as stored, retrying cannot help).
+pub fn build_email(c: &Claimed) -> Result<Email, String> {
+    let lane: TrafficLane = c.lane.parse().map_err(|e| format!("{e}"))?;
+    let from = c
+        .from_email
+        .clone()
+        .ok_or_else(|| format!("service {} not found", c.service_id))?;
+    let (Some(subject), Some(body)) = (&c.subject, &c.body) else {
+        return Err(format!(
+            "template {} version {} not found",
+            c.template_id, c.template_version
+        ));
+    };
+    let personalisation = c.personalisation.as_object().cloned().unwrap_or_default();
+    let rendered = render(
+        &Template {
+            subject: subject.clone(),
+            body: body.clone(),
+        },
+        &personalisation,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Email {
+        notification_id: c.id,
+        lane,
+        from,
+        to: c.email_address.clone(),
+        subject: unescape_html(&rendered.subject),
+        html: markdown_to_html(&rendered.body),
+        text: unescape_html(&rendered.body),
+    })
+}
+
+/// The HTML part: the rendered markdown (values already HTML-escaped) as HTML.
+pub fn markdown_to_html(markdown: &str) -> String {
+    let parser = pulldown_cmark::Parser::new(markdown);
+    let mut html = String::with_capacity(markdown.len() * 3 / 2);
+    pulldown_cmark::html::push_html(&mut html, parser);
+    html
+}
+
+/// The text part and the subject: values were HTML-escaped for the HTML part; in plain
+/// text the entities would show literally.
+pub fn unescape_html(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+impl Send {
+    pub fn new(writer: WriterLane, mailer: Arc<dyn Mailer>, config: SendConfig) -> Self {
+        let limiter = Arc::new(RateLimiter::new(config.rate_per_second));
+        Send {
+            writer,
+            mailer,
+            config,
+            limiter,
+        }
+    }
+
+    /// The last moment to start an SES call in an invocation that must end by
+    /// `invocation_deadline`: what is left must cover the settle statement (bounded by
+    /// the writer lane's acquire and operation timeouts).
+    pub fn sending_deadline(&self, invocation_deadline: Instant) -> Instant {
+        let cfg = self.writer.config();
+        let reserve = cfg.acquire_timeout + cfg.operation_timeout;
+        invocation_deadline
+            .checked_sub(reserve)
+            .unwrap_or_else(Instant::now)
+    }
+
+    /// The handler. `sending_deadline`: no SES call starts after it (see
+    /// [`Send::sending_deadline`]).
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        sending_deadline: Instant,
+    ) -> Result<(SqsBatchResponse, SendReport), SendError> {
+        let mut report = SendReport {
+            messages: event.records.len(),
+            ..Default::default()
+        };
+        let mut failed: BTreeSet<Option<String>> = BTreeSet::new();
+        // Each notification id and the messages that carry it.
+        let mut carriers: BTreeMap<Uuid, Vec<Option<String>>> = BTreeMap::new();
+        let mut keys = Vec::new();
+        for record in event.records {
+            let mid = record.message_id.clone();
+            let decoded = record
+                .body
+                .as_deref()
+                .ok_or("message has no body")
+                .and_then(|b| SendEnvelope::decode(b).map_err(|_| "undecodable envelope"))
+                .and_then(|env| {
+                    env.notification_ids
+                        .iter()
+                        .map(|id| created_at_of(*id).map(|at| (*id, at)))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or("an id is not a UUIDv7")
+                });
+            match decoded {
+                Ok(ids) => {
+                    for (id, at) in ids {
+                        let c = carriers.entry(id).or_default();
+                        if c.is_empty() {
+                            keys.push((id, at));
+                        }
+                        c.push(mid.clone());
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(message_id = ?mid, reason, "send message rejected");
+                    report.malformed += 1;
+                    failed.insert(mid);
+                }
+            }
+        }
+        report.notifications = keys.len();
+
+        let claimed = match self.claim(&keys).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, notifications = keys.len(),
+                    "claim failed; every message of the batch will be retried");
+                failed.extend(carriers.values().flatten().cloned());
+                return finish(failed, report);
+            }
+        };
+        report.claimed = claimed.len();
+
+        let outcomes: Vec<(Uuid, chrono::DateTime<Utc>, Outcome, usize)> =
+            futures::stream::iter(claimed)
+                .map(|c| async move {
+                    let (outcome, retries) = self.send_one(&c, sending_deadline).await;
+                    (c.id, c.created_at, outcome, retries)
+                })
+                .buffer_unordered(self.config.max_in_flight)
+                .collect()
+                .await;
+
+        let mut settlements = Vec::with_capacity(outcomes.len());
+        for (id, at, o, retries) in outcomes {
+            report.throttle_retries += retries;
+            match o {
+                Outcome::Ambiguous => report.ambiguous += 1,
+                Outcome::Settle(s) => {
+                    match &s {
+                        Settlement::Sent { .. } => report.sent += 1,
+                        Settlement::Release => {
+                            report.released += 1;
+                            if let Some(c) = carriers.get(&id) {
+                                failed.extend(c.iter().cloned());
+                            }
+                        }
+                        Settlement::Final {
+                            sent_at: Some(_), ..
+                        } => report.simulated += 1,
+                        Settlement::Final { .. } => report.failed += 1,
+                    }
+                    settlements.push((id, at, s));
+                }
+            }
+        }
+        if let Err(e) = self.settle(&settlements).await {
+            // Sent ones stay `sending` (correct; receipts bring their message ids). Released
+            // ones stay claimed: their messages fail, but only the sweeper can settle them.
+            tracing::error!(error = %e, notifications = settlements.len(),
+                "settle failed after the sends; unsent claims are left to the sweeper");
+        }
+        finish(failed, report)
+    }
+
+    async fn claim(&self, keys: &[(Uuid, chrono::DateTime<Utc>)]) -> Result<Vec<Claimed>, DbError> {
+        let mut attempt = 1;
+        loop {
+            let conn = self.writer.acquire().await?;
+            match conn.bounded(claim_for_sending(&conn, keys)).await {
+                Err(e) if is_retryable_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn settle(
+        &self,
+        settlements: &[(Uuid, chrono::DateTime<Utc>, Settlement)],
+    ) -> Result<u64, DbError> {
+        let mut attempt = 1;
+        loop {
+            let conn = self.writer.acquire().await?;
+            match conn.bounded(settle_sends(&conn, settlements)).await {
+                Err(e) if is_retryable_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one claimed notification; also returns the throttled calls it retried.
+    async fn send_one(&self, c: &Claimed, deadline: Instant) -> (Outcome, usize) {
+        let mut attempt = 0;
+        let outcome = self.send_one_inner(c, deadline, &mut attempt).await;
+        (outcome, attempt as usize)
+    }
+
+    async fn send_one_inner(&self, c: &Claimed, deadline: Instant, attempt: &mut u32) -> Outcome {
+        let email = match build_email(c) {
+            Ok(e) => e,
+            Err(reason) => {
+                tracing::error!(notification_id = %c.id, reason = %reason,
+                    "notification cannot be rendered");
+                return Outcome::Settle(Settlement::Final {
+                    status: NotificationStatus::TechnicalFailure,
+                    failure_reason: Some(reason),
+                    sent_at: None,
+                });
+            }
+        };
+        if c.key_type == "test" {
+            // Test keys go through the pipeline but never reach SES (SPEC §4): the outcome
+            // SES's mailbox simulator would give the address.
+            let status = SimulatedRecipient::of(&email.to).final_status();
+            return Outcome::Settle(Settlement::Final {
+                status,
+                failure_reason: (status == NotificationStatus::PermanentFailure)
+                    .then(|| "simulated bounce (test key)".to_string()),
+                sent_at: Some(Utc::now()),
+            });
+        }
+        loop {
+            if !self.limiter.acquire(deadline).await {
+                // Out of time in this invocation: another one will send it.
+                return Outcome::Settle(Settlement::Release);
+            }
+            match self.mailer.send(&email).await {
+                Ok(a) => {
+                    return Outcome::Settle(Settlement::Sent {
+                        ses_message_id: a.ses_message_id,
+                        sent_at: Utc::now(),
+                    });
+                }
+                Err(MailError::Throttled(reason)) if *attempt < self.config.throttle_retries => {
+                    *attempt += 1;
+                    tracing::debug!(notification_id = %c.id, attempt = *attempt, reason = %reason,
+                        "throttled; retrying");
+                    // Jittered exponential backoff, so retries do not come back in step.
+                    let base = 50u64 << (*attempt).min(6);
+                    let wait = Duration::from_millis(base + rand::random_range(0..base));
+                    if Instant::now() + wait > deadline {
+                        return Outcome::Settle(Settlement::Release);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e @ (MailError::Throttled(_) | MailError::Unavailable(_))) => {
+                    tracing::warn!(notification_id = %c.id, error = %e,
+                        "SES did not take it; released for a retry");
+                    return Outcome::Settle(Settlement::Release);
+                }
+                Err(MailError::Rejected(reason)) => {
+                    tracing::error!(notification_id = %c.id, reason = %reason,
+                        "SES rejected the message");
+                    return Outcome::Settle(Settlement::Final {
+                        status: NotificationStatus::TechnicalFailure,
+                        failure_reason: Some(reason),
+                        sent_at: None,
+                    });
+                }
+                Err(MailError::Ambiguous(reason)) => {
+                    tracing::error!(notification_id = %c.id, reason = %reason,
+                        "SES outcome unknown; left sending, not retried");
+                    return Outcome::Ambiguous;
+                }
+            }
+        }
+    }
+}
+
+fn finish(
+    failed: BTreeSet<Option<String>>,
+    mut report: SendReport,
+) -> Result<(SqsBatchResponse, SendReport), SendError> {
+    let mut response = SqsBatchResponse::default();
+    for id in failed {
+        match id {
+            Some(id) => {
+                report.failed_messages.insert(id.clone());
+                response.add_failure(id);
+            }
+            None => return Err(SendError::UnidentifiedRecord),
+        }
+    }
+    tracing::info!(
+        messages = report.messages,
+        notifications = report.notifications,
+        claimed = report.claimed,
+        sent = report.sent,
+        simulated = report.simulated,
+        released = report.released,
+        failed = report.failed,
+        ambiguous = report.ambiguous,
+        failed_messages = report.failed_messages.len(),
+        "send batch done"
+    );
+    Ok((response, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn claimed(personalisation: serde_json::Value) -> Claimed {
+        Claimed {
+            id: Uuid::now_v7(),
+            created_at: Utc::now(),
+            service_id: Uuid::from_u128(1),
+            template_id: Uuid::from_u128(2),
+            template_version: 1,
+            lane: "bulk".into(),
+            key_type: "normal".into(),
+            email_address: "ada@example.com".into(),
+            personalisation,
+            subject: Some("Hello ((name))".into()),
+            body: Some("Dear ((name)),\n\n**Your code**: ((code))\n\n((items))".into()),
+            from_email: Some("noreply@example.gov".into()),
+        }
+    }
+
+    #[test]
+    fn email_has_escaped_html_and_plain_text() {
+        let c = claimed(json!({"name": "Ada <b>", "code": "A&B", "items": ["x", "y"]}));
+        let e = build_email(&c).unwrap();
+        assert_eq!(e.subject, "Hello Ada <b>");
+        assert_eq!(e.lane, TrafficLane::Bulk);
+        assert!(e.html.contains("<p>Dear Ada &lt;b&gt;,</p>"), "{}", e.html);
+        assert!(
+            e.html.contains("<strong>Your code</strong>: A&amp;B"),
+            "{}",
+            e.html
+        );
+        assert!(e.html.contains("<li>x</li>"), "{}", e.html);
+        assert!(e.text.contains("Dear Ada <b>,"), "{}", e.text);
+        assert!(
+            !format!("{e:?}").contains("ada@"),
+            "Debug must not show the address"
+        );
+        assert!(
+            !format!("{c:?}").contains("ada@"),
+            "Debug must not show the address"
+        );
+    }
+
+    #[test]
+    fn rows_that_cannot_be_rendered_give_a_reason() {
+        let mut c = claimed(json!({"name": "x"}));
+        assert_eq!(
+            build_email(&c).unwrap_err(),
+            "Missing personalisation: code, items"
+        );
+        c.subject = None;
+        assert!(build_email(&c).unwrap_err().contains("not found"));
+        c = claimed(json!({}));
+        c.from_email = None;
+        assert!(build_email(&c).unwrap_err().starts_with("service"));
+    }
+
+    #[test]
+    fn config_from_env_divides_the_account_rate() {
+        let knobs = Knobs::embedded();
+        let env = |pairs: &[(&str, &str)]| {
+            let m: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            move |k: &str| m.get(k).cloned()
+        };
+        let c = SendConfig::from_lookup(&knobs, env(&[(ACCOUNT_RATE_ENV, "130")])).unwrap();
+        let expected = 130.0 / f64::from(knobs.max_concurrency("send"));
+        assert!((c.rate_per_second - expected).abs() < 1e-9);
+        assert_eq!(c.throttle_retries, 2);
+        let c = SendConfig::from_lookup(
+            &knobs,
+            env(&[(INSTANCE_RATE_ENV, "40"), (THROTTLE_RETRIES_ENV, "0")]),
+        )
+        .unwrap();
+        assert_eq!(c.rate_per_second, 40.0);
+        assert_eq!(c.throttle_retries, 0);
+        let e = SendConfig::from_lookup(&knobs, env(&[(ACCOUNT_RATE_ENV, "-1")])).unwrap_err();
+        assert_eq!(e.var, ACCOUNT_RATE_ENV);
+        assert_eq!(per_instance_rate(14.0, 0), 14.0);
+    }
+
+    #[tokio::test]
+    async fn the_limiter_refuses_slots_past_the_deadline() {
+        let l = RateLimiter::new(10.0);
+        let deadline = Instant::now() + Duration::from_millis(250);
+        let mut granted = 0;
+        while l.acquire(deadline).await {
+            granted += 1;
+        }
+        // Slots at 0, 100, 200 ms fit; the one at 300 ms does not.
+        assert_eq!(granted, 3);
+    }
+}

@@ -1,0 +1,37 @@
+//! The `send` Lambda: builds its clients once, then serves SQS batches.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use floodgate_aws::mail::SesMailer;
+use floodgate_core::Knobs;
+use floodgate_db::WriterLane;
+use floodgate_send::{Send, SendConfig};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The invocation's deadline (Lambda gives milliseconds since the epoch) as an `Instant`.
+fn deadline_instant(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    floodgate_obs::init("send");
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let knobs = Knobs::embedded();
+    let send = Send::new(
+        WriterLane::from_env("floodgate-send").await?,
+        Arc::new(SesMailer::from_env(&sdk)),
+        SendConfig::from_env(&knobs)?,
+    );
+    let send = &send;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = send.sending_deadline(deadline_instant(event.context.deadline));
+        let (response, _report) = send.handle(event.payload, deadline).await?;
+        Ok::<_, Error>(response)
+    }))
+    .await
+}

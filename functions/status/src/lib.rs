@@ -1,0 +1,525 @@
+//! `status`: the Notify v2 read API behind API Gateway — `GET /v2/notifications/{id}`,
+//! `GET /v2/notifications`, `GET /v2/template/{id}`, `POST /v2/template/{id}/preview` — and
+//! `GET /_status`. It holds only a reader lane (the type has no writer), so status reads go
+//! to the replicas and never queue behind pipeline writes (seed 000). An unreachable
+//! database is a 503 within the lane's acquire/operation timeouts, never a hang.
+//!
+//! A notification exists here once `persist` has stored it and the replica has replayed
+//! it: between ingest's 201 and then (normally well under a second; longer while the
+//! database is down, when the queue holds the backlog) the id answers 404 "No result found".
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::http::Method;
+use chrono::Utc;
+use floodgate_api::error::from_db;
+use floodgate_api::gateway::{self, json_response};
+use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
+use floodgate_core::envelope::created_at_of;
+use floodgate_core::template::{Template, placeholder_names, render};
+use floodgate_db::catalog::{
+    NotificationFilter, NotificationRow, fetch_notification, list_notifications,
+};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Notify's page size for `GET /v2/notifications`.
+pub const PAGE_SIZE: i64 = 250;
+
+/// The statuses a client may filter on (Notify's list, email ones meaningful here).
+const FILTER_STATUSES: &[&str] = &[
+    "cancelled",
+    "created",
+    "sending",
+    "sent",
+    "delivered",
+    "pending",
+    "failed",
+    "technical-failure",
+    "temporary-failure",
+    "permanent-failure",
+];
+
+pub struct Status {
+    pub catalog: Arc<ApiCatalog>,
+}
+
+enum Route {
+    Liveness,
+    Notification(String),
+    Notifications,
+    Template(String),
+    Preview(String),
+}
+
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (route, allowed) = match parts.as_slice() {
+        ["_status"] => (Route::Liveness, Method::GET),
+        ["v2", "notifications"] => (Route::Notifications, Method::GET),
+        ["v2", "notifications", id] => (Route::Notification(id.to_string()), Method::GET),
+        ["v2", "template", id] => (Route::Template(id.to_string()), Method::GET),
+        ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), Method::POST),
+        _ => return Err(ApiError::route_not_found()),
+    };
+    if *method != allowed {
+        return Err(ApiError::method_not_allowed());
+    }
+    Ok(route)
+}
+
+fn parse_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::validation(format!("{field} is not a valid UUID")))
+}
+
+/// The list filters, validated with Notify's messages. Pure.
+pub fn list_filter(
+    pairs: &[(String, String)],
+    key_type: &str,
+) -> Result<Option<NotificationFilter>, ApiError> {
+    let mut f = NotificationFilter {
+        key_type: Some(key_type.to_string()),
+        limit: PAGE_SIZE,
+        ..Default::default()
+    };
+    let mut email_type = true;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "status" => {
+                // API Gateway joins repeated parameters with commas; accept both forms.
+                for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if !FILTER_STATUSES.contains(&s) {
+                        return Err(ApiError::validation(format!(
+                            "status {s} is not one of [{}]",
+                            FILTER_STATUSES.join(", ")
+                        )));
+                    }
+                    match s {
+                        "failed" => f.statuses.extend(
+                            [
+                                "technical-failure",
+                                "temporary-failure",
+                                "permanent-failure",
+                            ]
+                            .map(String::from),
+                        ),
+                        other => f.statuses.push(other.to_string()),
+                    }
+                }
+            }
+            "template_type" => {
+                for t in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    match t {
+                        "email" => {}
+                        "sms" | "letter" => email_type = false,
+                        other => {
+                            return Err(ApiError::validation(format!(
+                                "template_type {other} is not one of [sms, email, letter]"
+                            )));
+                        }
+                    }
+                }
+            }
+            "reference" => f.reference = Some(v.clone()),
+            "older_than" => {
+                let id = parse_id(v, "older_than")?;
+                let at = created_at_of(id)
+                    .ok_or_else(|| ApiError::validation("older_than is not a valid UUID"))?;
+                f.older_than = Some((at, id));
+            }
+            "include_jobs" => {}
+            other => {
+                let shown: String = other
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect();
+                return Err(ApiError::validation(format!(
+                    "Additional properties are not allowed ({shown} was unexpected)"
+                )));
+            }
+        }
+    }
+    // Only email exists here: asking for sms or letter only is an empty list.
+    let only_other_types = !email_type
+        && !pairs
+            .iter()
+            .any(|(k, v)| k == "template_type" && v.split(',').any(|t| t.trim() == "email"));
+    Ok((!only_other_types).then_some(f))
+}
+
+/// A stored notification in Notify's v2 shape. Pure.
+pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
+    let personalisation = n.personalisation.as_object().cloned().unwrap_or_default();
+    let template = Template {
+        subject: n.template_subject.clone(),
+        body: n.template_body.clone(),
+    };
+    let (subject, body) = match render(&template, &personalisation) {
+        Ok(r) => (r.subject, r.body),
+        Err(_) => (template.subject, template.body),
+    };
+    json!({
+        "id": n.id,
+        "reference": n.client_reference,
+        "email_address": n.email_address,
+        "phone_number": null,
+        "line_1": null, "line_2": null, "line_3": null, "line_4": null,
+        "line_5": null, "line_6": null, "postcode": null, "postage": null,
+        "type": "email",
+        "status": n.status,
+        "template": {
+            "id": n.template_id,
+            "version": n.template_version,
+            "uri": format!("{base}/v2/template/{}", n.template_id),
+        },
+        "body": body,
+        "subject": subject,
+        "created_at": notify_time(n.created_at),
+        "created_by_name": null,
+        "sent_at": n.sent_at.map(notify_time),
+        "completed_at": n.completed_at.map(notify_time),
+        "scheduled_for": n.scheduled_for.map(notify_time),
+        "job_id": n.job_id,
+    })
+}
+
+fn query_string(pairs: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in pairs {
+        if !s.is_empty() {
+            s.push('&');
+        }
+        s.push_str(&form_encode(k));
+        s.push('=');
+        s.push_str(&form_encode(v));
+    }
+    s
+}
+
+fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl Status {
+    pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        match self.serve(&req).await {
+            Ok(body) => json_response(200, &body),
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn serve(&self, req: &ApiGatewayV2httpRequest) -> Result<Value, ApiError> {
+        let route = route(gateway::method(req), gateway::path(req))?;
+        if let Route::Liveness = route {
+            // Liveness touches no database (seed 003: a DB-dependent health check detached
+            // the whole API while the database was merely slow).
+            return Ok(json!({"status": "ok"}));
+        }
+        let caller = self
+            .catalog
+            .authenticate(
+                gateway::header(req, "authorization"),
+                Utc::now().timestamp(),
+            )
+            .await?;
+        let base = gateway::base_url(req);
+        match route {
+            Route::Liveness => Ok(json!({"status": "ok"})),
+            Route::Notification(id) => self.notification(&caller, &id, &base).await,
+            Route::Notifications => self.notifications(&caller, req, &base).await,
+            Route::Template(id) => self.template(&caller, &id).await,
+            Route::Preview(id) => self.preview(&caller, &id, req).await,
+        }
+    }
+
+    async fn notification(&self, caller: &Caller, id: &str, base: &str) -> Result<Value, ApiError> {
+        let id = parse_id(id, "notification_id")?;
+        let conn = self
+            .catalog
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| from_db(&e))?;
+        let row = conn
+            .bounded(fetch_notification(&conn, caller.service_id, id))
+            .await
+            .map_err(|e| from_db(&e))?;
+        match row {
+            Some(n) => Ok(notification_json(&n, base)),
+            None => Err(ApiError::no_result()),
+        }
+    }
+
+    async fn notifications(
+        &self,
+        caller: &Caller,
+        req: &ApiGatewayV2httpRequest,
+        base: &str,
+    ) -> Result<Value, ApiError> {
+        let pairs = gateway::query_pairs(req);
+        let filter = list_filter(&pairs, caller.key_type.as_str())?;
+        let rows = match &filter {
+            None => Vec::new(),
+            Some(f) => {
+                let conn = self
+                    .catalog
+                    .reader()
+                    .acquire()
+                    .await
+                    .map_err(|e| from_db(&e))?;
+                conn.bounded(list_notifications(&conn, caller.service_id, f))
+                    .await
+                    .map_err(|e| from_db(&e))?
+            }
+        };
+        let current = if pairs.is_empty() {
+            format!("{base}/v2/notifications")
+        } else {
+            format!("{base}/v2/notifications?{}", query_string(&pairs))
+        };
+        let mut links = Map::new();
+        links.insert("current".into(), json!(current));
+        if rows.len() as i64 == PAGE_SIZE
+            && let Some(last) = rows.last()
+        {
+            let mut next: Vec<(String, String)> = pairs
+                .into_iter()
+                .filter(|(k, _)| k != "older_than")
+                .collect();
+            next.push(("older_than".into(), last.id.to_string()));
+            links.insert(
+                "next".into(),
+                json!(format!("{base}/v2/notifications?{}", query_string(&next))),
+            );
+        }
+        Ok(json!({
+            "notifications": rows.iter().map(|n| notification_json(n, base)).collect::<Vec<_>>(),
+            "links": links,
+        }))
+    }
+
+    async fn owned_template(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<Arc<floodgate_db::catalog::TemplateRow>, ApiError> {
+        let id = parse_id(id, "template_id")?;
+        match self.catalog.template(id).await? {
+            Some(t) if t.service_id == caller.service_id => Ok(t),
+            _ => Err(ApiError::no_result()),
+        }
+    }
+
+    async fn template(&self, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+        let t = self.owned_template(caller, id).await?;
+        let names = placeholder_names(&Template {
+            subject: t.subject.clone(),
+            body: t.body.clone(),
+        });
+        let personalisation: Map<String, Value> = names
+            .into_iter()
+            .map(|n| (n, json!({"required": true})))
+            .collect();
+        Ok(json!({
+            "id": t.id,
+            "type": "email",
+            "created_at": notify_time(t.created_at),
+            "updated_at": t.updated_at.map(notify_time),
+            "created_by": null,
+            "version": t.version,
+            "body": t.body,
+            "subject": t.subject,
+            "name": t.name,
+            "personalisation": personalisation,
+            "postage": null,
+            "letter_contact_block": null,
+            "process_type": t.process_type,
+        }))
+    }
+
+    async fn preview(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<Value, ApiError> {
+        let t = self.owned_template(caller, id).await?;
+        let body = gateway::body_bytes(req)?;
+        let personalisation = preview_personalisation(&body)?;
+        let rendered = render(
+            &Template {
+                subject: t.subject.clone(),
+                body: t.body.clone(),
+            },
+            &personalisation,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(json!({
+            "id": t.id,
+            "type": "email",
+            "version": t.version,
+            "body": rendered.body,
+            "html": null,
+            "subject": rendered.subject,
+            "postage": null,
+        }))
+    }
+}
+
+/// The preview request: `{"personalisation": {...}}`, nothing else. Pure.
+pub fn preview_personalisation(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("Invalid JSON supplied in POST data"))?;
+    let Value::Object(m) = v else {
+        return Err(ApiError::bad_request("Invalid JSON supplied in POST data"));
+    };
+    if let Some(k) = m.keys().find(|k| k.as_str() != "personalisation") {
+        let shown: String = k.chars().filter(|c| !c.is_control()).take(100).collect();
+        return Err(ApiError::validation(format!(
+            "Additional properties are not allowed ({shown} was unexpected)"
+        )));
+    }
+    match m.get("personalisation") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(p)) => Ok(p.clone()),
+        Some(_) => Err(ApiError::validation(
+            "personalisation is not of type object",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route(&Method::GET, "/_status"),
+            Ok(Route::Liveness)
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/v2/notifications/"),
+            Ok(Route::Notifications)
+        ));
+        assert!(matches!(
+            route(&Method::GET, "/v2/notifications/x"),
+            Ok(Route::Notification(_))
+        ));
+        assert!(matches!(
+            route(&Method::POST, "/v2/template/x/preview"),
+            Ok(Route::Preview(_))
+        ));
+        assert_eq!(
+            route(&Method::POST, "/v2/template/x")
+                .err()
+                .map(|e| e.status),
+            Some(405)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v3").err().map(|e| e.status),
+            Some(404)
+        );
+    }
+
+    #[test]
+    fn filters() {
+        let f = list_filter(
+            &p(&[("status", "failed,delivered"), ("reference", "r")]),
+            "normal",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            f.statuses,
+            vec![
+                "technical-failure",
+                "temporary-failure",
+                "permanent-failure",
+                "delivered"
+            ]
+        );
+        assert_eq!(f.reference.as_deref(), Some("r"));
+        assert_eq!(f.limit, 250);
+        assert_eq!(f.key_type.as_deref(), Some("normal"));
+        let id = Uuid::now_v7();
+        let f = list_filter(&p(&[("older_than", &id.to_string())]), "test")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.older_than.map(|o| o.1), Some(id));
+        assert!(
+            list_filter(&p(&[("template_type", "sms")]), "normal")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            list_filter(&p(&[("template_type", "sms,email")]), "normal")
+                .unwrap()
+                .is_some()
+        );
+        let e = list_filter(&p(&[("status", "lost")]), "normal").unwrap_err();
+        assert!(
+            e.message.starts_with("status lost is not one of ["),
+            "{}",
+            e.message
+        );
+        let e = list_filter(&p(&[("template_type", "fax")]), "normal").unwrap_err();
+        assert_eq!(
+            e.message,
+            "template_type fax is not one of [sms, email, letter]"
+        );
+        let e = list_filter(&p(&[("older_than", "x")]), "normal").unwrap_err();
+        assert_eq!(e.message, "older_than is not a valid UUID");
+        assert_eq!(
+            list_filter(&p(&[("colour", "x")]), "normal")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn preview_bodies() {
+        assert!(preview_personalisation(b"").unwrap().is_empty());
+        assert_eq!(
+            preview_personalisation(br#"{"personalisation":{"a":1}}"#).unwrap()["a"],
+            1
+        );
+        assert_eq!(
+            preview_personalisation(b"{").unwrap_err().error,
+            "BadRequestError"
+        );
+        assert_eq!(
+            preview_personalisation(br#"{"x":1}"#).unwrap_err().error,
+            "ValidationError"
+        );
+    }
+
+    #[test]
+    fn query_strings_round_trip() {
+        assert_eq!(
+            query_string(&p(&[("reference", "a b&c"), ("status", "sending")])),
+            "reference=a%20b%26c&status=sending"
+        );
+    }
+}

@@ -1,0 +1,546 @@
+//! `blast`: a load generator for any Floodgate deployment (the local front or API
+//! Gateway). Single-email POSTs with bounded concurrency (and an optional target rate),
+//! bulk requests, recipients spread over the SES mailbox simulator's outcomes, and a stream
+//! of critical reads (`GET /v2/notifications/{id}` of accepted ids) measured idle, before
+//! the blast, and during it.
+
+use anyhow::{Context, Result, bail};
+use floodgate_core::{NotificationStatus, TrafficLane};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// A recipient of the SES mailbox simulator and the final status it leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SimulatorOutcome {
+    Success,
+    Bounce,
+    OutOfOffice,
+    Complaint,
+    SuppressionList,
+}
+
+impl SimulatorOutcome {
+    pub const ALL: [SimulatorOutcome; 5] = [
+        SimulatorOutcome::Success,
+        SimulatorOutcome::Bounce,
+        SimulatorOutcome::OutOfOffice,
+        SimulatorOutcome::Complaint,
+        SimulatorOutcome::SuppressionList,
+    ];
+
+    pub fn mailbox(self) -> &'static str {
+        match self {
+            SimulatorOutcome::Success => "success",
+            SimulatorOutcome::Bounce => "bounce",
+            SimulatorOutcome::OutOfOffice => "ooto",
+            SimulatorOutcome::Complaint => "complaint",
+            SimulatorOutcome::SuppressionList => "suppressionlist",
+        }
+    }
+
+    /// The address for the `i`-th recipient (`+label` keeps addresses distinct).
+    pub fn address(self, i: usize) -> String {
+        format!("{}+{i}@simulator.amazonses.com", self.mailbox())
+    }
+
+    /// What the status must end as (SPEC §4; a complaint keeps `delivered`).
+    pub fn expected_status(self) -> NotificationStatus {
+        match self {
+            SimulatorOutcome::Success
+            | SimulatorOutcome::OutOfOffice
+            | SimulatorOutcome::Complaint => NotificationStatus::Delivered,
+            SimulatorOutcome::Bounce | SimulatorOutcome::SuppressionList => {
+                NotificationStatus::PermanentFailure
+            }
+        }
+    }
+
+    /// The mix: mostly deliveries, every outcome present.
+    pub fn for_index(i: usize) -> SimulatorOutcome {
+        match i % 20 {
+            0 | 1 => SimulatorOutcome::Bounce,
+            2 | 3 => SimulatorOutcome::OutOfOffice,
+            4 | 5 => SimulatorOutcome::Complaint,
+            6 => SimulatorOutcome::SuppressionList,
+            _ => SimulatorOutcome::Success,
+        }
+    }
+}
+
+/// Which lane the `i`-th notification goes to: 10% priority, 40% normal, 50% bulk.
+pub fn lane_for_index(i: usize) -> TrafficLane {
+    match i % 10 {
+        0 => TrafficLane::Priority,
+        1..=4 => TrafficLane::Normal,
+        _ => TrafficLane::Bulk,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BlastOptions {
+    /// Base URL of the API, e.g. `http://127.0.0.1:8080`.
+    pub api: String,
+    /// An API key as handed out: `<name>-<service_id>-<secret>`.
+    pub key: String,
+    pub templates: LaneTemplates,
+    pub notifications: usize,
+    /// Concurrent single-email requests in flight.
+    pub concurrency: usize,
+    /// Target single-email request rate (requests/s); `None` = as fast as allowed.
+    pub rate: Option<f64>,
+    /// Rows per bulk request (the bulk lane's notifications are sent this way).
+    pub bulk_rows: usize,
+    /// Critical reads per second during the idle baseline and the blast.
+    pub critical_reads_per_s: f64,
+    /// How long the idle baseline lasts.
+    pub idle_baseline: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LaneTemplates {
+    pub priority: Uuid,
+    pub normal: Uuid,
+    pub bulk: Uuid,
+}
+
+impl LaneTemplates {
+    pub fn for_lane(&self, lane: TrafficLane) -> Uuid {
+        match lane {
+            TrafficLane::Priority => self.priority,
+            TrafficLane::Normal => self.normal,
+            TrafficLane::Bulk => self.bulk,
+        }
+    }
+}
+
+/// A notification the API accepted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accepted {
+    pub id: Uuid,
+    pub lane: TrafficLane,
+    pub outcome: SimulatorOutcome,
+}
+
+/// Live counters, read by the progress bars and the sampler.
+#[derive(Debug, Default)]
+pub struct BlastProgress {
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub critical_reads: AtomicU64,
+    pub critical_read_errors: AtomicU64,
+    /// Critical-read latencies of the current sampling window (µs), drained by the sampler.
+    pub window: Mutex<Vec<u64>>,
+}
+
+#[derive(Debug)]
+pub struct BlastResult {
+    pub accepted: Vec<Accepted>,
+    pub rejected: u64,
+    pub api_latency: Histogram<u64>,
+    pub critical_idle: Histogram<u64>,
+    pub critical_blast: Histogram<u64>,
+    pub started_at: Instant,
+    pub blast_duration: Duration,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Splits a Notify API key into (service id, secret): the last 73 characters are
+/// `<service_id>-<secret>`, both UUIDs, exactly as the Notify clients read them.
+pub fn parse_api_key(key: &str) -> Result<(String, String)> {
+    if key.len() < 73 {
+        bail!("not a Notify API key: expected <name>-<service_id>-<secret>");
+    }
+    let secret = &key[key.len() - 36..];
+    let service = &key[key.len() - 73..key.len() - 37];
+    Uuid::parse_str(secret).context("API key secret is not a UUID")?;
+    Uuid::parse_str(service).context("API key service id is not a UUID")?;
+    Ok((service.to_string(), secret.to_string()))
+}
+
+/// A Notify-style bearer token: HS256, `iss` = service id, `iat` = now.
+pub fn bearer_token(service_id: &str, secret: &str) -> Result<String> {
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        iat: u64,
+    }
+    let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &Claims {
+            iss: service_id,
+            iat,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?;
+    Ok(format!("Bearer {token}"))
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    api: String,
+    service_id: String,
+    secret: String,
+}
+
+impl Client {
+    fn new(api: &str, key: &str, concurrency: usize) -> Result<Client> {
+        let (service_id, secret) = parse_api_key(key)?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency.max(4))
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Client {
+            http,
+            api: api.trim_end_matches('/').to_string(),
+            service_id,
+            secret,
+        })
+    }
+
+    fn auth(&self) -> Result<String> {
+        bearer_token(&self.service_id, &self.secret)
+    }
+
+    async fn post_email(
+        &self,
+        template: Uuid,
+        outcome: SimulatorOutcome,
+        i: usize,
+    ) -> Result<(u16, Option<Uuid>)> {
+        let body = serde_json::json!({
+            "email_address": outcome.address(i),
+            "template_id": template,
+            "personalisation": {"name": format!("Recipient {i}"), "reference_number": format!("REF-{i:08}")},
+            "reference": format!("blast-{i}"),
+        });
+        let resp = self
+            .http
+            .post(format!("{}/v2/notifications/email", self.api))
+            .header("Authorization", self.auth()?)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let json: serde_json::Value = resp.json().await.unwrap_or_default();
+        let id = json
+            .get("id")
+            .and_then(|v| v.as_str())
+            .and_then(|s| Uuid::parse_str(s).ok());
+        Ok((status, id))
+    }
+
+    async fn post_bulk(&self, template: Uuid, rows: &[(usize, SimulatorOutcome)]) -> Result<u16> {
+        let mut table = vec![serde_json::json!([
+            "email address",
+            "name",
+            "reference_number"
+        ])];
+        for (i, o) in rows {
+            table.push(serde_json::json!([
+                o.address(*i),
+                format!("Recipient {i}"),
+                format!("REF-{i:08}")
+            ]));
+        }
+        let body = serde_json::json!({
+            "name": format!("blast bulk {}", Uuid::now_v7()),
+            "template_id": template,
+            "rows": table,
+        });
+        let resp = self
+            .http
+            .post(format!("{}/v2/notifications/bulk", self.api))
+            .header("Authorization", self.auth()?)
+            .json(&body)
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
+    }
+
+    async fn get_notification(&self, id: Uuid) -> Result<(u16, serde_json::Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/v2/notifications/{id}", self.api))
+            .header("Authorization", self.auth()?)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or_default()))
+    }
+}
+
+/// Reads `ids` round-robin at `per_s` until `stop`, recording latencies (µs).
+async fn critical_reads(
+    client: Client,
+    ids: Arc<Vec<Uuid>>,
+    per_s: f64,
+    stop: Arc<AtomicBool>,
+    progress: Arc<BlastProgress>,
+) -> Histogram<u64> {
+    let mut h = histogram();
+    let period = Duration::from_secs_f64(1.0 / per_s.max(0.1));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0usize;
+    while !stop.load(Ordering::SeqCst) && !ids.is_empty() {
+        tick.tick().await;
+        let id = ids[n % ids.len()];
+        n += 1;
+        let started = Instant::now();
+        let ok = matches!(client.get_notification(id).await, Ok((200, _)));
+        let micros = started.elapsed().as_micros() as u64;
+        progress.critical_reads.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            let _ = h.record(micros.max(1));
+            if let Ok(mut w) = progress.window.lock() {
+                w.push(micros);
+            }
+        } else {
+            progress
+                .critical_read_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    h
+}
+
+/// Sends the seed notifications for critical reads and waits until each can be read.
+async fn seed_critical(
+    client: &Client,
+    templates: &LaneTemplates,
+    count: usize,
+) -> Result<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let (status, id) = client
+            .post_email(
+                templates.priority,
+                SimulatorOutcome::Success,
+                1_000_000_000 + i,
+            )
+            .await?;
+        match (status, id) {
+            (201, Some(id)) => ids.push(id),
+            (s, _) => bail!("seeding critical reads: POST answered {s}"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            if let Ok((200, _)) = client.get_notification(*id).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("seeded notification {id} was not readable within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(ids)
+}
+
+/// Runs the blast: idle baseline, then the load with the critical-read stream alongside.
+pub async fn run_blast(opts: &BlastOptions, progress: Arc<BlastProgress>) -> Result<BlastResult> {
+    let client = Client::new(&opts.api, &opts.key, opts.concurrency)?;
+    let seeds = Arc::new(seed_critical(&client, &opts.templates, 20).await?);
+
+    // Idle baseline: the same read stream with nothing else running.
+    let stop = Arc::new(AtomicBool::new(false));
+    let idle = tokio::spawn(critical_reads(
+        client.clone(),
+        seeds.clone(),
+        opts.critical_reads_per_s,
+        stop.clone(),
+        progress.clone(),
+    ));
+    tokio::time::sleep(opts.idle_baseline).await;
+    stop.store(true, Ordering::SeqCst);
+    let critical_idle = idle.await?;
+    progress.critical_reads.store(0, Ordering::Relaxed);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(critical_reads(
+        client.clone(),
+        seeds.clone(),
+        opts.critical_reads_per_s,
+        stop.clone(),
+        progress.clone(),
+    ));
+    let started_at = Instant::now();
+
+    let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::new(Mutex::new(Vec::new()));
+    let api_latency = Arc::new(Mutex::new(histogram()));
+    let rejected = Arc::new(AtomicU64::new(0));
+
+    // Single emails (priority + normal lanes) with bounded concurrency and optional rate.
+    let singles: Vec<usize> = (0..opts.notifications)
+        .filter(|i| lane_for_index(*i) != TrafficLane::Bulk)
+        .collect();
+    let bulk: Vec<usize> = (0..opts.notifications)
+        .filter(|i| lane_for_index(*i) == TrafficLane::Bulk)
+        .collect();
+    let next = Arc::new(AtomicU64::new(0));
+    let singles = Arc::new(singles);
+    let pace = opts
+        .rate
+        .map(|r| Duration::from_secs_f64(opts.concurrency as f64 / r.max(0.001)));
+    let mut workers = Vec::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let (client, singles, next, accepted, api_latency, rejected, progress, templates) = (
+            client.clone(),
+            singles.clone(),
+            next.clone(),
+            accepted.clone(),
+            api_latency.clone(),
+            rejected.clone(),
+            progress.clone(),
+            opts.templates,
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(&i) = singles.get(k) else { break };
+                let lane = lane_for_index(i);
+                let outcome = SimulatorOutcome::for_index(i);
+                let t = Instant::now();
+                let r = client
+                    .post_email(templates.for_lane(lane), outcome, i)
+                    .await;
+                let micros = t.elapsed().as_micros() as u64;
+                if let Ok(mut h) = api_latency.lock() {
+                    let _ = h.record(micros.max(1));
+                }
+                match r {
+                    Ok((201, Some(id))) => {
+                        progress.accepted.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut a) = accepted.lock() {
+                            a.push(Accepted { id, lane, outcome });
+                        }
+                    }
+                    _ => {
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                        progress.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Some(p) = pace {
+                    tokio::time::sleep(p.saturating_sub(t.elapsed())).await;
+                }
+            }
+        }));
+    }
+
+    // Bulk requests, one at a time alongside the singles (a backfill next to live traffic).
+    let bulk_task = {
+        let (client, accepted, api_latency, rejected, progress, templates, rows_per) = (
+            client.clone(),
+            accepted.clone(),
+            api_latency.clone(),
+            rejected.clone(),
+            progress.clone(),
+            opts.templates,
+            opts.bulk_rows.max(1),
+        );
+        tokio::spawn(async move {
+            for chunk in bulk.chunks(rows_per) {
+                let rows: Vec<(usize, SimulatorOutcome)> = chunk
+                    .iter()
+                    .map(|&i| (i, SimulatorOutcome::for_index(i)))
+                    .collect();
+                let t = Instant::now();
+                let status = client.post_bulk(templates.bulk, &rows).await;
+                if let Ok(mut h) = api_latency.lock() {
+                    let _ = h.record((t.elapsed().as_micros() as u64).max(1));
+                }
+                if let Ok(201) = status {
+                    progress
+                        .accepted
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    if let Ok(mut a) = accepted.lock() {
+                        // Bulk ids are not in the 201 body: they are resolved by reference
+                        // after persist (see `resolve_bulk_ids`), so record placeholders.
+                        a.extend(rows.iter().map(|(_, o)| Accepted {
+                            id: Uuid::nil(),
+                            lane: TrafficLane::Bulk,
+                            outcome: *o,
+                        }));
+                    }
+                } else {
+                    rejected.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    progress
+                        .rejected
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    for w in workers {
+        w.await?;
+    }
+    bulk_task.await?;
+    let blast_duration = started_at.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let critical_blast = during.await?;
+
+    let accepted = Arc::try_unwrap(accepted)
+        .map_err(|_| anyhow::anyhow!("workers still running"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let api_latency = Arc::try_unwrap(api_latency)
+        .map_err(|_| anyhow::anyhow!("workers still running"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok(BlastResult {
+        accepted,
+        rejected: rejected.load(Ordering::SeqCst),
+        api_latency,
+        critical_idle,
+        critical_blast,
+        started_at,
+        blast_duration,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_covers_every_outcome_and_lane() {
+        let outcomes: std::collections::HashSet<_> = (0..20)
+            .map(|i| format!("{:?}", SimulatorOutcome::for_index(i)))
+            .collect();
+        assert_eq!(outcomes.len(), 5);
+        let lanes: std::collections::HashSet<_> = (0..10).map(lane_for_index).collect();
+        assert_eq!(lanes.len(), 3);
+        assert_eq!(
+            SimulatorOutcome::Complaint.expected_status(),
+            NotificationStatus::Delivered
+        );
+        assert_eq!(
+            SimulatorOutcome::Bounce.address(7),
+            "bounce+7@simulator.amazonses.com"
+        );
+    }
+
+    #[test]
+    fn api_keys_parse_like_the_notify_clients() {
+        let service = Uuid::now_v7().to_string();
+        let secret = Uuid::now_v7().to_string();
+        let key = format!("my-key-name-{service}-{secret}");
+        assert_eq!(parse_api_key(&key).unwrap(), (service, secret));
+        assert!(parse_api_key("short").is_err());
+        let token = bearer_token("svc", "s3cret").unwrap();
+        assert!(token.starts_with("Bearer ey"));
+    }
+}

@@ -1,0 +1,173 @@
+//! The local HTTP front: what API Gateway (HTTP API, payload 2.0) does on AWS. Each HTTP
+//! request becomes the same `ApiGatewayV2httpRequest` event Lambda would receive (built,
+//! then sent through JSON and back, as the Lambda runtime does) and goes to the same
+//! `ingest` or `status` handler; the handler's response becomes the HTTP response.
+//! Requests above API Gateway's 10 MB payload limit are refused the same way.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use floodgate_api::ApiError;
+use floodgate_api::gateway::{self, MAX_REQUEST_BYTES};
+use floodgate_ingest::Ingest;
+use floodgate_status::Status;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The two API functions behind the front.
+#[derive(Clone)]
+pub struct Front {
+    pub ingest: Arc<Ingest>,
+    pub status: Arc<Status>,
+}
+
+/// The paths API Gateway routes to `ingest` (everything else goes to `status`).
+fn is_ingest_route(method: &Method, path: &str) -> bool {
+    *method == Method::POST && matches!(path, "/v2/notifications/email" | "/v2/notifications/bulk")
+}
+
+pub fn router(front: Front) -> Router {
+    Router::new().fallback(handle).with_state(front)
+}
+
+/// Serves the API on `listener` until the task is dropped or the listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingest: Arc<Ingest>,
+    status: Arc<Status>,
+) -> std::io::Result<()> {
+    let app = router(Front { ingest, status });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+fn to_http(r: ApiGatewayV2httpResponse) -> Response {
+    let status = u16::try_from(r.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Vec<u8> = match r.body {
+        Some(Body::Text(t)) => t.into_bytes(),
+        Some(Body::Binary(b)) => b,
+        _ => Vec::new(),
+    };
+    let mut resp = (status, body).into_response();
+    for (k, v) in &r.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp
+}
+
+/// The event API Gateway would build for this request.
+pub fn to_event(
+    method: Method,
+    path_and_query: &str,
+    mut headers: axum::http::HeaderMap,
+    body: &[u8],
+    source_ip: Option<String>,
+) -> Result<ApiGatewayV2httpRequest, ApiError> {
+    headers
+        .entry("x-forwarded-proto")
+        .or_insert(HeaderValue::from_static("http"));
+    let (text, b64) = match std::str::from_utf8(body) {
+        _ if body.is_empty() => (None, false),
+        Ok(t) => (Some(t.to_string()), false),
+        Err(_) => (
+            Some(base64::engine::general_purpose::STANDARD.encode(body)),
+            true,
+        ),
+    };
+    let mut event = gateway::request(method, path_and_query, headers, text);
+    event.is_base64_encoded = b64;
+    event.request_context.http.source_ip = source_ip;
+    // Through JSON and back, as Lambda delivers it: a field the handlers rely on that the
+    // real event would not carry fails here too.
+    let json = serde_json::to_value(&event).map_err(|_| ApiError::internal())?;
+    serde_json::from_value(json).map_err(|_| ApiError::internal())
+}
+
+async fn handle(State(front): State<Front>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let source_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return to_http(
+                ApiError::too_large(format!(
+                    "Request body is larger than {MAX_REQUEST_BYTES} bytes"
+                ))
+                .into_response(),
+            );
+        }
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let ingest_route = is_ingest_route(&parts.method, parts.uri.path());
+    let event = match to_event(
+        parts.method,
+        &path_and_query,
+        parts.headers,
+        &bytes,
+        source_ip,
+    ) {
+        Ok(e) => e,
+        Err(e) => return to_http(e.into_response()),
+    };
+    let response = if ingest_route {
+        front.ingest.handle(event).await
+    } else {
+        front.status.handle(event).await
+    };
+    to_http(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_look_like_api_gateway_s() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+        h.insert("authorization", HeaderValue::from_static("Bearer x"));
+        let e = to_event(
+            Method::GET,
+            "/v2/notifications?status=sending",
+            h,
+            b"",
+            Some("127.0.0.1".into()),
+        )
+        .unwrap();
+        assert_eq!(e.raw_path.as_deref(), Some("/v2/notifications"));
+        assert_eq!(e.raw_query_string.as_deref(), Some("status=sending"));
+        assert_eq!(gateway::header(&e, "authorization"), Some("Bearer x"));
+        assert_eq!(gateway::base_url(&e), "http://127.0.0.1:8080");
+        assert_eq!(e.request_context.http.method, Method::GET);
+        assert!(e.body.is_none());
+        let e = to_event(
+            Method::POST,
+            "/v2/notifications/email",
+            Default::default(),
+            &[0xff, 0x00],
+            None,
+        )
+        .unwrap();
+        assert!(e.is_base64_encoded);
+        assert_eq!(gateway::body_bytes(&e).unwrap(), vec![0xff, 0x00]);
+        assert!(is_ingest_route(&Method::POST, "/v2/notifications/bulk"));
+        assert!(!is_ingest_route(&Method::GET, "/v2/notifications/email"));
+    }
+}

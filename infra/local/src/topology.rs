@@ -1,0 +1,369 @@
+//! The Floodgate topology in one process, on the local services: the queue-driven
+//! functions (`persist`, `send`, `receipts`) behind event source mapping emulation, each
+//! emulated instance with its own database lanes (as on Lambda), and the mail adapter.
+//! Queues default to [`EmbeddedQueue`] and mail to [`SimulatorMailer`]; an AWS endpoint
+//! (moto) switches both to the AWS adapters for small runs.
+
+use crate::esm::{InstanceFactory, Mapping, MappingConfig, SqsHandler};
+use crate::services::LocalStack;
+use anyhow::{Context, Result};
+use aws_lambda_events::event::sqs::SqsEvent;
+use floodgate_aws::mail::{Mailer, SesMailer, SimulatorMailer};
+use floodgate_aws::{EmbeddedQueue, Queue, QueueLimits, SqsQueue};
+use floodgate_core::{Knobs, QueueName};
+use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
+use floodgate_persist::Persist;
+use floodgate_receipts::Receipts;
+use floodgate_send::{Send, SendConfig};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every lane every emulated instance opened, so the report can count the connections
+/// the functions hold (the proxy's clients) against the budget.
+#[derive(Clone, Default)]
+pub struct LaneRegistry(Arc<Mutex<Vec<Lane>>>);
+
+impl LaneRegistry {
+    pub fn register(&self, lane: &Lane) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(lane.clone());
+        }
+    }
+
+    /// Connections open right now across every lane.
+    pub fn open_connections(&self) -> u64 {
+        self.0
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .map(|l| l.counters().snapshot().open_connections())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.0.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// Opens a lane for an emulated instance of `function`, sized from the knobs.
+pub async fn instance_lane(
+    stack: &LocalStack,
+    knobs: &Knobs,
+    registry: &LaneRegistry,
+    function: &str,
+    kind: LaneKind,
+) -> Result<Lane> {
+    let f = knobs
+        .functions
+        .get(function)
+        .with_context(|| format!("no knobs for function {function}"))?;
+    let (url, size) = match kind {
+        LaneKind::Writer => (stack.writer_url(), f.writer_lane),
+        LaneKind::Reader => (stack.reader_url(), f.reader_lane),
+    };
+    let mut config = LaneConfig::new(kind, url, &format!("floodgate-{function}"));
+    config.max_size = size.max(1) as usize;
+    let lane = Lane::open(config).await?;
+    registry.register(&lane);
+    Ok(lane)
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Use SQS and SES at this endpoint (moto) instead of the embedded adapters.
+    pub aws_endpoint: Option<String>,
+    /// The SES account's sending rate (emails/s) shared by every `send` instance.
+    pub ses_account_rate: f64,
+    /// Fraction of SES calls the simulator throttles.
+    pub throttle_fraction: f64,
+    /// Deliver every n-th queue message twice (0: never). Embedded queues only.
+    pub duplicate_every: u64,
+    /// Override every queue's visibility timeout (embedded queues), e.g. to let tests
+    /// see retries quickly; `None` keeps 6 × the consumer's timeout.
+    pub visibility_timeout: Option<Duration>,
+    /// The verified sender identity to create at the endpoint (moto) for `SesMailer`.
+    pub sender_identity: Option<String>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            aws_endpoint: None,
+            ses_account_rate: 1_000.0,
+            throttle_fraction: 0.0,
+            duplicate_every: 0,
+            visibility_timeout: None,
+            sender_identity: None,
+        }
+    }
+}
+
+/// The queue-driven half of the topology, running.
+pub struct Pipeline {
+    pub knobs: Arc<Knobs>,
+    pub queue: Arc<dyn Queue>,
+    pub embedded: Option<Arc<EmbeddedQueue>>,
+    pub simulator: Option<SimulatorMailer>,
+    pub mailer: Arc<dyn Mailer>,
+    pub lanes: LaneRegistry,
+    pub mappings: Vec<Mapping>,
+}
+
+/// The AWS SDK configuration for a local endpoint (moto), with dummy credentials.
+pub async fn local_sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "floodgate-local",
+        ))
+        .load()
+        .await
+}
+
+impl Pipeline {
+    /// Creates the queues and the mailer, and starts one mapping per queue.
+    pub async fn start(stack: &LocalStack, opts: &PipelineOptions) -> Result<Pipeline> {
+        let knobs = Arc::new(Knobs::embedded());
+        let Adapters {
+            queue,
+            embedded,
+            mailer,
+            simulator,
+        } = adapters(opts, &knobs).await?;
+        let lanes = LaneRegistry::default();
+        let mut pipeline = Pipeline {
+            knobs: knobs.clone(),
+            queue: queue.clone(),
+            embedded,
+            simulator,
+            mailer: mailer.clone(),
+            lanes: lanes.clone(),
+            mappings: Vec::new(),
+        };
+        let send_rate = opts.ses_account_rate / f64::from(knobs.max_concurrency("send").max(1));
+        for q in QueueName::ALL {
+            let config = MappingConfig::from_knobs(&knobs, q)?;
+            let factory = match q {
+                QueueName::Intake(_) => persist_factory(stack, &knobs, &lanes, queue.clone()),
+                QueueName::Send(_) => send_factory(
+                    stack,
+                    &knobs,
+                    &lanes,
+                    mailer.clone(),
+                    send_rate,
+                    config.function_timeout,
+                ),
+                QueueName::Receipts => receipts_factory(stack, &knobs, &lanes),
+            };
+            pipeline
+                .mappings
+                .push(Mapping::start(queue.clone(), config, factory).await?);
+        }
+        Ok(pipeline)
+    }
+
+    /// Stops every mapping after its in-flight invocations.
+    pub async fn stop(mut self) {
+        for m in self.mappings.drain(..) {
+            m.stop().await;
+        }
+    }
+}
+
+/// What a factory needs from the stack, cloned into each instance.
+#[derive(Clone)]
+struct InstanceEnv {
+    writer_url: String,
+}
+
+impl InstanceEnv {
+    fn of(stack: &LocalStack) -> Self {
+        InstanceEnv {
+            writer_url: stack.writer_url(),
+        }
+    }
+
+    async fn writer(
+        &self,
+        knobs: &Knobs,
+        lanes: &LaneRegistry,
+        function: &str,
+    ) -> Result<WriterLane> {
+        let size = knobs
+            .functions
+            .get(function)
+            .map_or(1, |f| f.writer_lane.max(1));
+        let mut config = LaneConfig::new(
+            LaneKind::Writer,
+            self.writer_url.clone(),
+            &format!("floodgate-{function}"),
+        );
+        config.max_size = size as usize;
+        let lane = Lane::open(config).await?;
+        lanes.register(&lane);
+        Ok(WriterLane(lane))
+    }
+}
+
+fn persist_factory(
+    stack: &LocalStack,
+    knobs: &Arc<Knobs>,
+    lanes: &LaneRegistry,
+    queue: Arc<dyn Queue>,
+) -> InstanceFactory {
+    let (env, knobs, lanes) = (InstanceEnv::of(stack), knobs.clone(), lanes.clone());
+    Arc::new(move |_n| {
+        let (env, knobs, lanes, queue) = (env.clone(), knobs.clone(), lanes.clone(), queue.clone());
+        Box::pin(async move {
+            let persist = Arc::new(Persist {
+                writer: env.writer(&knobs, &lanes, "persist").await?,
+                queue,
+                limits: QueueLimits::from_knobs(&knobs),
+                knobs: knobs.clone(),
+            });
+            let h: SqsHandler = Arc::new(move |event: SqsEvent| {
+                let persist = persist.clone();
+                Box::pin(async move {
+                    persist
+                        .handle(event)
+                        .await
+                        .map(|(resp, _)| resp)
+                        .map_err(|e| e.to_string())
+                })
+            });
+            Ok(h)
+        })
+    })
+}
+
+fn send_factory(
+    stack: &LocalStack,
+    knobs: &Arc<Knobs>,
+    lanes: &LaneRegistry,
+    mailer: Arc<dyn Mailer>,
+    rate_per_instance: f64,
+    function_timeout: Duration,
+) -> InstanceFactory {
+    let (env, knobs, lanes) = (InstanceEnv::of(stack), knobs.clone(), lanes.clone());
+    Arc::new(move |_n| {
+        let (env, knobs, lanes, mailer) =
+            (env.clone(), knobs.clone(), lanes.clone(), mailer.clone());
+        Box::pin(async move {
+            let config = SendConfig {
+                rate_per_second: rate_per_instance,
+                ..SendConfig::from_lookup(&knobs, |_| None)?
+            };
+            let send = Arc::new(Send::new(
+                env.writer(&knobs, &lanes, "send").await?,
+                mailer,
+                config,
+            ));
+            let h: SqsHandler = Arc::new(move |event: SqsEvent| {
+                let send = send.clone();
+                Box::pin(async move {
+                    let deadline = send.sending_deadline(Instant::now() + function_timeout);
+                    send.handle(event, deadline)
+                        .await
+                        .map(|(resp, _)| resp)
+                        .map_err(|e| e.to_string())
+                })
+            });
+            Ok(h)
+        })
+    })
+}
+
+fn receipts_factory(
+    stack: &LocalStack,
+    knobs: &Arc<Knobs>,
+    lanes: &LaneRegistry,
+) -> InstanceFactory {
+    let (env, knobs, lanes) = (InstanceEnv::of(stack), knobs.clone(), lanes.clone());
+    Arc::new(move |_n| {
+        let (env, knobs, lanes) = (env.clone(), knobs.clone(), lanes.clone());
+        Box::pin(async move {
+            let receipts = Arc::new(Receipts {
+                writer: env.writer(&knobs, &lanes, "receipts").await?,
+            });
+            let h: SqsHandler = Arc::new(move |event: SqsEvent| {
+                let receipts = receipts.clone();
+                Box::pin(async move {
+                    receipts
+                        .handle(event)
+                        .await
+                        .map(|(resp, _)| resp)
+                        .map_err(|e| e.to_string())
+                })
+            });
+            Ok(h)
+        })
+    })
+}
+
+/// The queue and mail adapters: embedded by default, AWS's at an endpoint (moto).
+struct Adapters {
+    queue: Arc<dyn Queue>,
+    embedded: Option<Arc<EmbeddedQueue>>,
+    mailer: Arc<dyn Mailer>,
+    simulator: Option<SimulatorMailer>,
+}
+
+async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
+    Ok(match &opts.aws_endpoint {
+        None => {
+            let q = Arc::new(match opts.visibility_timeout {
+                Some(v) => EmbeddedQueue::uniform(v, knobs.sqs.max_receive_count),
+                None => EmbeddedQueue::from_knobs(knobs),
+            });
+            q.set_duplicate_every(opts.duplicate_every);
+            let queue: Arc<dyn Queue> = q.clone();
+            let sim = SimulatorMailer::new(queue.clone());
+            sim.set_throttle_fraction(opts.throttle_fraction);
+            Adapters {
+                queue,
+                embedded: Some(q),
+                mailer: Arc::new(sim.clone()),
+                simulator: Some(sim),
+            }
+        }
+        Some(endpoint) => {
+            let sdk = local_sdk(endpoint).await;
+            let visibility = opts
+                .visibility_timeout
+                .unwrap_or(Duration::from_secs(u64::from(
+                    knobs.visibility_timeout_seconds("send"),
+                )));
+            let prefix = format!("floodgate-{}", uuid::Uuid::now_v7().simple());
+            let sqs = SqsQueue::create_all(
+                aws_sdk_sqs::Client::new(&sdk),
+                &prefix,
+                visibility,
+                knobs.sqs.max_receive_count,
+            )
+            .await
+            .context("creating queues at the AWS endpoint")?;
+            let ses = SesMailer::from_sdk(&sdk, None);
+            if let Some(identity) = &opts.sender_identity {
+                ses.client()
+                    .create_email_identity()
+                    .email_identity(identity)
+                    .send()
+                    .await
+                    .context("creating the sender identity at the AWS endpoint")?;
+            }
+            Adapters {
+                queue: Arc::new(sqs),
+                embedded: None,
+                mailer: Arc::new(ses),
+                simulator: None,
+            }
+        }
+    })
+}

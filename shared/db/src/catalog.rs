@@ -1,0 +1,459 @@
+//! The SQL of the public API and the admin command: services, API keys, templates (writes
+//! by admin on the writer lane) and the reads `ingest` and `status` make on the reader lane.
+//! Every statement is unnamed (`query_typed`), so it works behind PgBouncer in transaction
+//! mode and RDS Proxy without pinning. Statements `status` sends carry the marker comment
+//! `floodgate:status` so a test can prove none of them reached the writer.
+
+use crate::error::DbError;
+use chrono::{DateTime, Utc};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Row};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub from_email: String,
+    /// `false`: archived (Notify's word).
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: String,
+    pub key_type: String,
+    #[serde(skip)]
+    pub secret_ciphertext: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    /// Set when revoked.
+    pub expiry_date: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TemplateRow {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: String,
+    pub subject: String,
+    pub body: String,
+    /// The template's traffic lane: `priority`, `normal` or `bulk`.
+    pub process_type: String,
+    pub version: i32,
+    pub archived: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A stored notification with the subject and body of the template version it used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRow {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub service_id: Uuid,
+    pub template_id: Uuid,
+    pub template_version: i32,
+    pub key_type: String,
+    pub job_id: Option<Uuid>,
+    pub job_row_number: Option<i32>,
+    pub email_address: String,
+    pub personalisation: serde_json::Value,
+    pub client_reference: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub status: String,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub template_subject: String,
+    pub template_body: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Services
+// ---------------------------------------------------------------------------------------
+
+const SERVICE_COLUMNS: &str = "id, name, from_email, active, created_at";
+
+fn service_row(r: &Row) -> ServiceRow {
+    ServiceRow {
+        id: r.get(0),
+        name: r.get(1),
+        from_email: r.get(2),
+        active: r.get(3),
+        created_at: r.get(4),
+    }
+}
+
+pub async fn create_service(
+    client: &Client,
+    id: Uuid,
+    name: &str,
+    from_email: &str,
+) -> Result<ServiceRow, DbError> {
+    let row = client
+        .query_typed_one(
+            &format!(
+                "INSERT INTO services (id, name, from_email) VALUES ($1, $2, $3) \
+                 RETURNING {SERVICE_COLUMNS}"
+            ),
+            &[
+                (&id, Type::UUID),
+                (&name, Type::TEXT),
+                (&from_email, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(service_row(&row))
+}
+
+/// Archives a service (its keys stop working); true if it existed.
+pub async fn archive_service(client: &Client, id: Uuid) -> Result<bool, DbError> {
+    let n = client
+        .execute_typed(
+            "UPDATE services SET active = false, archived_at = coalesce(archived_at, now()) \
+             WHERE id = $1",
+            &[(&id, Type::UUID)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn list_services(client: &Client) -> Result<Vec<ServiceRow>, DbError> {
+    let rows = client
+        .query_typed(
+            &format!("SELECT {SERVICE_COLUMNS} FROM services ORDER BY created_at, id"),
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(service_row).collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// API keys
+// ---------------------------------------------------------------------------------------
+
+/// A key to store: the secret arrives sealed, and its digest finds it for `ApiKey-v1`.
+#[derive(Debug, Clone)]
+pub struct NewApiKey<'a> {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: &'a str,
+    pub key_type: &'a str,
+    pub secret_ciphertext: &'a [u8],
+    pub secret_digest: &'a [u8],
+}
+
+fn key_row(r: &Row, at: usize) -> ApiKeyRow {
+    ApiKeyRow {
+        id: r.get(at),
+        service_id: r.get(at + 1),
+        name: r.get(at + 2),
+        key_type: r.get(at + 3),
+        secret_ciphertext: r.get(at + 4),
+        created_at: r.get(at + 5),
+        expiry_date: r.get(at + 6),
+    }
+}
+
+const KEY_COLUMNS: &str =
+    "k.id, k.service_id, k.name, k.key_type, k.secret_ciphertext, k.created_at, k.expiry_date";
+
+pub async fn insert_api_key(client: &Client, key: &NewApiKey<'_>) -> Result<ApiKeyRow, DbError> {
+    let row = client
+        .query_typed_one(
+            &format!(
+                "INSERT INTO api_keys AS k \
+                   (id, service_id, name, key_type, secret_ciphertext, secret_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
+            ),
+            &[
+                (&key.id, Type::UUID),
+                (&key.service_id, Type::UUID),
+                (&key.name, Type::TEXT),
+                (&key.key_type, Type::TEXT),
+                (&key.secret_ciphertext, Type::BYTEA),
+                (&key.secret_digest, Type::BYTEA),
+            ],
+        )
+        .await?;
+    Ok(key_row(&row, 0))
+}
+
+/// Revokes a key (Notify sets `expiry_date`); true if it was active.
+pub async fn revoke_api_key(
+    client: &Client,
+    service_id: Uuid,
+    key_id: Uuid,
+) -> Result<bool, DbError> {
+    let n = client
+        .execute_typed(
+            "UPDATE api_keys SET expiry_date = now() \
+             WHERE id = $1 AND service_id = $2 AND expiry_date IS NULL",
+            &[(&key_id, Type::UUID), (&service_id, Type::UUID)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn list_api_keys(client: &Client, service_id: Uuid) -> Result<Vec<ApiKeyRow>, DbError> {
+    let rows = client
+        .query_typed(
+            &format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.service_id = $1 \
+                 ORDER BY k.created_at, k.id"
+            ),
+            &[(&service_id, Type::UUID)],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| key_row(r, 0)).collect())
+}
+
+/// A service and all its keys, revoked ones included (authentication tells "revoked" from
+/// "not found"), in one round trip.
+pub async fn fetch_service_with_keys(
+    client: &Client,
+    service_id: Uuid,
+) -> Result<Option<(ServiceRow, Vec<ApiKeyRow>)>, DbError> {
+    let rows = client
+        .query_typed(
+            &format!(
+                "/* floodgate:status */ SELECT s.id, s.name, s.from_email, s.active, s.created_at, \
+                 {KEY_COLUMNS} FROM services s LEFT JOIN api_keys k ON k.service_id = s.id \
+                 WHERE s.id = $1 ORDER BY k.created_at, k.id"
+            ),
+            &[(&service_id, Type::UUID)],
+        )
+        .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let service = service_row(first);
+    let keys = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<Uuid>>(5).is_some())
+        .map(|r| key_row(r, 5))
+        .collect();
+    Ok(Some((service, keys)))
+}
+
+/// The key (id, service id) whose secret has this digest.
+pub async fn find_key_by_digest(
+    client: &Client,
+    digest: &[u8],
+) -> Result<Option<(Uuid, Uuid)>, DbError> {
+    let row = client
+        .query_typed_opt(
+            "/* floodgate:status */ SELECT id, service_id FROM api_keys WHERE secret_digest = $1",
+            &[(&digest, Type::BYTEA)],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+// ---------------------------------------------------------------------------------------
+// Templates
+// ---------------------------------------------------------------------------------------
+
+const TEMPLATE_COLUMNS: &str = "id, service_id, name, subject, body, process_type, version, \
+                                archived, created_at, updated_at";
+
+fn template_row(r: &Row) -> TemplateRow {
+    TemplateRow {
+        id: r.get(0),
+        service_id: r.get(1),
+        name: r.get(2),
+        subject: r.get(3),
+        body: r.get(4),
+        process_type: r.get(5),
+        version: r.get(6),
+        archived: r.get(7),
+        created_at: r.get(8),
+        updated_at: r.get(9),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TemplateChange<'a> {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub name: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub process_type: &'a str,
+}
+
+/// Creates a template (version 1) or updates it to a new version, and records the version in
+/// `template_versions`, in ONE statement (atomic without a multi-statement transaction).
+/// `None` when the id belongs to another service.
+pub async fn upsert_template(
+    client: &Client,
+    t: &TemplateChange<'_>,
+) -> Result<Option<TemplateRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            "WITH t AS (
+                INSERT INTO templates AS cur (id, service_id, name, subject, body, process_type, version)
+                VALUES ($1, $2, $3, $4, $5, $6, 1)
+                ON CONFLICT (id) DO UPDATE SET
+                    name = EXCLUDED.name, subject = EXCLUDED.subject, body = EXCLUDED.body,
+                    process_type = EXCLUDED.process_type, version = cur.version + 1,
+                    updated_at = now()
+                WHERE cur.service_id = EXCLUDED.service_id
+                RETURNING id, service_id, name, subject, body, process_type, version,
+                          archived, created_at, updated_at
+             ), v AS (
+                INSERT INTO template_versions (template_id, version, name, subject, body, process_type)
+                SELECT id, version, name, subject, body, process_type FROM t
+             )
+             SELECT * FROM t",
+            &[
+                (&t.id, Type::UUID),
+                (&t.service_id, Type::UUID),
+                (&t.name, Type::TEXT),
+                (&t.subject, Type::TEXT),
+                (&t.body, Type::TEXT),
+                (&t.process_type, Type::TEXT),
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(template_row))
+}
+
+pub async fn fetch_template(client: &Client, id: Uuid) -> Result<Option<TemplateRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "/* floodgate:status */ SELECT {TEMPLATE_COLUMNS} FROM templates WHERE id = $1"
+            ),
+            &[(&id, Type::UUID)],
+        )
+        .await?;
+    Ok(row.as_ref().map(template_row))
+}
+
+pub async fn list_templates(
+    client: &Client,
+    service_id: Uuid,
+) -> Result<Vec<TemplateRow>, DbError> {
+    let rows = client
+        .query_typed(
+            &format!(
+                "SELECT {TEMPLATE_COLUMNS} FROM templates WHERE service_id = $1 ORDER BY name, id"
+            ),
+            &[(&service_id, Type::UUID)],
+        )
+        .await?;
+    Ok(rows.iter().map(template_row).collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// Notifications (status reads)
+// ---------------------------------------------------------------------------------------
+
+const NOTIFICATION_SELECT: &str = "/* floodgate:status */ SELECT n.id, n.created_at, n.service_id,
+    n.template_id, n.template_version, n.key_type, n.job_id, n.job_row_number, n.email_address,
+    n.personalisation, n.client_reference, n.scheduled_for, n.status, n.sent_at, n.completed_at,
+    coalesce(tv.subject, ''), coalesce(tv.body, '')
+  FROM notifications n
+  LEFT JOIN template_versions tv ON tv.template_id = n.template_id AND tv.version = n.template_version";
+
+fn notification_row(r: &Row) -> NotificationRow {
+    NotificationRow {
+        id: r.get(0),
+        created_at: r.get(1),
+        service_id: r.get(2),
+        template_id: r.get(3),
+        template_version: r.get(4),
+        key_type: r.get(5),
+        job_id: r.get(6),
+        job_row_number: r.get(7),
+        email_address: r.get(8),
+        personalisation: r.get(9),
+        client_reference: r.get(10),
+        scheduled_for: r.get(11),
+        status: r.get(12),
+        sent_at: r.get(13),
+        completed_at: r.get(14),
+        template_subject: r.get(15),
+        template_body: r.get(16),
+    }
+}
+
+/// One notification of a service, by primary key: the id's own timestamp names the one
+/// daily partition to read.
+pub async fn fetch_notification(
+    client: &Client,
+    service_id: Uuid,
+    id: Uuid,
+) -> Result<Option<NotificationRow>, DbError> {
+    let Some(created_at) = floodgate_core::envelope::created_at_of(id) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "{NOTIFICATION_SELECT} WHERE n.id = $1 AND n.created_at = $2 AND n.service_id = $3"
+            ),
+            &[
+                (&id, Type::UUID),
+                (&created_at, Type::TIMESTAMPTZ),
+                (&service_id, Type::UUID),
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(notification_row))
+}
+
+/// The filters of `GET /v2/notifications`.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationFilter {
+    /// Any of these statuses; empty: all.
+    pub statuses: Vec<String>,
+    pub reference: Option<String>,
+    /// Keyset paging: only notifications strictly older than this (created_at, id).
+    pub older_than: Option<(DateTime<Utc>, Uuid)>,
+    /// Notify lists only the notifications sent with the caller's key type.
+    pub key_type: Option<String>,
+    pub limit: i64,
+}
+
+/// A service's notifications, newest first, along the (service_id, created_at DESC, id DESC)
+/// index. The optional filters are folded away by the planner: an unnamed statement is
+/// planned with its parameter values.
+pub async fn list_notifications(
+    client: &Client,
+    service_id: Uuid,
+    f: &NotificationFilter,
+) -> Result<Vec<NotificationRow>, DbError> {
+    let statuses: Option<&Vec<String>> = (!f.statuses.is_empty()).then_some(&f.statuses);
+    let (older_at, older_id) = match f.older_than {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    let rows = client
+        .query_typed(
+            &format!(
+                "{NOTIFICATION_SELECT}
+                 WHERE n.service_id = $1
+                   AND ($2::text[] IS NULL OR n.status = ANY($2))
+                   AND ($3::text IS NULL OR n.client_reference = $3)
+                   AND ($4::timestamptz IS NULL OR (n.created_at, n.id) < ($4, $5))
+                   AND ($6::text IS NULL OR n.key_type = $6)
+                 ORDER BY n.created_at DESC, n.id DESC
+                 LIMIT $7"
+            ),
+            &[
+                (&service_id, Type::UUID),
+                (&statuses, Type::TEXT_ARRAY),
+                (&f.reference, Type::TEXT),
+                (&older_at, Type::TIMESTAMPTZ),
+                (&older_id, Type::UUID),
+                (&f.key_type, Type::TEXT),
+                (&f.limit, Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(notification_row).collect())
+}

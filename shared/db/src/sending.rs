@@ -1,0 +1,382 @@
+//! The SQL of `send` and `receipts` (issue 4): claim, settle, apply receipts, and the
+//! sweeper for claims a crash left behind. Each function is ONE statement over arrays
+//! (`unnest`), keyed by the primary key `(id, created_at)` so each row is found by index in
+//! its own day's partition, and each touches only unindexed columns, so every status change
+//! is a HOT update (SPEC §5).
+
+use crate::error::DbError;
+use chrono::{DateTime, Utc};
+use floodgate_core::NotificationStatus;
+use floodgate_core::ses_event::ReceiptTarget;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio_postgres::Client;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+/// The claim: the batch's `created` notifications become `sending` (with `sent_at` still
+/// NULL: "claimed, SES not confirmed yet"), and the statement returns what the email needs.
+/// A notification already claimed (a redelivered or duplicate message, or a concurrent
+/// instance that got there first — the row lock makes the second one re-check `status`)
+/// is not returned, so it is not sent again. LEFT JOINs: a claimed row whose template
+/// version or service is missing still comes back (and is failed by the caller) instead of
+/// staying claimed for ever.
+const CLAIM: &str = "
+WITH claimed AS (
+    UPDATE notifications n
+    SET status = 'sending', updated_at = now()
+    FROM unnest($1::uuid[], $2::timestamptz[]) AS c(id, created_at)
+    WHERE n.id = c.id AND n.created_at = c.created_at AND n.status = 'created'
+    RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.lane,
+              n.key_type, n.email_address, n.personalisation
+)
+SELECT c.id, c.created_at, c.service_id, c.template_id, c.template_version, c.lane,
+       c.key_type, c.email_address, c.personalisation, tv.subject, tv.body, s.from_email
+FROM claimed c
+LEFT JOIN template_versions tv ON tv.template_id = c.template_id AND tv.version = c.template_version
+LEFT JOIN services s ON s.id = c.service_id";
+
+/// A notification claimed for sending, with what its email needs.
+#[derive(Clone, PartialEq)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub service_id: Uuid,
+    pub template_id: Uuid,
+    pub template_version: i32,
+    pub lane: String,
+    pub key_type: String,
+    pub email_address: String,
+    pub personalisation: serde_json::Value,
+    /// `None` when the template version does not exist.
+    pub subject: Option<String>,
+    pub body: Option<String>,
+    /// `None` when the service does not exist.
+    pub from_email: Option<String>,
+}
+
+// By hand: the address and personalisation must never reach a log line.
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("lane", &self.lane)
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claims the `created` notifications among `keys` (one statement); returns the claimed
+/// ones. Duplicate keys are harmless.
+pub async fn claim_for_sending(
+    client: &Client,
+    keys: &[(Uuid, DateTime<Utc>)],
+) -> Result<Vec<Claimed>, DbError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let created: Vec<DateTime<Utc>> = keys.iter().map(|k| k.1).collect();
+    let rows = client
+        .query_typed(
+            CLAIM,
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&created, Type::TIMESTAMPTZ_ARRAY),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.get(0),
+            created_at: r.get(1),
+            service_id: r.get(2),
+            template_id: r.get(3),
+            template_version: r.get(4),
+            lane: r.get(5),
+            key_type: r.get(6),
+            email_address: r.get(7),
+            personalisation: r.get(8),
+            subject: r.get(9),
+            body: r.get(10),
+            from_email: r.get(11),
+        })
+        .collect())
+}
+
+/// How a claimed notification's send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// SES accepted it: record its message id and the time (the status stays `sending`,
+    /// or whatever a faster receipt already made it).
+    Sent {
+        ses_message_id: String,
+        sent_at: DateTime<Utc>,
+    },
+    /// SES did not take it (throttled, unavailable): back to `created`, so the redelivered
+    /// message claims it again. Only a claim that SES never confirmed is released.
+    Release,
+    /// A final status decided without SES's events: `technical-failure` for a permanent
+    /// SES error or a row that cannot be rendered, or a test key's simulated outcome.
+    Final {
+        status: NotificationStatus,
+        failure_reason: Option<String>,
+        /// Set for simulated sends (test keys), which count as sent.
+        sent_at: Option<DateTime<Utc>>,
+    },
+}
+
+const SETTLE: &str = "
+UPDATE notifications n SET
+    status = CASE s.action WHEN 'release' THEN 'created' WHEN 'final' THEN s.status
+             ELSE n.status END,
+    ses_message_id = coalesce(n.ses_message_id, nullif(s.ses_message_id, '')),
+    sent_at = CASE s.action WHEN 'release' THEN n.sent_at ELSE coalesce(n.sent_at, s.sent_at) END,
+    completed_at = CASE s.action WHEN 'final' THEN now() ELSE n.completed_at END,
+    failure_reason = CASE s.action WHEN 'final' THEN s.failure_reason ELSE n.failure_reason END,
+    updated_at = now()
+FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+            $6::timestamptz[], $7::text[])
+     AS s(id, created_at, action, status, ses_message_id, sent_at, failure_reason)
+WHERE n.id = s.id AND n.created_at = s.created_at
+  AND CASE s.action
+        WHEN 'sent' THEN n.ses_message_id IS NULL
+        WHEN 'release' THEN n.status = 'sending' AND n.ses_message_id IS NULL AND n.sent_at IS NULL
+        WHEN 'final' THEN notification_status_rank(s.status) > notification_status_rank(n.status)
+        ELSE false
+      END";
+
+/// Records how each claimed notification's send ended — successes, releases and
+/// failures together, ONE statement. Returns the rows changed.
+pub async fn settle_sends(
+    client: &Client,
+    outcomes: &[(Uuid, DateTime<Utc>, Settlement)],
+) -> Result<u64, DbError> {
+    if outcomes.is_empty() {
+        return Ok(0);
+    }
+    let n = outcomes.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut actions: Vec<&str> = Vec::with_capacity(n);
+    let mut statuses: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut message_ids: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut sent: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut reasons: Vec<Option<&str>> = Vec::with_capacity(n);
+    for (id, at, s) in outcomes {
+        ids.push(*id);
+        created.push(*at);
+        match s {
+            Settlement::Sent {
+                ses_message_id,
+                sent_at,
+            } => {
+                actions.push("sent");
+                statuses.push(None);
+                message_ids.push(Some(ses_message_id));
+                sent.push(Some(*sent_at));
+                reasons.push(None);
+            }
+            Settlement::Release => {
+                actions.push("release");
+                statuses.push(None);
+                message_ids.push(None);
+                sent.push(None);
+                reasons.push(None);
+            }
+            Settlement::Final {
+                status,
+                failure_reason,
+                sent_at,
+            } => {
+                actions.push("final");
+                statuses.push(Some(status.as_str()));
+                message_ids.push(None);
+                sent.push(*sent_at);
+                reasons.push(failure_reason.as_deref());
+            }
+        }
+    }
+    Ok(client
+        .execute_typed(
+            SETTLE,
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&created, Type::TIMESTAMPTZ_ARRAY),
+                (&actions, Type::TEXT_ARRAY),
+                (&statuses, Type::TEXT_ARRAY),
+                (&message_ids, Type::TEXT_ARRAY),
+                (&sent, Type::TIMESTAMPTZ_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?)
+}
+
+/// One statement for a whole batch of receipts. `t` holds one target per notification
+/// (reduced in Rust); `found` tells which of them exist — the caller fails the messages of
+/// the others so SQS redelivers them until their notification is stored; the UPDATE only
+/// ever moves a status to a higher rank (re-checked after a row lock wait, so concurrent
+/// batches cannot move it backwards either); complaints are inserted for existing
+/// notifications only, idempotently.
+const APPLY_RECEIPTS: &str = "
+WITH t AS (
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[],
+                         $5::text[], $6::text[], $7::timestamptz[])
+        AS t(id, created_at, status, event_at, failure_reason, ses_message_id, sent_at)
+),
+found AS (
+    SELECT n.id, n.created_at, n.service_id
+    FROM notifications n JOIN t ON n.id = t.id AND n.created_at = t.created_at
+),
+updated AS (
+    UPDATE notifications n SET
+        status = t.status,
+        updated_at = now(),
+        completed_at = CASE WHEN t.status IN ('created', 'sending') THEN n.completed_at
+                       ELSE coalesce(t.event_at, now()) END,
+        failure_reason = CASE WHEN t.status IN ('created', 'sending') THEN n.failure_reason
+                         ELSE t.failure_reason END,
+        ses_message_id = coalesce(n.ses_message_id, t.ses_message_id),
+        sent_at = coalesce(n.sent_at, t.sent_at)
+    FROM t
+    WHERE n.id = t.id AND n.created_at = t.created_at AND t.status IS NOT NULL
+      AND notification_status_rank(t.status) > notification_status_rank(n.status)
+    RETURNING n.id
+),
+complained AS (
+    INSERT INTO complaints (notification_id, notification_created_at, feedback_id, service_id,
+                            ses_message_id, complaint_type, complained_at)
+    SELECT c.id, f.created_at, c.feedback_id, f.service_id, c.ses_message_id,
+           c.complaint_type, c.complained_at
+    FROM unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+         AS c(id, feedback_id, ses_message_id, complaint_type, complained_at)
+    JOIN found f ON f.id = c.id
+    ON CONFLICT (notification_id, feedback_id) DO NOTHING
+    RETURNING 1
+)
+SELECT coalesce((SELECT array_agg(id) FROM found), '{}'::uuid[]),
+       (SELECT count(*) FROM updated),
+       (SELECT count(*) FROM complained)";
+
+/// What one receipts statement did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedReceipts {
+    /// The notifications that exist (the others are not stored yet).
+    pub found: BTreeSet<Uuid>,
+    /// Rows whose status moved forward.
+    pub updated: i64,
+    /// Complaints newly recorded.
+    pub complaints: i64,
+}
+
+/// Applies a batch's reduced receipts with ONE statement.
+pub async fn apply_receipts(
+    client: &Client,
+    targets: &[ReceiptTarget],
+) -> Result<AppliedReceipts, DbError> {
+    if targets.is_empty() {
+        return Ok(AppliedReceipts::default());
+    }
+    let n = targets.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut statuses: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut event_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut reasons: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut message_ids: Vec<&str> = Vec::with_capacity(n);
+    let mut sent: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut c_ids = Vec::new();
+    let mut c_feedback: Vec<&str> = Vec::new();
+    let mut c_message_ids: Vec<&str> = Vec::new();
+    let mut c_types: Vec<Option<&str>> = Vec::new();
+    let mut c_at: Vec<Option<DateTime<Utc>>> = Vec::new();
+    for t in targets {
+        ids.push(t.notification_id);
+        created.push(t.created_at);
+        statuses.push(t.status.map(NotificationStatus::as_str));
+        event_at.push(t.event_at);
+        reasons.push(t.failure_reason.as_deref());
+        message_ids.push(&t.ses_message_id);
+        sent.push(t.sent_at);
+        for c in &t.complaints {
+            c_ids.push(t.notification_id);
+            c_feedback.push(&c.feedback_id);
+            c_message_ids.push(&t.ses_message_id);
+            c_types.push(c.complaint_type.as_deref());
+            c_at.push(c.complained_at);
+        }
+    }
+    let row = client
+        .query_typed_one(
+            APPLY_RECEIPTS,
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&created, Type::TIMESTAMPTZ_ARRAY),
+                (&statuses, Type::TEXT_ARRAY),
+                (&event_at, Type::TIMESTAMPTZ_ARRAY),
+                (&reasons, Type::TEXT_ARRAY),
+                (&message_ids, Type::TEXT_ARRAY),
+                (&sent, Type::TIMESTAMPTZ_ARRAY),
+                (&c_ids, Type::UUID_ARRAY),
+                (&c_feedback, Type::TEXT_ARRAY),
+                (&c_message_ids, Type::TEXT_ARRAY),
+                (&c_types, Type::TEXT_ARRAY),
+                (&c_at, Type::TIMESTAMPTZ_ARRAY),
+            ],
+        )
+        .await?;
+    let found: Vec<Uuid> = row.get(0);
+    Ok(AppliedReceipts {
+        found: found.into_iter().collect(),
+        updated: row.get(1),
+        complaints: row.get(2),
+    })
+}
+
+/// SQLSTATEs after which the same statement can simply run again: a deadlock between two
+/// batches locking overlapping rows in different orders, or a serialization failure.
+pub fn is_retryable_conflict(e: &DbError) -> bool {
+    matches!(e.sqlstate(), Some("40P01" | "40001"))
+}
+
+/// The reason the sweeper stores.
+pub const STUCK_CLAIM_REASON: &str = "not sent: claimed for sending but SES acceptance was never recorded (send crashed or \
+     timed out between the claim and the SES call)";
+
+const SWEEP_STUCK: &str = "
+UPDATE notifications SET
+    status = 'technical-failure', failure_reason = $3, completed_at = now(), updated_at = now()
+WHERE created_at >= $1
+  AND status = 'sending' AND ses_message_id IS NULL AND sent_at IS NULL
+  AND updated_at < now() - make_interval(secs => $2)";
+
+/// The sweeper for the crash window of `send`: a notification claimed (`sending`, no SES
+/// message id, `sent_at` NULL) whose claim is older than `older_than` was never confirmed
+/// by SES — neither by the send's own record nor by any receipt (receipts fill in the
+/// message id and `sent_at`) — so it is marked `technical-failure` instead of staying
+/// `sending` for ever. Only partitions from `lookback` ago are scanned (partition pruning
+/// on `created_at`); `status` is not indexed (HOT updates), so this is a scan of those
+/// partitions: run it every few minutes from maintenance, not per request. `older_than`
+/// must exceed the receipts queue's worst lag, or an email that did go out would be marked
+/// failed before its `Send`/`Delivery` event arrives.
+pub async fn sweep_stuck_claims(
+    client: &Client,
+    older_than: Duration,
+    lookback: Duration,
+) -> Result<u64, DbError> {
+    let since = Utc::now()
+        - chrono::Duration::from_std(lookback).unwrap_or_else(|_| chrono::Duration::days(2));
+    let secs = older_than.as_secs_f64();
+    Ok(client
+        .execute_typed(
+            SWEEP_STUCK,
+            &[
+                (&since, Type::TIMESTAMPTZ),
+                (&secs, Type::FLOAT8),
+                (&STUCK_CLAIM_REASON, Type::TEXT),
+            ],
+        )
+        .await?)
+}

@@ -1,0 +1,1115 @@
+//! The public API end to end: `ingest` and `status` handlers against real PostgreSQL
+//! (primary + streaming replica behind PgBouncer), the embedded queue, `persist` driven by
+//! hand, keys and templates made by the admin code, the local HTTP front, and GOV.UK
+//! Notify's published Python client. Each test owns its service.
+
+use async_trait::async_trait;
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
+use floodgate_admin::{
+    IssuedKey, archive_service, create_service, issue_key, issue_key_with_secret, put_template,
+    revoke_key,
+};
+use floodgate_api::gateway::{request, response_text};
+use floodgate_api::{ApiCatalog, CachePolicy};
+use floodgate_aws::{EmbeddedQueue, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage};
+use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
+use floodgate_core::{Knobs, QueueName, TrafficLane};
+use floodgate_db::catalog::{ServiceRow, TemplateRow};
+use floodgate_db::tokio_postgres::types::Type;
+use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
+use floodgate_e2e::*;
+use floodgate_ingest::{Ingest, RetryPolicy};
+use floodgate_local::{LocalStack, StackOptions};
+use floodgate_persist::Persist;
+use floodgate_status::Status;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+static SECRETS: std::sync::OnceLock<Arc<SecretBox>> = std::sync::OnceLock::new();
+
+/// One encryption key for the whole binary (admin seals with it, the API opens with it).
+fn secrets() -> Arc<SecretBox> {
+    SECRETS
+        .get_or_init(|| Arc::new(SecretBox::from_base64(&generate_encryption_key()).expect("key")))
+        .clone()
+}
+
+const BODY: &str = "Dear ((name)),\n\nYour code is ((code)).";
+
+struct Api {
+    writer: WriterLane,
+    queue: Arc<EmbeddedQueue>,
+    ingest: Ingest,
+    status: Status,
+    service: ServiceRow,
+    key: IssuedKey,
+    template: TemplateRow,
+}
+
+fn api_on(reader: ReaderLane, queue: Arc<dyn Queue>, policy: CachePolicy) -> (Ingest, Status) {
+    let catalog = Arc::new(ApiCatalog::new(reader, secrets(), policy));
+    let ingest = Ingest {
+        catalog: catalog.clone(),
+        queue,
+        limits: QueueLimits::from_knobs(&Knobs::embedded()),
+        retry: RetryPolicy {
+            attempts: 3,
+            first_backoff: Duration::from_millis(20),
+        },
+    };
+    (ingest, Status { catalog })
+}
+
+/// A service with a key and a template, made by the admin code, visible on the replica.
+async fn setup(stack: &LocalStack, process_type: &str) -> Api {
+    let writer = writer_lane(stack, |_| {}).await;
+    let name = format!("svc-{}", Uuid::now_v7());
+    let service = create_service(&writer, None, &name, "notify@example.gov")
+        .await
+        .expect("service");
+    let key = issue_key(&writer, &secrets(), service.id, "live", "normal")
+        .await
+        .expect("key");
+    let template = put_template(
+        &writer,
+        service.id,
+        None,
+        "welcome",
+        "Hello ((name))",
+        BODY,
+        process_type,
+    )
+    .await
+    .expect("template");
+    replica_caught_up(stack).await;
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let (ingest, status) = api_on(
+        reader_lane(stack).await,
+        queue.clone(),
+        CachePolicy::default(),
+    );
+    Api {
+        writer,
+        queue,
+        ingest,
+        status,
+        service,
+        key,
+        template,
+    }
+}
+
+/// Waits until the replica has replayed everything committed on the primary so far. Uses
+/// the WAL *insert* position: with `synchronous_commit = off` (the test stack's setting) a
+/// commit record can still sit in WAL buffers, beyond `pg_current_wal_lsn()`.
+async fn replica_caught_up(stack: &LocalStack) {
+    use floodgate_db::tokio_postgres::{NoTls, connect};
+    let (primary, c1) = connect(&stack.primary_url(), NoTls).await.expect("primary");
+    tokio::spawn(c1);
+    let (replica, c2) = connect(&stack.replica_url(), NoTls).await.expect("replica");
+    tokio::spawn(c2);
+    let rows = primary
+        .simple_query("SELECT pg_current_wal_insert_lsn()::text")
+        .await
+        .expect("lsn");
+    let target = floodgate_local::services::first_value(&rows).expect("an LSN");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let q = format!("SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn");
+        let r = replica.simple_query(&q).await.expect("replay position");
+        if floodgate_local::services::first_value(&r).as_deref() == Some("t") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replica did not reach {target}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn jwt_for(key: &IssuedKey) -> String {
+    let secret = &key.key[key.key.len() - 36..];
+    format!(
+        "Bearer {}",
+        sign_jwt(key.service_id, secret, chrono::Utc::now().timestamp())
+    )
+}
+
+fn req(
+    method: Method,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<String>,
+) -> ApiGatewayV2httpRequest {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("api.test"));
+    if let Some(a) = auth {
+        h.insert("authorization", HeaderValue::from_str(a).expect("header"));
+    }
+    request(method, path, h, body)
+}
+
+async fn ingest_call(api: &Api, path: &str, auth: Option<&str>, body: Value) -> (i64, Value) {
+    let r = api
+        .ingest
+        .handle(req(Method::POST, path, auth, Some(body.to_string())))
+        .await;
+    (
+        r.status_code,
+        serde_json::from_str(&response_text(&r)).expect("JSON response"),
+    )
+}
+
+async fn status_call(api: &Api, method: Method, path: &str, body: Option<Value>) -> (i64, Value) {
+    let r = api
+        .status
+        .handle(req(
+            method,
+            path,
+            Some(&jwt_for(&api.key)),
+            body.map(|b| b.to_string()),
+        ))
+        .await;
+    (
+        r.status_code,
+        serde_json::from_str(&response_text(&r)).expect("JSON response"),
+    )
+}
+
+fn email_body(api: &Api, email: &str) -> Value {
+    json!({
+        "email_address": email,
+        "template_id": api.template.id,
+        "personalisation": {"name": "Ada <b>", "code": 1234},
+        "reference": "ref-1",
+    })
+}
+
+/// Receives everything on `lane`'s intake queue, runs `persist` over it in batches of 10,
+/// deletes what it stored; returns the notifications persisted.
+async fn persist_all(queue: &Arc<EmbeddedQueue>, writer: WriterLane, lane: TrafficLane) -> u64 {
+    let knobs = Arc::new(Knobs::embedded());
+    let persist = Persist {
+        writer,
+        queue: queue.clone(),
+        limits: QueueLimits::from_knobs(&knobs),
+        knobs,
+    };
+    let mut inserted = 0;
+    loop {
+        let msgs = queue
+            .receive(QueueName::Intake(lane), 10, Duration::from_millis(100))
+            .await
+            .expect("receive");
+        if msgs.is_empty() {
+            return inserted;
+        }
+        let bodies: Vec<String> = msgs.iter().map(|m| m.body.clone()).collect();
+        let (resp, report) = persist.handle(sqs_event(&bodies)).await.expect("persist");
+        assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+        inserted += report.inserted;
+        let handles: Vec<String> = msgs.iter().map(|m| m.receipt_handle.clone()).collect();
+        queue
+            .delete_batch(QueueName::Intake(lane), &handles)
+            .await
+            .expect("delete");
+    }
+}
+
+fn error_of(v: &Value) -> (String, String) {
+    (
+        v["errors"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "priority").await;
+    let (code, body) = ingest_call(
+        &api,
+        "/v2/notifications/email",
+        Some(&jwt_for(&api.key)),
+        email_body(&api, "ada@example.com"),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let id = Uuid::parse_str(body["id"].as_str().expect("id")).expect("uuid");
+    assert_eq!(body["reference"], "ref-1");
+    assert_eq!(
+        body["uri"],
+        format!("https://api.test/v2/notifications/{id}")
+    );
+    assert_eq!(body["template"]["id"], api.template.id.to_string());
+    assert_eq!(body["template"]["version"], 1);
+    assert_eq!(body["content"]["subject"], "Hello Ada &lt;b&gt;");
+    assert_eq!(
+        body["content"]["body"],
+        "Dear Ada &lt;b&gt;,\n\nYour code is 1234."
+    );
+    assert_eq!(body["content"]["from_email"], "notify@example.gov");
+    // On the template's lane, and only there.
+    let depth = |q: QueueName| api.queue.stats(q);
+    assert_eq!(
+        depth(QueueName::Intake(TrafficLane::Priority))
+            .await
+            .unwrap()
+            .visible,
+        1
+    );
+    assert_eq!(
+        depth(QueueName::Intake(TrafficLane::Normal))
+            .await
+            .unwrap()
+            .visible,
+        0
+    );
+
+    // Accepted but not persisted yet: Notify's 404.
+    let (code, nf) = status_call(&api, Method::GET, &format!("/v2/notifications/{id}"), None).await;
+    assert_eq!(
+        (code, error_of(&nf)),
+        (404, ("NoResultFound".into(), "No result found".into()))
+    );
+
+    assert_eq!(
+        persist_all(&api.queue, api.writer.clone(), TrafficLane::Priority).await,
+        1
+    );
+    replica_caught_up(&stack).await;
+    let (code, n) = status_call(&api, Method::GET, &format!("/v2/notifications/{id}"), None).await;
+    assert_eq!(code, 200, "{n}");
+    assert_eq!(n["id"], id.to_string());
+    assert_eq!(n["status"], "created");
+    assert_eq!(n["type"], "email");
+    assert_eq!(n["email_address"], "ada@example.com");
+    assert_eq!(n["subject"], "Hello Ada &lt;b&gt;");
+    assert_eq!(n["body"], body["content"]["body"]);
+    assert_eq!(n["reference"], "ref-1");
+    assert_eq!(n["template"]["version"], 1);
+    let created = chrono::DateTime::parse_from_rfc3339(n["created_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        Some(created.with_timezone(&chrono::Utc)),
+        floodgate_core::envelope::created_at_of(id)
+    );
+
+    let (code, list) = status_call(
+        &api,
+        Method::GET,
+        "/v2/notifications?reference=ref-1&status=created",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["notifications"].as_array().unwrap().len(), 1);
+    assert!(
+        list["links"]["current"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://api.test/v2/notifications?")
+    );
+    assert!(list["links"].get("next").is_none());
+    let (_, none) = status_call(
+        &api,
+        Method::GET,
+        "/v2/notifications?status=delivered",
+        None,
+    )
+    .await;
+    assert_eq!(none["notifications"].as_array().unwrap().len(), 0);
+    let (_, sms) = status_call(
+        &api,
+        Method::GET,
+        "/v2/notifications?template_type=sms",
+        None,
+    )
+    .await;
+    assert_eq!(sms["notifications"].as_array().unwrap().len(), 0);
+
+    let (code, t) = status_call(
+        &api,
+        Method::GET,
+        &format!("/v2/template/{}", api.template.id),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(
+        t["personalisation"],
+        json!({"name": {"required": true}, "code": {"required": true}})
+    );
+    assert_eq!(t["version"], 1);
+    let (code, p) = status_call(
+        &api,
+        Method::POST,
+        &format!("/v2/template/{}/preview", api.template.id),
+        Some(json!({"personalisation": {"name": "Bo", "code": "x"}})),
+    )
+    .await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(p["subject"], "Hello Bo");
+    let (code, p) = status_call(
+        &api,
+        Method::POST,
+        &format!("/v2/template/{}/preview", api.template.id),
+        Some(json!({"personalisation": {"name": "Bo"}})),
+    )
+    .await;
+    assert_eq!(
+        (code, error_of(&p)),
+        (
+            400,
+            (
+                "BadRequestError".into(),
+                "Missing personalisation: code".into()
+            )
+        )
+    );
+    let live = api
+        .status
+        .handle(req(Method::GET, "/_status", None, None))
+        .await;
+    assert_eq!(live.status_code, 200);
+}
+
+#[tokio::test]
+async fn the_list_pages_newest_first_by_250() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    // Store 260 notifications directly (what persist does), all for this service.
+    let mut batch: Vec<_> = (0..260)
+        .map(|i| {
+            let mut n = notification(api.service.id, TrafficLane::Normal, i);
+            n.template_id = api.template.id;
+            n.personalisation.insert("code".into(), json!(i));
+            n
+        })
+        .collect();
+    batch
+        .iter_mut()
+        .for_each(|n| n.reference = Some("paged".into()));
+    let conn = api.writer.acquire().await.unwrap();
+    conn.bounded(floodgate_db::insert_notifications(&conn, &batch))
+        .await
+        .unwrap();
+    drop(conn);
+    replica_caught_up(&stack).await;
+    let (code, page1) =
+        status_call(&api, Method::GET, "/v2/notifications?reference=paged", None).await;
+    assert_eq!(code, 200, "{page1}");
+    let ids: Vec<String> = page1["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 250);
+    let mut sorted = ids.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted, "newest (highest UUIDv7) first");
+    let next = page1["links"]["next"]
+        .as_str()
+        .expect("a next link")
+        .to_string();
+    assert!(next.contains(&format!("older_than={}", ids[249])), "{next}");
+    let path = next.trim_start_matches("https://api.test");
+    let (_, page2) = status_call(&api, Method::GET, path, None).await;
+    assert_eq!(page2["notifications"].as_array().unwrap().len(), 10);
+    assert!(page2["links"].get("next").is_none());
+}
+
+#[tokio::test]
+async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    let other = setup(&stack, "normal").await;
+    let auth = jwt_for(&api.key);
+    let tid = api.template.id;
+    let big = "x".repeat(51_200);
+    let cases: Vec<(&str, &str, Value, i64, &str, String)> = vec![
+        ("malformed JSON", "/v2/notifications/email", Value::Null, 400, "BadRequestError", "Invalid JSON supplied in POST data".into()),
+        ("unknown field", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "colour": "red"}), 400, "ValidationError", "Additional properties are not allowed (colour was unexpected)".into()),
+        ("wrong type", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": "x"}), 400, "ValidationError", "personalisation is not of type object".into()),
+        ("invalid email", "/v2/notifications/email", json!({"email_address": "not-an-address", "template_id": tid}), 400, "ValidationError", "email_address Not a valid email address".into()),
+        ("invalid uuid", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": "123"}), 400, "ValidationError", "template_id is not a valid UUID".into()),
+        ("unknown template", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": Uuid::now_v7()}), 400, "BadRequestError", "Template not found".into()),
+        ("another service's template", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": other.template.id, "personalisation": {"name": "a", "code": 1}}), 400, "BadRequestError", "Template not found".into()),
+        ("missing personalisation", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": {"Name": "x"}}), 400, "BadRequestError", "Missing personalisation: code".into()),
+        ("oversized personalisation", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": {"name": big, "code": 1}}), 400, "ValidationError", "Personalisation variables size of 51220 bytes is greater than allowed limit of 51200 bytes.".into()),
+        ("bulk with a bad row", "/v2/notifications/bulk", json!({"name": "j", "template_id": tid, "rows": [["email address", "name", "code"], ["a@b.co", "A", "1"], ["nope", "B", "2"], ["c@d.co", "C", ""]]}), 400, "BadRequestError", "Some rows have errors. Row 2 - `email address`: invalid recipient. Row 3 - Missing personalisation: code.".into()),
+    ];
+    for (what, path, body, status, error, message) in cases {
+        let r = api
+            .ingest
+            .handle(req(
+                Method::POST,
+                path,
+                Some(&auth),
+                Some(if body.is_null() {
+                    "{\"email_address\": ".into()
+                } else {
+                    body.to_string()
+                }),
+            ))
+            .await;
+        let v: Value = serde_json::from_str(&response_text(&r)).expect("JSON");
+        assert_eq!(r.status_code, status, "{what}: {v}");
+        assert_eq!(v["status_code"], status, "{what}");
+        assert_eq!(error_of(&v), (error.to_string(), message), "{what}");
+    }
+
+    // Authentication.
+    let secret = &api.key.key[api.key.key.len() - 36..];
+    // Sign at the start of a second so the handler's clock reads the same second.
+    while chrono::Utc::now().timestamp_subsec_millis() > 500 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let at = |iat: i64| format!("Bearer {}", sign_jwt(api.service.id, secret, iat));
+    let auth_cases: Vec<(&str, Option<String>, i64, &str)> = vec![
+        (
+            "no Authorization header",
+            None,
+            401,
+            "Unauthorized: authentication token must be provided",
+        ),
+        (
+            "wrong scheme",
+            Some("Basic dXNlcjpwYXNz".into()),
+            401,
+            "Unauthorized: authentication bearer scheme must be used",
+        ),
+        (
+            "malformed token",
+            Some("Bearer not-a-jwt".into()),
+            403,
+            "Invalid token: signature, api token is not valid",
+        ),
+        (
+            "bad signature",
+            Some(format!(
+                "Bearer {}",
+                sign_jwt(api.service.id, "0f0e0d0c-0000-4000-8000-000000000000", now)
+            )),
+            403,
+            "Invalid token: signature, api token not found",
+        ),
+        (
+            "iat 31 s old",
+            Some(at(now - 31)),
+            403,
+            "Error: Your system clock must be accurate to within 30 seconds",
+        ),
+        (
+            "iat 31 s ahead",
+            Some(at(now + 31)),
+            403,
+            "Error: Your system clock must be accurate to within 30 seconds",
+        ),
+        (
+            "unknown service",
+            Some(format!("Bearer {}", sign_jwt(Uuid::now_v7(), secret, now))),
+            403,
+            "Invalid token: service not found",
+        ),
+        (
+            "unknown ApiKey-v1",
+            Some(format!(
+                "ApiKey-v1 live-{}-{}",
+                api.service.id,
+                Uuid::new_v4()
+            )),
+            403,
+            "Invalid token: API key not found",
+        ),
+    ];
+    for (what, header, status, message) in auth_cases {
+        let (code, v) = ingest_call(
+            &api,
+            "/v2/notifications/email",
+            header.as_deref(),
+            email_body(&api, "a@b.co"),
+        )
+        .await;
+        assert_eq!(
+            (code, v["status_code"].as_i64()),
+            (status, Some(status)),
+            "{what}: {v}"
+        );
+        assert_eq!(
+            error_of(&v),
+            ("AuthError".to_string(), message.to_string()),
+            "{what}"
+        );
+    }
+    // The ApiKey-v1 form of the real key works, whole or secret alone.
+    let (code, v) = ingest_call(
+        &api,
+        "/v2/notifications/email",
+        Some(&format!("ApiKey-v1 {}", api.key.key)),
+        email_body(&api, "a@b.co"),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = ingest_call(
+        &api,
+        "/v2/notifications/email",
+        Some(&format!("ApiKey-v1 {secret}")),
+        email_body(&api, "a@b.co"),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let accepted = api
+        .queue
+        .stats(QueueName::Intake(TrafficLane::Normal))
+        .await
+        .unwrap()
+        .visible;
+    assert_eq!(accepted, 2, "only the two valid requests were enqueued");
+
+    // Revoked key and archived service (fresh services, so no instance has them cached).
+    let revoked = setup(&stack, "normal").await;
+    revoke_key(&revoked.writer, revoked.service.id, revoked.key.id)
+        .await
+        .expect("revoke");
+    let archived = setup(&stack, "normal").await;
+    archive_service(&archived.writer, archived.service.id)
+        .await
+        .expect("archive");
+    replica_caught_up(&stack).await;
+    let (code, v) = ingest_call(
+        &revoked,
+        "/v2/notifications/email",
+        Some(&jwt_for(&revoked.key)),
+        email_body(&revoked, "a@b.co"),
+    )
+    .await;
+    assert_eq!(
+        (code, error_of(&v)),
+        (
+            403,
+            ("AuthError".into(), "Invalid token: API key revoked".into())
+        )
+    );
+    let (code, v) = ingest_call(
+        &archived,
+        "/v2/notifications/email",
+        Some(&jwt_for(&archived.key)),
+        email_body(&archived, "a@b.co"),
+    )
+    .await;
+    assert_eq!(
+        (code, error_of(&v)),
+        (
+            403,
+            (
+                "AuthError".into(),
+                "Invalid token: service is archived".into()
+            )
+        )
+    );
+    for a in [&revoked, &archived, &other] {
+        assert_eq!(a.queue.send_calls(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_job_is_packed_into_few_messages_and_every_row_persists() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "priority").await;
+    let mut csv = String::from("email address,name,code\n");
+    for i in 0..3_000 {
+        csv.push_str(&format!(
+            "success+{i}@simulator.amazonses.com,Person {i},{i}\n"
+        ));
+    }
+    let (code, v) = ingest_call(
+        &api,
+        "/v2/notifications/bulk",
+        Some(&jwt_for(&api.key)),
+        json!({"name": "march.csv", "template_id": api.template.id, "csv": csv, "reference": "job-ref"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["data"]["notification_count"], 3000);
+    assert_eq!(v["data"]["job_status"], "pending");
+    let job_id = Uuid::parse_str(v["data"]["id"].as_str().unwrap()).unwrap();
+    // The bulk API always uses the bulk lane, whatever the template's process type.
+    let stats = api
+        .queue
+        .stats(QueueName::Intake(TrafficLane::Bulk))
+        .await
+        .unwrap();
+    assert!(
+        stats.visible >= 2 && stats.visible <= 10,
+        "{stats:?}: packed within 256 KiB"
+    );
+    // A full message is a whole SendMessageBatch call (256 KiB per call); never more calls.
+    assert!(
+        api.queue.send_calls() <= stats.visible,
+        "{} SendMessageBatch calls",
+        api.queue.send_calls()
+    );
+    assert_eq!(
+        api.queue
+            .stats(QueueName::Intake(TrafficLane::Priority))
+            .await
+            .unwrap()
+            .visible,
+        0
+    );
+    assert_eq!(
+        persist_all(&api.queue, api.writer.clone(), TrafficLane::Bulk).await,
+        3000
+    );
+    let conn = api.writer.acquire().await.unwrap();
+    let row = conn
+        .bounded(conn.query_typed_one(
+            "SELECT count(*), count(DISTINCT job_row_number), min(job_row_number), max(job_row_number), \
+             bool_and(lane = 'bulk' AND client_reference = 'job-ref') FROM notifications WHERE job_id = $1",
+            &[(&job_id, Type::UUID)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3000);
+    assert_eq!(row.get::<_, i64>(1), 3000);
+    assert_eq!((row.get::<_, i32>(2), row.get::<_, i32>(3)), (0, 2999));
+    assert!(row.get::<_, bool>(4));
+}
+
+/// The real embedded queue, switched off after `ok_calls` SendMessageBatch calls (SQS
+/// failing half way through a job).
+struct FailAfter {
+    inner: Arc<EmbeddedQueue>,
+    ok_calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for FailAfter {
+    async fn send_batch(
+        &self,
+        queue: QueueName,
+        bodies: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        if self
+            .ok_calls
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            self.inner.set_unavailable(true);
+        }
+        self.inner.send_batch(queue, bodies).await
+    }
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.inner.receive(queue, max, wait).await
+    }
+    async fn delete_batch(&self, queue: QueueName, handles: &[String]) -> Result<(), QueueError> {
+        self.inner.delete_batch(queue, handles).await
+    }
+    async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
+        self.inner.stats(queue).await
+    }
+}
+
+#[tokio::test]
+async fn sqs_unreachable_is_a_503_and_nothing_is_reported_accepted() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    api.queue.set_unavailable(true);
+    let (code, v) = ingest_call(
+        &api,
+        "/v2/notifications/email",
+        Some(&jwt_for(&api.key)),
+        email_body(&api, "a@b.co"),
+    )
+    .await;
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(v["status_code"], 503);
+    assert_eq!(error_of(&v).0, "ServiceUnavailableError");
+    let rows: Vec<Value> = (0..50)
+        .map(|i| json!([format!("p{i}@example.com"), "N", "1"]))
+        .collect();
+    let mut all = vec![json!(["email address", "name", "code"])];
+    all.extend(rows);
+    let (code, v) = ingest_call(
+        &api,
+        "/v2/notifications/bulk",
+        Some(&jwt_for(&api.key)),
+        json!({"name": "j", "template_id": api.template.id, "rows": all}),
+    )
+    .await;
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(v["accepted_count"], 0);
+    assert_eq!(v["accepted_rows"], json!([]));
+    api.queue.set_unavailable(false);
+    for lane in TrafficLane::ALL {
+        assert_eq!(
+            api.queue
+                .stats(QueueName::Intake(lane))
+                .await
+                .unwrap()
+                .visible,
+            0
+        );
+    }
+
+    // Half way: the first SendMessageBatch call succeeds, the rest fail. The 503 names the
+    // job and exactly the rows that will be delivered.
+    let inner = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let failing = Arc::new(FailAfter {
+        inner: inner.clone(),
+        ok_calls: AtomicUsize::new(1),
+    });
+    let (ingest, _) = api_on(reader_lane(&stack).await, failing, CachePolicy::default());
+    let mut rows = vec![json!(["email address", "name", "code"])];
+    let pad = "p".repeat(2_000);
+    rows.extend((0..2_000).map(|i| json!([format!("r{i}@example.com"), pad, i.to_string()])));
+    let r = ingest
+        .handle(req(
+            Method::POST,
+            "/v2/notifications/bulk",
+            Some(&jwt_for(&api.key)),
+            Some(json!({"name": "j", "template_id": api.template.id, "rows": rows}).to_string()),
+        ))
+        .await;
+    let v: Value = serde_json::from_str(&response_text(&r)).unwrap();
+    assert_eq!(r.status_code, 503, "{v}");
+    let accepted = v["accepted_count"].as_u64().unwrap();
+    assert!(accepted > 0 && accepted < 2000, "{v}");
+    let listed: u64 = v["accepted_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap() + 1)
+        .sum();
+    assert_eq!(listed, accepted);
+    inner.set_unavailable(false);
+    let persisted = persist_all(&inner, api.writer.clone(), TrafficLane::Bulk).await;
+    assert_eq!(
+        persisted, accepted,
+        "exactly the reported rows are delivered"
+    );
+    let job = Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap();
+    let conn = api.writer.acquire().await.unwrap();
+    let n: i64 = conn
+        .bounded(conn.query_typed_one(
+            "SELECT count(*) FROM notifications WHERE job_id = $1",
+            &[(&job, Type::UUID)],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n as u64, accepted);
+}
+
+async fn marked_calls(url: &str) -> i64 {
+    let (client, conn) =
+        floodgate_db::tokio_postgres::connect(url, floodgate_db::tokio_postgres::NoTls)
+            .await
+            .expect("direct connection");
+    tokio::spawn(conn);
+    let rows = client
+        .simple_query("SELECT coalesce(sum(calls), 0)::bigint::text FROM pg_stat_statements WHERE query LIKE '%floodgate:status%'")
+        .await
+        .expect("pg_stat_statements");
+    floodgate_local::services::first_value(&rows)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn status_sends_no_query_to_the_writer() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    let before_primary = marked_calls(&stack.primary_url()).await;
+    let before_replica = marked_calls(&stack.replica_url()).await;
+    for path in [
+        format!("/v2/notifications/{}", Uuid::now_v7()),
+        "/v2/notifications?status=created".to_string(),
+        format!("/v2/template/{}", api.template.id),
+    ] {
+        let (code, v) = status_call(&api, Method::GET, &path, None).await;
+        assert!(code == 200 || code == 404, "{path}: {v}");
+    }
+    assert_eq!(
+        marked_calls(&stack.primary_url()).await,
+        before_primary,
+        "status reached the primary"
+    );
+    assert!(
+        marked_calls(&stack.replica_url()).await > before_replica,
+        "status read the replica"
+    );
+}
+
+#[tokio::test]
+async fn database_down_after_a_warm_cache_ingest_accepts_and_status_is_a_quick_503() {
+    let mut stack = start_migrated(StackOptions::default()).await;
+    let writer = writer_lane(&stack, |_| {}).await;
+    let service = create_service(&writer, None, "outage", "o@example.gov")
+        .await
+        .unwrap();
+    let key = issue_key(&writer, &secrets(), service.id, "live", "normal")
+        .await
+        .unwrap();
+    let template = put_template(
+        &writer,
+        service.id,
+        None,
+        "t",
+        "Hi ((name))",
+        "((code))",
+        "normal",
+    )
+    .await
+    .unwrap();
+    replica_caught_up(&stack).await;
+    let mut c = LaneConfig::new(LaneKind::Reader, stack.reader_url(), "floodgate-test");
+    c.acquire_timeout = Duration::from_millis(500);
+    c.connect_timeout = Duration::from_millis(500);
+    c.operation_timeout = Duration::from_millis(1_000);
+    let reader = ReaderLane(Lane::open(c).await.unwrap());
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    // TTL 0: every request tries the database, so only stale-if-error can answer.
+    let policy = CachePolicy {
+        ttl: Duration::ZERO,
+        ..CachePolicy::default()
+    };
+    let (ingest, status) = api_on(reader, queue.clone(), policy);
+    let api = Api {
+        writer,
+        queue,
+        ingest,
+        status,
+        service,
+        key,
+        template,
+    };
+    let body = json!({"email_address": "a@b.co", "template_id": api.template.id, "personalisation": {"name": "x", "code": 1}});
+    let (code, v) = ingest_call(
+        &api,
+        "/v2/notifications/email",
+        Some(&jwt_for(&api.key)),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(code, 201, "warm-up: {v}");
+
+    stack.stop_replica();
+    stack.stop_primary();
+    for _ in 0..3 {
+        let (code, v) = ingest_call(
+            &api,
+            "/v2/notifications/email",
+            Some(&jwt_for(&api.key)),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(code, 201, "ingest keeps accepting from its cache: {v}");
+    }
+    assert_eq!(
+        api.queue
+            .stats(QueueName::Intake(TrafficLane::Normal))
+            .await
+            .unwrap()
+            .visible,
+        4
+    );
+    let started = Instant::now();
+    let (code, v) = status_call(
+        &api,
+        Method::GET,
+        &format!("/v2/notifications/{}", Uuid::now_v7()),
+        None,
+    )
+    .await;
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(error_of(&v).0, "ServiceUnavailableError");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    let live = api
+        .status
+        .handle(req(Method::GET, "/_status", None, None))
+        .await;
+    assert_eq!(
+        live.status_code, 200,
+        "liveness does not depend on the database"
+    );
+}
+
+fn run_python(python: &std::path::Path, args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/notify_client_check.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "notify client failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client output is JSON")
+}
+
+#[tokio::test]
+async fn the_published_notify_python_client_sends_and_reads_back() {
+    let python = tokio::task::spawn_blocking(floodgate_local::install::ensure_notify_client)
+        .await
+        .unwrap()
+        .expect("notifications-python-client installs");
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (ingest, status) = api_on(
+        reader_lane(&stack).await,
+        api.queue.clone(),
+        CachePolicy::default(),
+    );
+    let server = tokio::spawn(floodgate_local::front::serve(
+        listener,
+        Arc::new(ingest),
+        Arc::new(status),
+    ));
+    let key = api.key.key.clone();
+    let tid = api.template.id.to_string();
+    let (b, k, t, py) = (base.clone(), key.clone(), tid.clone(), python.clone());
+    let sent = tokio::task::spawn_blocking(move || {
+        run_python(&py, &["send", &b, &k, &t, "ada@example.com", "py-ref"])
+    })
+    .await
+    .unwrap();
+    let id = sent["id"].as_str().expect("an id").to_string();
+    assert_eq!(sent["content"]["subject"], "Hello Ada &lt;Lovelace&gt;");
+    assert_eq!(sent["uri"], format!("{base}/v2/notifications/{id}"));
+    assert_eq!(
+        persist_all(&api.queue, api.writer.clone(), TrafficLane::Normal).await,
+        1
+    );
+    replica_caught_up(&stack).await;
+    let read = tokio::task::spawn_blocking(move || {
+        run_python(&python, &["read", &base, &key, &id, &tid, "py-ref"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(read["notification"]["status"], "created");
+    assert_eq!(read["notification"]["email_address"], "ada@example.com");
+    assert_eq!(read["list"]["notifications"][0]["id"], sent["id"]);
+    assert_eq!(read["template"]["id"], api.template.id.to_string());
+    assert_eq!(read["preview"]["subject"], "Hello Ada");
+    server.abort();
+}
+
+const EVENTS_SERVICE: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0001);
+const EVENTS_KEY: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0002);
+const EVENTS_SECRET: &str = "3d5c2a7e-1f4b-4c8d-9e6a-0b7c8d9e0f1a";
+const EVENTS_TEMPLATE: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0003);
+const EVENTS_NOTIFICATION: Uuid = Uuid::from_u128(0x0190f0a0_1234_7000_8000_0000000e0004);
+
+fn event(name: &str) -> ApiGatewayV2httpRequest {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{path} is not an API Gateway v2 event: {e}"))
+}
+
+/// The sample events authenticate with `ApiKey-v1` and a fixed key, which this test creates
+/// (fixed service, key, template and notification ids): a JWT inside a static file would
+/// expire after 30 seconds.
+#[tokio::test]
+async fn the_sample_events_run_through_their_handlers() {
+    let stack = shared_stack().await;
+    let writer = writer_lane(&stack, |_| {}).await;
+    create_service(
+        &writer,
+        Some(EVENTS_SERVICE),
+        "events-sample",
+        "events@example.gov",
+    )
+    .await
+    .unwrap();
+    issue_key_with_secret(
+        &writer,
+        &secrets(),
+        EVENTS_SERVICE,
+        EVENTS_KEY,
+        "events",
+        "normal",
+        EVENTS_SECRET,
+    )
+    .await
+    .unwrap();
+    put_template(
+        &writer,
+        EVENTS_SERVICE,
+        Some(EVENTS_TEMPLATE),
+        "sample",
+        "Hello ((name))",
+        "Hi ((name))",
+        "normal",
+    )
+    .await
+    .unwrap();
+    let mut n = notification(EVENTS_SERVICE, TrafficLane::Normal, 1);
+    n.id = EVENTS_NOTIFICATION;
+    n.created_at = floodgate_core::envelope::created_at_of(EVENTS_NOTIFICATION).unwrap();
+    n.template_id = EVENTS_TEMPLATE;
+    let conn = writer.acquire().await.unwrap();
+    conn.bounded(floodgate_db::insert_notifications(&conn, &[n]))
+        .await
+        .unwrap();
+    drop(conn);
+    replica_caught_up(&stack).await;
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let (ingest, status) = api_on(
+        reader_lane(&stack).await,
+        queue.clone(),
+        CachePolicy::default(),
+    );
+
+    let r = ingest.handle(event("apigw-post-email.json")).await;
+    let v: Value = serde_json::from_str(&response_text(&r)).unwrap();
+    assert_eq!(r.status_code, 201, "{v}");
+    assert_eq!(v["content"]["subject"], "Hello Ada");
+    assert!(
+        v["uri"].as_str().unwrap().starts_with(
+            "https://abcdef1234.execute-api.eu-west-2.amazonaws.com/v2/notifications/"
+        )
+    );
+    let r = ingest.handle(event("apigw-post-bulk.json")).await;
+    let v: Value = serde_json::from_str(&response_text(&r)).unwrap();
+    assert_eq!(r.status_code, 201, "{v}");
+    assert_eq!(v["data"]["notification_count"], 3);
+    assert_eq!(
+        queue
+            .stats(QueueName::Intake(TrafficLane::Bulk))
+            .await
+            .unwrap()
+            .visible,
+        1
+    );
+    let r = status.handle(event("apigw-get-status.json")).await;
+    let v: Value = serde_json::from_str(&response_text(&r)).unwrap();
+    assert_eq!(r.status_code, 200, "{v}");
+    assert_eq!(v["id"], EVENTS_NOTIFICATION.to_string());
+    assert_eq!(v["body"], "Hi Person 1");
+}
