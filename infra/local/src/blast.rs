@@ -129,6 +129,8 @@ pub struct Accepted {
 #[derive(Debug, Default)]
 pub struct BlastProgress {
     pub accepted: AtomicU64,
+    /// Set once every request of the blast has been answered.
+    pub sending_done: AtomicBool,
     pub rejected: AtomicU64,
     pub critical_reads: AtomicU64,
     pub critical_read_errors: AtomicU64,
@@ -351,7 +353,14 @@ async fn seed_critical(
 }
 
 /// Runs the blast: idle baseline, then the load with the critical-read stream alongside.
-pub async fn run_blast(opts: &BlastOptions, progress: Arc<BlastProgress>) -> Result<BlastResult> {
+/// `reads_done` decides how long the critical-read stream goes on after the last request
+/// was sent: the pipeline's work (persist, send, receipts) comes after acceptance, and the
+/// reads must be measured while it runs.
+pub async fn run_blast(
+    opts: &BlastOptions,
+    progress: Arc<BlastProgress>,
+    reads_done: impl std::future::Future<Output = ()>,
+) -> Result<BlastResult> {
     let client = Client::new(&opts.api, &opts.key, opts.concurrency)?;
     let seeds = Arc::new(seed_critical(&client, &opts.templates, 20).await?);
 
@@ -379,7 +388,20 @@ pub async fn run_blast(opts: &BlastOptions, progress: Arc<BlastProgress>) -> Res
     ));
     let started_at = Instant::now();
 
-    let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::new(Mutex::new(Vec::new()));
+    // The seeds were accepted too: they count towards lost/duplicates like any other.
+    progress
+        .accepted
+        .fetch_add(seeds.len() as u64, Ordering::Relaxed);
+    let accepted: Arc<Mutex<Vec<Accepted>>> = Arc::new(Mutex::new(
+        seeds
+            .iter()
+            .map(|id| Accepted {
+                id: *id,
+                lane: TrafficLane::Priority,
+                outcome: SimulatorOutcome::Success,
+            })
+            .collect(),
+    ));
     let api_latency = Arc::new(Mutex::new(histogram()));
     let rejected = Arc::new(AtomicU64::new(0));
 
@@ -489,6 +511,8 @@ pub async fn run_blast(opts: &BlastOptions, progress: Arc<BlastProgress>) -> Res
     }
     bulk_task.await?;
     let blast_duration = started_at.elapsed();
+    progress.sending_done.store(true, Ordering::SeqCst);
+    reads_done.await;
     stop.store(true, Ordering::SeqCst);
     let critical_blast = during.await?;
 

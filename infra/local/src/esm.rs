@@ -220,8 +220,12 @@ async fn poll_loop(
         // The invocation runs in its own task so a panic is a crashed invocation (every
         // message returns after the visibility timeout), not a dead poller.
         let h = handler.clone();
-        let invocation = tokio::spawn(async move { h(event).await });
-        let outcome = tokio::time::timeout(config.function_timeout, invocation).await;
+        let mut invocation = tokio::spawn(async move { h(event).await });
+        let outcome = tokio::time::timeout(config.function_timeout, &mut invocation).await;
+        if outcome.is_err() {
+            // Lambda stops a function at its timeout; so does the emulation.
+            invocation.abort();
+        }
         stats.busy_instances.fetch_sub(1, Ordering::SeqCst);
         let failed: Option<HashSet<String>> = match outcome {
             Ok(Ok(Ok(resp))) => {

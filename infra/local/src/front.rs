@@ -18,11 +18,52 @@ use floodgate_status::Status;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Emulated instances of one function. Like Lambda, an instance serves one request at a
+/// time, each with its own lanes; when every instance is busy a request waits for one
+/// (up to `wait`), then gets a 429 as a throttled Lambda invocation would.
+pub struct InstancePool<T> {
+    free: tokio::sync::Mutex<Vec<Arc<T>>>,
+    permits: tokio::sync::Semaphore,
+    wait: std::time::Duration,
+}
+
+impl<T> InstancePool<T> {
+    pub fn new(instances: Vec<Arc<T>>, wait: std::time::Duration) -> Self {
+        InstancePool {
+            permits: tokio::sync::Semaphore::new(instances.len()),
+            free: tokio::sync::Mutex::new(instances),
+            wait,
+        }
+    }
+
+    /// One instance serving every request (tests, `cargo lambda`-like use).
+    pub fn single(instance: Arc<T>) -> Self {
+        Self::new(vec![instance], std::time::Duration::from_secs(30))
+    }
+
+    /// Runs `f` on a free instance, or answers `None` when none freed up in time.
+    pub async fn with<R, F, Fut>(&self, f: F) -> Option<R>
+    where
+        F: FnOnce(Arc<T>) -> Fut,
+        Fut: std::future::Future<Output = R>,
+    {
+        let permit = tokio::time::timeout(self.wait, self.permits.acquire())
+            .await
+            .ok()?
+            .ok()?;
+        let instance = self.free.lock().await.pop()?;
+        let out = f(instance.clone()).await;
+        self.free.lock().await.push(instance);
+        drop(permit);
+        Some(out)
+    }
+}
+
 /// The two API functions behind the front.
 #[derive(Clone)]
 pub struct Front {
-    pub ingest: Arc<Ingest>,
-    pub status: Arc<Status>,
+    pub ingest: Arc<InstancePool<Ingest>>,
+    pub status: Arc<InstancePool<Status>>,
 }
 
 /// The paths API Gateway routes to `ingest` (everything else goes to `status`).
@@ -39,6 +80,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     status: Arc<Status>,
+) -> std::io::Result<()> {
+    serve_pools(
+        listener,
+        Arc::new(InstancePool::single(ingest)),
+        Arc::new(InstancePool::single(status)),
+    )
+    .await
+}
+
+/// Serves the API with a pool of instances per function (the local stack).
+pub async fn serve_pools(
+    listener: tokio::net::TcpListener,
+    ingest: Arc<InstancePool<Ingest>>,
+    status: Arc<InstancePool<Status>>,
 ) -> std::io::Result<()> {
     let app = router(Front { ingest, status });
     axum::serve(
@@ -127,11 +182,28 @@ async fn handle(State(front): State<Front>, req: Request) -> Response {
         Err(e) => return to_http(e.into_response()),
     };
     let response = if ingest_route {
-        front.ingest.handle(event).await
+        front
+            .ingest
+            .with(|i| async move { i.handle(event).await })
+            .await
     } else {
-        front.status.handle(event).await
+        front
+            .status
+            .with(|s| async move { s.handle(event).await })
+            .await
     };
-    to_http(response)
+    match response {
+        Some(r) => to_http(r),
+        // Every instance busy past the wait: what a throttled Lambda invocation returns.
+        None => to_http(
+            ApiError::new(
+                429,
+                "TooManyRequestsError",
+                "Exceeded rate limit: every function instance is busy",
+            )
+            .into_response(),
+        ),
+    }
 }
 
 #[cfg(test)]

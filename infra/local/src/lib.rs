@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_ingest;
 pub mod blast;
 pub mod chart;
+pub mod demo;
 pub mod esm;
 pub mod front;
 pub mod install;

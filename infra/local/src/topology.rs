@@ -131,6 +131,21 @@ impl Pipeline {
     /// Creates the queues and the mailer, and starts one mapping per queue.
     pub async fn start(stack: &LocalStack, opts: &PipelineOptions) -> Result<Pipeline> {
         let knobs = Arc::new(Knobs::embedded());
+        if let Some(v) = opts.visibility_timeout {
+            // A message must stay invisible for as long as its invocation may run, or a
+            // second consumer takes it mid-flight and deletes it while the first one is
+            // about to report it failed (AWS refuses such a mapping for the same reason).
+            let longest = ["persist", "send", "receipts"]
+                .iter()
+                .filter_map(|f| knobs.functions.get(*f))
+                .map(|f| f.timeout_seconds)
+                .max()
+                .unwrap_or(30);
+            anyhow::ensure!(
+                v >= Duration::from_secs(u64::from(longest)),
+                "visibility timeout {v:?} is shorter than the consumers' {longest} s timeout"
+            );
+        }
         let Adapters {
             queue,
             embedded,
@@ -366,4 +381,70 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
             }
         }
     })
+}
+
+/// The API half: pools of `ingest` and `status` instances (as many as their reserved
+/// concurrency), each with its own reader lane and cache, behind the local HTTP front.
+pub struct ApiSide {
+    pub addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ApiSide {
+    pub async fn start(
+        stack: &LocalStack,
+        knobs: &Knobs,
+        lanes: &LaneRegistry,
+        queue: Arc<dyn Queue>,
+        secrets: Arc<floodgate_core::auth::SecretBox>,
+        listen: std::net::SocketAddr,
+    ) -> Result<ApiSide> {
+        use crate::front::InstancePool;
+        use floodgate_api::{ApiCatalog, CachePolicy};
+        use floodgate_db::ReaderLane;
+        let mut ingests = Vec::new();
+        for _ in 0..knobs.max_concurrency("ingest").max(1) {
+            let reader = instance_lane(stack, knobs, lanes, "ingest", LaneKind::Reader).await?;
+            ingests.push(Arc::new(floodgate_ingest::Ingest {
+                catalog: Arc::new(ApiCatalog::new(
+                    ReaderLane(reader),
+                    secrets.clone(),
+                    CachePolicy::default(),
+                )),
+                queue: queue.clone(),
+                limits: QueueLimits::from_knobs(knobs),
+                retry: floodgate_ingest::RetryPolicy::default(),
+            }));
+        }
+        let mut statuses = Vec::new();
+        for _ in 0..knobs.max_concurrency("status").max(1) {
+            let reader = instance_lane(stack, knobs, lanes, "status", LaneKind::Reader).await?;
+            statuses.push(Arc::new(floodgate_status::Status {
+                catalog: Arc::new(ApiCatalog::new(
+                    ReaderLane(reader),
+                    secrets.clone(),
+                    CachePolicy::default(),
+                )),
+            }));
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the HTTP front on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let wait = Duration::from_secs(10);
+        let server = tokio::spawn(crate::front::serve_pools(
+            listener,
+            Arc::new(InstancePool::new(ingests, wait)),
+            Arc::new(InstancePool::new(statuses, wait)),
+        ));
+        Ok(ApiSide { addr, server })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stop(self) {
+        self.server.abort();
+    }
 }

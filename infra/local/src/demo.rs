@@ -1,0 +1,342 @@
+//! `floodgate-local demo`: the whole topology on this machine and a blast through it,
+//! with progress bars and a report (text, `report.json`, `report.png`).
+
+use crate::blast::{BlastOptions, BlastProgress, LaneTemplates, run_blast};
+use crate::report::{Report, SampleSources, Sampler, stored_counts};
+use crate::services::{LocalStack, StackOptions};
+use crate::topology::{ApiSide, Pipeline, PipelineOptions};
+use anyhow::{Context, Result};
+use floodgate_core::Knobs;
+use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A primary outage injected during the blast.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    pub after: Duration,
+    pub length: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub notifications: usize,
+    /// Service state (kept between runs); a temporary folder when `None`.
+    pub state_dir: Option<PathBuf>,
+    /// Where `report.json` and `report.png` go.
+    pub report_dir: PathBuf,
+    /// `None`: embedded queues and the simulator; `Some("moto")`: start moto and use
+    /// SQS/SES there; `Some(url)`: an AWS-compatible endpoint.
+    pub aws_endpoint: Option<String>,
+    pub throttle_fraction: f64,
+    pub duplicate_every: u64,
+    pub visibility_timeout: Option<Duration>,
+    pub outage: Option<Outage>,
+    pub concurrency: usize,
+    /// Single-email requests per second (`None`: as fast as the concurrency allows).
+    pub rate: Option<f64>,
+    pub bulk_rows: usize,
+    pub critical_reads_per_s: f64,
+    pub idle_baseline: Duration,
+    pub drain_timeout: Duration,
+    pub ses_account_rate: f64,
+    pub listen: SocketAddr,
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            notifications: 20_000,
+            state_dir: None,
+            report_dir: PathBuf::from(".floodgate"),
+            aws_endpoint: None,
+            throttle_fraction: 0.0,
+            duplicate_every: 0,
+            visibility_timeout: None,
+            outage: None,
+            concurrency: 16,
+            rate: None,
+            bulk_rows: 1_000,
+            critical_reads_per_s: 40.0,
+            idle_baseline: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(600),
+            ses_account_rate: 2_000.0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            progress: true,
+        }
+    }
+}
+
+/// What `demo` created, for a caller that wants to look further (tests).
+pub struct DemoOutcome {
+    pub report: Report,
+    pub dead_letters: u64,
+}
+
+/// Creates the demo's service, API key and one template per lane through the admin code.
+pub async fn seed(
+    writer: &WriterLane,
+    secrets: &floodgate_core::auth::SecretBox,
+) -> Result<(uuid::Uuid, String, LaneTemplates, String)> {
+    let name = format!("floodgate-demo-{}", uuid::Uuid::now_v7().simple());
+    let from = "notify@floodgate.example.gov".to_string();
+    let service = floodgate_admin::create_service(writer, None, &name, &from).await?;
+    let key = floodgate_admin::issue_key(writer, secrets, service.id, "demo", "normal").await?;
+    let mut ids = Vec::new();
+    for lane in ["priority", "normal", "bulk"] {
+        let t = floodgate_admin::put_template(
+            writer,
+            service.id,
+            None,
+            &format!("demo {lane}"),
+            "Your reference ((reference_number))",
+            "Hello ((name)),\n\nThis is a **Floodgate** demo message on the ((reference_number)) lane.",
+            lane,
+        )
+        .await?;
+        ids.push(t.id);
+    }
+    Ok((
+        service.id,
+        key.key,
+        LaneTemplates {
+            priority: ids[0],
+            normal: ids[1],
+            bulk: ids[2],
+        },
+        from,
+    ))
+}
+
+fn bars(total: u64, show: bool) -> (MultiProgress, Vec<ProgressBar>) {
+    let multi = MultiProgress::new();
+    if !show {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let style =
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos:>7}/{len:7} {per_sec:>12}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    let bars = ["accepted", "persisted", "sent", "final"]
+        .into_iter()
+        .map(|name| {
+            let b = multi.add(ProgressBar::new(total));
+            b.set_style(style.clone());
+            b.set_prefix(name);
+            b
+        })
+        .collect();
+    (multi, bars)
+}
+
+/// Runs the demo end to end and returns its report.
+pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
+    let moto = opts.aws_endpoint.as_deref() == Some("moto");
+    let mut stack = LocalStack::start(StackOptions {
+        moto,
+        durable: true,
+        state_dir: opts.state_dir.clone(),
+        ..StackOptions::default()
+    })
+    .await?;
+    let endpoint = if moto {
+        stack.moto_endpoint()
+    } else {
+        opts.aws_endpoint.clone()
+    };
+
+    // Schema, then the demo's service, key and templates (admin code, writer lane).
+    let admin = WriterLane(
+        Lane::open(LaneConfig::new(
+            LaneKind::Writer,
+            stack.writer_url(),
+            "floodgate-admin",
+        ))
+        .await?,
+    );
+    floodgate_admin::run(&admin, &floodgate_admin::AdminCommand::Migrate).await?;
+    let secrets = Arc::new(
+        floodgate_core::auth::SecretBox::from_base64(
+            &floodgate_core::auth::generate_encryption_key(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let (service_id, key, templates, from) = seed(&admin, &secrets).await?;
+
+    let pipeline = Pipeline::start(
+        &stack,
+        &PipelineOptions {
+            aws_endpoint: endpoint.clone(),
+            ses_account_rate: opts.ses_account_rate,
+            throttle_fraction: opts.throttle_fraction,
+            duplicate_every: opts.duplicate_every,
+            visibility_timeout: opts.visibility_timeout,
+            sender_identity: Some(from),
+        },
+    )
+    .await?;
+    let knobs = Knobs::embedded();
+    let api = ApiSide::start(
+        &stack,
+        &knobs,
+        &pipeline.lanes,
+        pipeline.queue.clone(),
+        secrets,
+        opts.listen,
+    )
+    .await?;
+    let demand = knobs.connection_demand();
+    let budget = u64::from(demand.writer + demand.reader);
+
+    let progress = Arc::new(BlastProgress::default());
+    let lanes = pipeline.lanes.clone();
+    let sampler = Sampler::start(
+        SampleSources {
+            primary_url: stack.primary_url(),
+            replica_url: stack.replica_url(),
+            service_id,
+            queue: pipeline.queue.clone(),
+            progress: progress.clone(),
+            lane_connections: Arc::new(move || lanes.open_connections()),
+        },
+        Duration::from_millis(500),
+    )
+    .await?;
+
+    let seeds = 20u64;
+    let total = opts.notifications as u64 + seeds;
+    let (_multi, bars) = bars(total, opts.progress);
+    let blast_opts = BlastOptions {
+        api: api.url(),
+        key,
+        templates,
+        notifications: opts.notifications,
+        concurrency: opts.concurrency,
+        rate: opts.rate,
+        bulk_rows: opts.bulk_rows,
+        critical_reads_per_s: opts.critical_reads_per_s,
+        idle_baseline: opts.idle_baseline,
+    };
+    let (reads_done_tx, reads_done) = tokio::sync::oneshot::channel::<()>();
+    let blast = tokio::spawn({
+        let progress = progress.clone();
+        async move {
+            run_blast(&blast_opts, progress, async move {
+                let _ = reads_done.await;
+            })
+            .await
+        }
+    });
+
+    if let Some(o) = opts.outage {
+        tokio::time::sleep(opts.idle_baseline + o.after).await;
+        tracing::warn!("outage: stopping the primary for {:?}", o.length);
+        stack.stop_primary();
+        tokio::time::sleep(o.length).await;
+        stack.start_primary().await?;
+        tracing::warn!("outage over: primary restarted");
+    }
+
+    let update = |bars: &[ProgressBar], sampler: &Sampler| {
+        if let Some(s) = sampler.latest() {
+            bars[0].set_position(progress.accepted.load(Ordering::Relaxed));
+            bars[1].set_position(s.persisted);
+            bars[2].set_position(s.sent);
+            bars[3].set_position(s.final_status);
+        }
+    };
+    while !progress.sending_done.load(Ordering::SeqCst) && !blast.is_finished() {
+        update(&bars, &sampler);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if blast.is_finished() {
+        // It ended before finishing its requests: an error to report.
+        blast.await.context("blast task")??;
+        anyhow::bail!("the blast stopped early");
+    }
+    let accepted = progress.accepted.load(Ordering::SeqCst);
+
+    // Drain: until every accepted notification is stored and final (sent, with no
+    // receipts from a real endpoint) and every queue is empty — or the timeout.
+    let drain_started = Instant::now();
+    let want_final = pipeline.simulator.is_some();
+    loop {
+        update(&bars, &sampler);
+        let c = stored_counts(&stack.primary_url(), service_id)
+            .await
+            .unwrap_or_default();
+        let done_rows = if want_final {
+            c.rows.saturating_sub(c.not_final)
+        } else {
+            c.sent
+        };
+        let mut queues_empty = true;
+        for q in floodgate_core::QueueName::ALL {
+            if let Ok(st) = pipeline.queue.stats(q).await {
+                queues_empty &= st.visible + st.in_flight == 0;
+            }
+        }
+        if c.distinct_ids >= accepted && done_rows >= accepted && queues_empty {
+            break;
+        }
+        if drain_started.elapsed() > opts.drain_timeout {
+            tracing::warn!("drain timed out");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drain = drain_started.elapsed();
+    let _ = reads_done_tx.send(());
+    let result = blast.await.context("blast task")??;
+    if let Some(sim) = &pipeline.simulator {
+        sim.settled().await;
+    }
+    update(&bars, &sampler);
+    for b in &bars {
+        b.finish();
+    }
+    let timeline = sampler.stop().await;
+    let stored = stored_counts(&stack.primary_url(), service_id).await?;
+    let duplicate_sends: u64 = pipeline
+        .simulator
+        .as_ref()
+        .map(|s| {
+            s.accepted()
+                .values()
+                .map(|&n| u64::from(n.saturating_sub(1)))
+                .sum()
+        })
+        .unwrap_or(0);
+    let mut dead_letters = 0;
+    for q in floodgate_core::QueueName::ALL {
+        if let Ok(st) = pipeline.queue.stats(q).await {
+            dead_letters += st.dead_letters;
+        }
+    }
+    let report = Report::build(
+        total,
+        &result,
+        &stored,
+        duplicate_sends,
+        timeline,
+        budget,
+        drain,
+    );
+    std::fs::create_dir_all(&opts.report_dir)?;
+    report.write_json(&opts.report_dir.join("report.json"))?;
+    if let Err(e) = report.write_png(&opts.report_dir.join("report.png")) {
+        eprintln!("report.png not written: {e:#}");
+    }
+    api.stop();
+    pipeline.stop().await;
+    drop(stack);
+    Ok(DemoOutcome {
+        report,
+        dead_letters,
+    })
+}
