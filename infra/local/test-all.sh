@@ -18,29 +18,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/floodgate-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_LOG="${RUST_LOG:-warn}"
 
-if ! command -v cargo >/dev/null 2>&1; then
-    echo "cargo is not on PATH: install a Rust toolchain (rustup) first." >&2
-    exit 1
-fi
-
-# Debian packages: services for the end-to-end tests, and a C toolchain for -sys crates.
-missing=()
-ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
-[ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
-command -v cc >/dev/null 2>&1 || missing+=(build-essential)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        echo "== installing ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        echo "missing packages; as root run: apt-get update && apt-get install -y ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+# shellcheck source=infra/local/ensure-packages.sh
+source infra/local/ensure-packages.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -669,3 +669,33 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
     let writer = writer_lane(&stack, |_| {}).await;
     assert_eq!(count_rows(&writer, service).await, 300);
 }
+
+#[tokio::test]
+async fn the_admin_maintain_command_creates_partitions_ahead_and_sweeps() {
+    let stack = shared_stack().await;
+    let writer = writer_lane(&stack, |_| {}).await;
+    let out = floodgate_admin::run(
+        &writer,
+        &floodgate_admin::AdminCommand::Maintain { retention_days: 14 },
+    )
+    .await
+    .expect("maintain runs");
+    assert!(out.applied_migrations.is_empty());
+    // No send ran in this binary's stack: nothing to sweep.
+    assert_eq!(out.stuck_claims_failed, 0);
+    let ahead =
+        chrono::Utc::now().date_naive() + chrono::Days::new(floodgate_admin::PARTITIONS_AHEAD_DAYS);
+    let conn = writer.acquire().await.unwrap();
+    let exists: bool = conn
+        .bounded(conn.query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(
+                &format!("notifications_{}", ahead.format("%Y%m%d")),
+                Type::TEXT,
+            )],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists, "partition {ahead} exists");
+}

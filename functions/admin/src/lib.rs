@@ -333,7 +333,15 @@ pub struct AdminOutcome {
     pub applied_migrations: Vec<i32>,
     pub partitions_created: i32,
     pub partitions_dropped: i32,
+    /// Notifications claimed by `send` that never reached SES (a crash between the claim
+    /// and the SES call), marked `technical-failure` by maintenance.
+    #[serde(default)]
+    pub stuck_claims_failed: u64,
 }
+
+/// A claim older than this with no SES message id is taken as lost in a crash: far longer
+/// than a `send` invocation (30 s) plus the receipts queue's lag for the SES `Send` event.
+pub const STUCK_CLAIM_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Migrations and maintenance.
 pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOutcome, DbError> {
@@ -355,6 +363,7 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                 applied_migrations: applied,
                 partitions_created: m.created,
                 partitions_dropped: m.dropped,
+                stuck_claims_failed: 0,
             })
         }
         AdminCommand::Maintain { retention_days } => {
@@ -366,16 +375,25 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                     (*retention_days).max(1),
                 ))
                 .await?;
+            let swept = conn
+                .bounded(floodgate_db::sending::sweep_stuck_claims(
+                    &conn,
+                    STUCK_CLAIM_AFTER,
+                    std::time::Duration::from_secs(2 * 24 * 3600),
+                ))
+                .await?;
             Ok(AdminOutcome {
                 applied_migrations: vec![],
                 partitions_created: m.created,
                 partitions_dropped: m.dropped,
+                stuck_claims_failed: swept,
             })
         }
         _ => Ok(AdminOutcome {
             applied_migrations: vec![],
             partitions_created: 0,
             partitions_dropped: 0,
+            stuck_claims_failed: 0,
         }),
     }
 }
