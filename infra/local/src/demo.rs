@@ -167,6 +167,11 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let (service_id, key, templates, from) = seed(&admin, &secrets).await?;
+    // The API reads keys and templates from the replica: let it replay the seed first, or
+    // the first requests find no such service (and the instance caches that answer).
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await?;
 
     let pipeline = Pipeline::start(
         &stack,

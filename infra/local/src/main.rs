@@ -423,6 +423,9 @@ async fn run(state_dir: PathBuf, listen: SocketAddr, aws_endpoint: Option<String
         floodgate_core::auth::SecretBox::from_base64(&enc).map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let (service_id, key, templates, from) = floodgate_local::demo::seed(&admin, &secrets).await?;
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await?;
     let pipeline = Pipeline::start(
         &stack,
         &PipelineOptions {
