@@ -23,7 +23,7 @@ YES=0
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 
-for tool in cargo terraform aws python3; do
+for tool in cargo terraform aws python3 curl zip; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not on PATH"
 done
 
@@ -47,6 +47,15 @@ for fn in "${FUNCTIONS[@]}"; do
     packages+=(--package "floodgate-$fn")
 done
 (cd "$REPO" && cargo lambda build --release --arm64 --output-format zip --lambda-dir "$ARTIFACTS" "${packages[@]}")
+
+# The admin function connects straight to the Aurora writer (role bootstrap, retention)
+# and must trust the Amazon RDS CA, which is not a public root: ship AWS's RDS CA bundle
+# inside its zip (/var/task/rds-ca-bundle.pem, named by FLOODGATE_DB_CA_FILE in functions.tf).
+RDS_CA_URL="${RDS_CA_URL:-https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem}"
+step "adding the RDS CA bundle to the admin zip"
+curl -fsSL "$RDS_CA_URL" -o "$ARTIFACTS/rds-ca-bundle.pem" || die "could not fetch $RDS_CA_URL"
+grep -q "BEGIN CERTIFICATE" "$ARTIFACTS/rds-ca-bundle.pem" || die "$RDS_CA_URL is not a PEM bundle"
+(cd "$ARTIFACTS" && zip -q -j "floodgate-admin/bootstrap.zip" rds-ca-bundle.pem)
 
 for fn in "${FUNCTIONS[@]}"; do
     zip="$ARTIFACTS/floodgate-$fn/bootstrap.zip"

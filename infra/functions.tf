@@ -41,6 +41,14 @@ locals {
           FLOODGATE_SES_CONFIGURATION_SET = aws_sesv2_configuration_set.this.configuration_set_name
         } : k => v if fn == "send"
       },
+      # The key that seals API key secrets: ingest and status open them, admin seals new
+      # ones. The environment is encrypted with the CMK (kms_key_arn below); the value's
+      # system of record is the Secrets Manager secret in secrets.tf.
+      {
+        for k, v in {
+          FLOODGATE_API_KEY_ENCRYPTION_KEY = aws_secretsmanager_secret_version.api_key_encryption_key.secret_string
+        } : k => v if contains(local.api_key_functions, fn)
+      },
       # admin only: the one-off role bootstrap before migrations (database.tf).
       {
         for k, v in {
@@ -48,6 +56,9 @@ locals {
           FLOODGATE_BOOTSTRAP_SECRET_ARN = aws_rds_cluster.this.master_user_secret[0].secret_arn
           FLOODGATE_DB_NAME              = var.db_name
           FLOODGATE_DB_USERS             = join(",", [for name in sort(keys(local.db_users)) : local.db_users[name]])
+          # The RDS CA bundle deploy.sh adds to the admin zip: the direct connection to
+          # the cluster presents an Amazon RDS CA certificate, not a public one.
+          FLOODGATE_DB_CA_FILE = "/var/task/rds-ca-bundle.pem"
         } : k => v if fn == "admin"
       },
     )

@@ -212,6 +212,20 @@ variable "api_throttle_burst" {
   default     = 1000
 }
 
+# ---------------------------------------------------------------- API keys
+
+variable "api_key_encryption_key" {
+  description = "FLOODGATE_API_KEY_ENCRYPTION_KEY of ingest, status and admin: 32 random bytes, standard base64 (44 characters). Seals API key secrets in the database; make one with `floodgate-admin generate-encryption-key`. Kept in Secrets Manager (secrets.tf). Changing it makes every issued key unreadable."
+  type        = string
+  sensitive   = true
+  nullable    = false
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9+/]{43}=$", var.api_key_encryption_key))
+    error_message = "api_key_encryption_key must be 32 bytes in standard base64 (44 characters ending in '='): run `floodgate-admin generate-encryption-key`."
+  }
+}
+
 # ---------------------------------------------------------------- SES
 
 variable "ses_domain" {

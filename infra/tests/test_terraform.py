@@ -279,10 +279,21 @@ def test_function_environment_names(tf):
         "FLOODGATE_WRITER_MAX_SIZE", "FLOODGATE_READER_MAX_SIZE",
         "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS", "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS",
         "FLOODGATE_QUEUE_URL_", "FLOODGATE_SES_CONFIGURATION_SET", "FLOODGATE_FROM_EMAIL", "RUST_LOG",
+        "FLOODGATE_API_KEY_ENCRYPTION_KEY", "FLOODGATE_BOOTSTRAP_HOST", "FLOODGATE_BOOTSTRAP_SECRET_ARN",
+        "FLOODGATE_DB_NAME", "FLOODGATE_DB_USERS",
     ):
         assert name in env, f"{name} is not passed to the functions"
     assert "sslmode=require" in env
     assert "tostring(f.writer_lane)" in env and "tostring(f.reader_lane)" in env
+
+
+
+def test_api_key_encryption_key_reaches_exactly_ingest_status_admin(tf):
+    assert set(tf["locals"]["api_key_functions"]) == {"ingest", "status", "admin"}
+    variable = tf["variable"]["api_key_encryption_key"]
+    assert variable["sensitive"] is True
+    assert "default" not in variable, "the key must not have a default"
+    assert "api_key_encryption_key" in tf["resource"]["aws_secretsmanager_secret"]
 
 
 # ----------------------------------------------------------------------------- event source mappings

@@ -699,3 +699,113 @@ async fn the_admin_maintain_command_creates_partitions_ahead_and_sweeps() {
         .get(0);
     assert!(exists, "partition {ahead} exists");
 }
+
+#[tokio::test]
+async fn function_roles_bootstrap_idempotently_with_row_privileges_and_role_defaults() {
+    let stack = shared_stack().await;
+    // A name of this run's own, so a kept stack never sees it twice.
+    let suffix = Uuid::now_v7().simple().to_string();
+    let role = format!("floodgate_persist_t{}", &suffix[suffix.len() - 8..]);
+    let users = vec![role.clone()];
+
+    // As the superuser, straight to the primary (on AWS: the master on the writer endpoint).
+    let master = Lane::open(LaneConfig::new(
+        LaneKind::Writer,
+        stack.primary_url(),
+        "floodgate-test",
+    ))
+    .await
+    .unwrap();
+    let conn = master.acquire().await.unwrap();
+    for _ in 0..2 {
+        conn.bounded(floodgate_db::roles::bootstrap_roles(&conn, &users, false))
+            .await
+            .expect("bootstrap runs, and runs again");
+    }
+    let login: bool = conn
+        .bounded(conn.query_typed_one(
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+            &[(&role, Type::TEXT)],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert!(login);
+
+    // As the new role.
+    let lane = Lane::open(LaneConfig::new(
+        LaneKind::Writer,
+        format!(
+            "postgres://{role}@127.0.0.1:{}/floodgate",
+            stack.primary_port
+        ),
+        "floodgate-test",
+    ))
+    .await
+    .unwrap();
+    let as_role = lane.acquire().await.unwrap();
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..3)
+        .map(|i| notification(service, TrafficLane::Normal, i))
+        .collect();
+    let out = as_role
+        .bounded(floodgate_db::insert_notifications(&as_role, &batch))
+        .await
+        .expect("the role can insert notifications");
+    assert_eq!(out.inserted, 3);
+    let n: i64 = as_role
+        .bounded(as_role.query_typed_one(
+            "SELECT count(*) FROM notifications WHERE service_id = $1",
+            &[(&service, Type::UUID)],
+        ))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3, "and read them back");
+
+    for (setting, expected) in [
+        ("statement_timeout", "10s"),
+        ("idle_in_transaction_session_timeout", "1min"),
+        ("session_authorization", role.as_str()),
+    ] {
+        let rows = as_role
+            .bounded(as_role.simple_query(&format!("SHOW {setting}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            floodgate_local::services::first_value(&rows).as_deref(),
+            Some(expected),
+            "{setting}"
+        );
+    }
+
+    let e = as_role
+        .bounded(as_role.batch_execute("DROP TABLE notifications"))
+        .await
+        .expect_err("a function role cannot drop the schema's tables");
+    assert_eq!(e.sqlstate(), Some("42501"), "{e}");
+    drop(as_role);
+    // The on-demand partition creator runs with its owner's rights (migration 4), so
+    // persist's fallback works for a role that owns nothing; dropping stays the owner's.
+    let as_role = lane.acquire().await.expect("connect as the function role");
+    let far = chrono::Utc::now().date_naive() + chrono::Days::new(300);
+    let created = as_role
+        .bounded(floodgate_db::ensure_partitions(&as_role, far, far))
+        .await
+        .expect("a function role creates a missing partition");
+    assert!(created <= 1);
+    let e = as_role
+        .bounded(as_role.query_typed(
+            "SELECT drop_notification_partitions_before(current_date + 301)",
+            &[],
+        ))
+        .await
+        .expect_err("a function role cannot drop partitions");
+    assert_eq!(e.sqlstate(), Some("42501"), "{e}");
+    drop(as_role);
+    drop(lane);
+
+    conn.bounded(conn.batch_execute(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";")))
+        .await
+        .expect("clean up the role");
+}

@@ -3,12 +3,19 @@
 //! database is private. Everything goes through the writer lane; API key secrets are
 //! sealed with `FLOODGATE_API_KEY_ENCRYPTION_KEY` before they reach the database and are
 //! shown exactly once, in the issuing command's output.
+//!
+//! On AWS, `migrate` first goes straight to the cluster's writer endpoint as the master user
+//! ([`Bootstrap`], from `FLOODGATE_BOOTSTRAP_*`): it applies the migrations there, so the
+//! master owns the schema, then creates and configures the per-function roles
+//! ([`floodgate_db::roles`]) that every other connection uses through RDS Proxy.
 
 use chrono::Utc;
 use floodgate_core::TrafficLane;
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
 use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
-use floodgate_db::{DbError, WriterLane, maintain_partitions, migrate};
+use floodgate_db::{
+    DbError, Lane, LaneConfig, LaneKind, WriterLane, maintain_partitions, migrate, roles,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -90,6 +97,9 @@ pub enum AdminError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The role bootstrap could not get the master credentials. Never carries them.
+    #[error("role bootstrap: {0}")]
+    Bootstrap(String),
 }
 
 /// A key as issued: `key` is the only time the secret is shown.
@@ -337,6 +347,9 @@ pub struct AdminOutcome {
     /// and the SES call), marked `technical-failure` by maintenance.
     #[serde(default)]
     pub stuck_claims_failed: u64,
+    /// Roles created or refreshed by `migrate`'s bootstrap (AWS only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles_bootstrapped: Vec<String>,
 }
 
 /// A claim older than this with no SES message id is taken as lost in a crash: far longer
@@ -364,6 +377,7 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                 partitions_created: m.created,
                 partitions_dropped: m.dropped,
                 stuck_claims_failed: 0,
+                roles_bootstrapped: vec![],
             })
         }
         AdminCommand::Maintain { retention_days } => {
@@ -387,6 +401,7 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                 partitions_created: m.created,
                 partitions_dropped: m.dropped,
                 stuck_claims_failed: swept,
+                roles_bootstrapped: vec![],
             })
         }
         _ => Ok(AdminOutcome {
@@ -394,13 +409,273 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
             partitions_created: 0,
             partitions_dropped: 0,
             stuck_claims_failed: 0,
+            roles_bootstrapped: vec![],
         }),
+    }
+}
+
+/// The role bootstrap's settings (the admin function on AWS; database.tf, functions.tf):
+///
+/// | variable | meaning |
+/// |---|---|
+/// | `FLOODGATE_BOOTSTRAP_HOST` | the cluster writer endpoint; unset = no bootstrap |
+/// | `FLOODGATE_BOOTSTRAP_SECRET_ARN` | the RDS-managed master secret (`username`, `password`) |
+/// | `FLOODGATE_DB_NAME` | the database |
+/// | `FLOODGATE_DB_USERS` | comma-separated function roles |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    pub host: String,
+    pub secret_arn: String,
+    pub db_name: String,
+    pub users: Vec<String>,
+}
+
+impl Bootstrap {
+    /// `None` when `FLOODGATE_BOOTSTRAP_HOST` is unset or empty (locally): `migrate` then
+    /// runs over the writer lane as before.
+    pub fn from_env() -> Result<Option<Self>, AdminError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, AdminError> {
+        let Some(host) = get("FLOODGATE_BOOTSTRAP_HOST")
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+        else {
+            return Ok(None);
+        };
+        let required = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    AdminError::Bootstrap(format!("FLOODGATE_BOOTSTRAP_HOST is set but {k} is not"))
+                })
+        };
+        let secret_arn = required("FLOODGATE_BOOTSTRAP_SECRET_ARN")?;
+        let db_name = required("FLOODGATE_DB_NAME")?;
+        let users = roles::parse_role_list(&required("FLOODGATE_DB_USERS")?);
+        // Refuse bad names before touching any secret or database.
+        roles::bootstrap_sql(&users, true)?;
+        if host.contains(['/', '@', ':', '?']) {
+            return Err(AdminError::Bootstrap(format!(
+                "FLOODGATE_BOOTSTRAP_HOST={host:?} is not a host name"
+            )));
+        }
+        if !db_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(AdminError::Bootstrap(format!(
+                "FLOODGATE_DB_NAME={db_name:?} is not a plain database name"
+            )));
+        }
+        Ok(Some(Bootstrap {
+            host,
+            secret_arn,
+            db_name,
+            users,
+        }))
+    }
+
+    /// A one-connection lane straight to the writer endpoint as the master user, over TLS
+    /// (`sslmode=require`; the cluster forces TLS).
+    pub fn master_lane_config(&self, master: &MasterCredentials) -> Result<LaneConfig, AdminError> {
+        roles::validate_role_name(&master.username).map_err(|_| {
+            AdminError::Bootstrap("the master secret's username is not a plain role name".into())
+        })?;
+        let url = format!(
+            "postgres://{}@{}:5432/{}?sslmode=require",
+            master.username, self.host, self.db_name
+        );
+        let mut c = LaneConfig::new(LaneKind::Writer, url, "floodgate-admin-bootstrap");
+        // Migrations on a big table can take a while; this is a one-off maintenance path.
+        c.operation_timeout = std::time::Duration::from_secs(120);
+        c.connect_timeout = std::time::Duration::from_secs(10);
+        c.password = Some(master.password.clone());
+        Ok(c)
+    }
+
+    /// Reads the master credentials from Secrets Manager.
+    pub async fn read_master_secret(
+        &self,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<MasterCredentials, AdminError> {
+        let client = aws_sdk_secretsmanager::Client::new(sdk);
+        let out = client
+            .get_secret_value()
+            .secret_id(&self.secret_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                AdminError::Bootstrap(format!(
+                    "reading {}: {}",
+                    self.secret_arn,
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                ))
+            })?;
+        let text = out.secret_string().ok_or_else(|| {
+            AdminError::Bootstrap(format!("{} has no secret string", self.secret_arn))
+        })?;
+        MasterCredentials::from_secret_json(text)
+    }
+
+    /// Migrates as the master, then bootstraps the roles (with `rds_iam`).
+    pub async fn migrate(&self, master: &MasterCredentials) -> Result<AdminOutcome, AdminError> {
+        let lane = WriterLane(Lane::open(self.master_lane_config(master)?).await?);
+        Ok(migrate_and_bootstrap(&lane, &self.users, true).await?)
+    }
+
+    /// Maintenance as the master: dropping a partition needs its owner, and the function
+    /// roles (the admin's own included) deliberately are not.
+    pub async fn maintain(
+        &self,
+        master: &MasterCredentials,
+        command: &AdminCommand,
+    ) -> Result<AdminOutcome, AdminError> {
+        let lane = WriterLane(Lane::open(self.master_lane_config(master)?).await?);
+        Ok(run(&lane, command).await?)
+    }
+}
+
+/// The master user's credentials from the RDS-managed secret. `Debug` hides the password.
+#[derive(Clone, Deserialize)]
+pub struct MasterCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for MasterCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterCredentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+impl MasterCredentials {
+    /// Parses `{"username": ..., "password": ...}`. The error never quotes the secret (serde's
+    /// messages can echo values, so only the position is kept).
+    pub fn from_secret_json(text: &str) -> Result<Self, AdminError> {
+        serde_json::from_str::<MasterCredentials>(text).map_err(|e| {
+            AdminError::Bootstrap(format!(
+                "the master secret is not JSON with username and password (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
+
+/// `migrate` over `master` (a direct connection as the schema's owner), then the role
+/// bootstrap on the same connection: the grants on all tables cover what the migrations
+/// just created, and the default privileges cover what the owner creates later.
+pub async fn migrate_and_bootstrap(
+    master: &WriterLane,
+    users: &[String],
+    grant_rds_iam: bool,
+) -> Result<AdminOutcome, DbError> {
+    let mut outcome = run(master, &AdminCommand::Migrate).await?;
+    let conn = master.acquire().await?;
+    conn.bounded(roles::bootstrap_roles(&conn, users, grant_rds_iam))
+        .await?;
+    outcome.roles_bootstrapped = users.to_vec();
+    Ok(outcome)
+}
+
+/// [`execute`], except that `migrate` with a [`Bootstrap`] goes through the master user
+/// (see the module documentation). The master secret is read on each `migrate`: RDS
+/// rotates it.
+pub async fn execute_with_bootstrap(
+    writer: &WriterLane,
+    secrets: Option<&SecretBox>,
+    bootstrap: Option<&Bootstrap>,
+    command: &AdminCommand,
+) -> Result<serde_json::Value, AdminError> {
+    match (command, bootstrap) {
+        (AdminCommand::Migrate, Some(b)) => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let master = b.read_master_secret(&sdk).await?;
+            tracing::info!(host = %b.host, users = ?b.users, "migrating as the master user, then bootstrapping roles");
+            Ok(json(&b.migrate(&master).await?))
+        }
+        (AdminCommand::Maintain { .. }, Some(b)) => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let master = b.read_master_secret(&sdk).await?;
+            Ok(json(&b.maintain(&master, command).await?))
+        }
+        _ => execute(writer, secrets, command).await,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const FULL: &[(&str, &str)] = &[
+        (
+            "FLOODGATE_BOOTSTRAP_HOST",
+            "floodgate.cluster-abc.eu-west-2.rds.amazonaws.com",
+        ),
+        (
+            "FLOODGATE_BOOTSTRAP_SECRET_ARN",
+            "arn:aws:secretsmanager:eu-west-2:123456789012:secret:rds!cluster-x",
+        ),
+        ("FLOODGATE_DB_NAME", "floodgate"),
+        ("FLOODGATE_DB_USERS", "floodgate_admin,floodgate_ingest"),
+    ];
+
+    #[test]
+    fn bootstrap_settings() {
+        assert_eq!(Bootstrap::from_lookup(lookup(&[])).unwrap(), None);
+        assert_eq!(
+            Bootstrap::from_lookup(lookup(&[("FLOODGATE_BOOTSTRAP_HOST", " ")])).unwrap(),
+            None
+        );
+        let b = Bootstrap::from_lookup(lookup(FULL)).unwrap().unwrap();
+        assert_eq!(b.users, ["floodgate_admin", "floodgate_ingest"]);
+        let e = Bootstrap::from_lookup(lookup(&FULL[..3])).unwrap_err();
+        assert!(e.to_string().contains("FLOODGATE_DB_USERS"), "{e}");
+        let mut bad = FULL.to_vec();
+        bad[3] = ("FLOODGATE_DB_USERS", "floodgate_admin,bad;name");
+        assert!(matches!(
+            Bootstrap::from_lookup(lookup(&bad)).unwrap_err(),
+            AdminError::Db(DbError::Config(_))
+        ));
+
+        let creds = MasterCredentials::from_secret_json(
+            r#"{"username":"floodgate_master","password":"p@ss/w:rd?x"}"#,
+        )
+        .unwrap();
+        assert!(!format!("{creds:?}").contains("p@ss"));
+        let c = b.master_lane_config(&creds).unwrap();
+        assert_eq!(
+            c.url,
+            "postgres://floodgate_master@floodgate.cluster-abc.eu-west-2.rds.amazonaws.com:5432/floodgate?sslmode=require"
+        );
+        assert!(!c.iam_auth);
+        assert_eq!(c.password.as_deref(), Some("p@ss/w:rd?x"));
+        assert!(!format!("{c:?}").contains("p@ss"));
+    }
+
+    #[test]
+    fn a_malformed_secret_is_not_echoed() {
+        let e = MasterCredentials::from_secret_json(r#"{"username":"m","password":12345678}"#)
+            .unwrap_err();
+        assert!(!e.to_string().contains("12345678"), "{e}");
+        let e = MasterCredentials::from_secret_json("hunter2-not-json").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
 
     #[test]
     fn lambda_payloads_parse() {

@@ -1,10 +1,12 @@
 //! `floodgate-admin`: a CLI locally; a Lambda (payload `{"command": "migrate"}`,
 //! `{"command": "issue-key", "service_id": "...", "name": "..."}`, ...) on AWS. Both read
 //! FLOODGATE_WRITER_URL (and the other lane variables) and, to issue keys,
-//! FLOODGATE_API_KEY_ENCRYPTION_KEY.
+//! FLOODGATE_API_KEY_ENCRYPTION_KEY. With FLOODGATE_BOOTSTRAP_HOST set (the Lambda on AWS),
+//! `migrate` runs as the master user and bootstraps the function roles
+//! ([`floodgate_admin::Bootstrap`]).
 
 use clap::{Parser, Subcommand};
-use floodgate_admin::{AdminCommand, DEFAULT_RETENTION_DAYS, execute};
+use floodgate_admin::{AdminCommand, Bootstrap, DEFAULT_RETENTION_DAYS, execute_with_bootstrap};
 use floodgate_api::secret_box_from_env;
 use floodgate_db::WriterLane;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -150,15 +152,19 @@ async fn main() -> Result<(), Error> {
     let writer = WriterLane::from_env("floodgate-admin").await?;
     // Only issuing keys needs the encryption key; other commands run without it.
     let secrets = secret_box_from_env().ok();
+    let bootstrap = Bootstrap::from_env()?;
     if let Some(command) = command {
-        let outcome = execute(&writer, secrets.as_ref(), &command).await?;
+        let outcome =
+            execute_with_bootstrap(&writer, secrets.as_ref(), bootstrap.as_ref(), &command).await?;
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());
     }
-    let (writer, secrets) = (&writer, secrets.as_ref());
+    let (writer, secrets, bootstrap) = (&writer, secrets.as_ref(), bootstrap.as_ref());
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<AdminCommand>| async move {
-            Ok::<_, Error>(execute(writer, secrets, &event.payload).await?)
+            Ok::<_, Error>(
+                execute_with_bootstrap(writer, secrets, bootstrap, &event.payload).await?,
+            )
         },
     ))
     .await

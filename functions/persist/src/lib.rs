@@ -109,16 +109,9 @@ impl Persist {
             }
         }
 
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
-            match id {
-                Some(id) => {
-                    report.failed_messages.insert(id.clone());
-                    response.add_failure(id);
-                }
-                None => return Err(PersistError::UnidentifiedRecord),
-            }
-        }
+        let (response, failed_ids) = floodgate_core::batch::batch_response(failed)
+            .map_err(|_| PersistError::UnidentifiedRecord)?;
+        report.failed_messages = failed_ids;
         tracing::info!(
             messages = report.messages,
             notifications = report.notifications,

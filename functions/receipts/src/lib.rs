@@ -106,16 +106,9 @@ impl Receipts {
             }
         }
 
-        let mut response = SqsBatchResponse::default();
-        for id in failed {
-            match id {
-                Some(id) => {
-                    report.failed_messages.insert(id.clone());
-                    response.add_failure(id);
-                }
-                None => return Err(ReceiptsError::UnidentifiedRecord),
-            }
-        }
+        let (response, failed_ids) = floodgate_core::batch::batch_response(failed)
+            .map_err(|_| ReceiptsError::UnidentifiedRecord)?;
+        report.failed_messages = failed_ids;
         tracing::info!(
             messages = report.messages,
             notifications = report.notifications,

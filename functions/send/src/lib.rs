@@ -488,16 +488,9 @@ fn finish(
     failed: BTreeSet<Option<String>>,
     mut report: SendReport,
 ) -> Result<(SqsBatchResponse, SendReport), SendError> {
-    let mut response = SqsBatchResponse::default();
-    for id in failed {
-        match id {
-            Some(id) => {
-                report.failed_messages.insert(id.clone());
-                response.add_failure(id);
-            }
-            None => return Err(SendError::UnidentifiedRecord),
-        }
-    }
+    let (response, failed_ids) =
+        floodgate_core::batch::batch_response(failed).map_err(|_| SendError::UnidentifiedRecord)?;
+    report.failed_messages = failed_ids;
     tracing::info!(
         messages = report.messages,
         notifications = report.notifications,

@@ -57,7 +57,10 @@ impl LaneKind {
 /// Behind a proxy the statement timeout comes from the role's defaults
 /// (`ALTER ROLE … SET statement_timeout`) or the proxy's init query, never from a
 /// run-time `SET`, which would pin the session on RDS Proxy.
-#[derive(Debug, Clone)]
+///
+/// `password` is never read from the environment: only the admin function sets it, for its
+/// direct connection as the master user (role bootstrap). `Debug` prints it as `***`.
+#[derive(Clone)]
 pub struct LaneConfig {
     pub kind: LaneKind,
     pub url: String,
@@ -70,6 +73,27 @@ pub struct LaneConfig {
     pub statement_timeout: Option<Duration>,
     pub iam_auth: bool,
     pub application_name: String,
+    /// A password for every new connection (overrides one in the URL). Not with `iam_auth`.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for LaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LaneConfig")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("max_size", &self.max_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("iam_auth", &self.iam_auth)
+            .field("application_name", &self.application_name)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl LaneConfig {
@@ -93,6 +117,7 @@ impl LaneConfig {
             statement_timeout: None,
             iam_auth: false,
             application_name: application_name.to_string(),
+            password: None,
         }
     }
 
@@ -162,6 +187,9 @@ impl LaneConfig {
         pg.keepalives_idle(Duration::from_secs(30));
         if let Some(t) = self.statement_timeout {
             pg.options(format!("-c statement_timeout={}", t.as_millis()));
+        }
+        if let Some(p) = &self.password {
+            pg.password(p.as_bytes());
         }
         Ok(pg)
     }
@@ -312,17 +340,42 @@ async fn iam_token(iam: &IamAuth) -> Result<String, String> {
     Ok(token.as_str().to_string())
 }
 
-fn rustls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
+/// The variable naming a PEM file of extra trusted CA certificates. RDS Proxy presents a
+/// publicly trusted certificate (the built-in webpki roots cover it); a direct connection to
+/// an Aurora endpoint (the admin's role bootstrap) presents one from the Amazon RDS CA, which
+/// is not public: point this at AWS's RDS CA bundle (`global-bundle.pem`).
+pub const CA_FILE_ENV: &str = "FLOODGATE_DB_CA_FILE";
+
+fn root_store(extra_pem: Option<&std::path::Path>) -> Result<rustls::RootCertStore, DbError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(path) = extra_pem {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| DbError::Config(format!("{CA_FILE_ENV}={}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(DbError::Config(format!(
+                "{CA_FILE_ENV}={} holds no certificate",
+                path.display()
+            )));
+        }
+        let (_added, _ignored) = roots.add_parsable_certificates(certs);
+    }
+    Ok(roots)
+}
+
+fn rustls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
+    let extra = std::env::var_os(CA_FILE_ENV).map(std::path::PathBuf::from);
+    let roots = root_store(extra.as_deref())?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        // The default protocol versions always exist for the built-in provider.
-        .unwrap_or_else(|e| panic!("rustls configuration: {e}"));
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+        .map_err(|e| DbError::Config(format!("rustls configuration: {e}")))?;
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 struct LaneInner {
@@ -355,7 +408,7 @@ impl Lane {
         // tokio-postgres defaults to `prefer`: TLS when the server offers it.
         let tls = match pg.get_ssl_mode() {
             SslMode::Disable => None,
-            _ => Some(rustls_connector()),
+            _ => Some(rustls_connector()?),
         };
         let iam = if config.iam_auth {
             let host = match pg.get_hosts().first() {
@@ -672,6 +725,40 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn a_password_is_applied_but_never_printed() {
+        let mut c = LaneConfig::new(
+            LaneKind::Writer,
+            "postgres://master@h:5432/db?sslmode=require",
+            "t",
+        );
+        c.password = Some("s3cr3t-value".into());
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("s3cr3t-value"), "{printed}");
+        assert!(printed.contains("***"), "{printed}");
+        let pg = c.pg_config().unwrap();
+        assert_eq!(pg.get_password(), Some(&b"s3cr3t-value"[..]));
+        c.password = None;
+        assert_eq!(c.pg_config().unwrap().get_password(), None);
+    }
+
+    #[test]
+    fn extra_ca_files_are_checked() {
+        assert_eq!(
+            root_store(None).unwrap().len(),
+            webpki_roots::TLS_SERVER_ROOTS.len()
+        );
+        let e = root_store(Some(std::path::Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(e.to_string().contains(CA_FILE_ENV), "{e}");
+        let dir = std::env::temp_dir().join(format!("fg-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificates here\n").unwrap();
+        let e = root_store(Some(&empty)).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

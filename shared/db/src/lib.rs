@@ -11,6 +11,7 @@ pub mod error;
 pub mod lane;
 pub mod migrate;
 pub mod notifications;
+pub mod roles;
 pub mod sending;
 
 pub use error::DbError;

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "api",
         sql: include_str!("../migrations/0003_api.sql"),
     },
+    Migration {
+        version: 4,
+        name: "partition_owner",
+        sql: include_str!("../migrations/0004_partition_owner.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.
