@@ -107,12 +107,10 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     )
 }
 
-fn ensure_moto() -> Result<PathBuf> {
-    let moto = moto_path();
-    if moto.exists() {
-        return Ok(moto);
-    }
-    let venv = tools_dir().join("venv-moto");
+/// Creates the virtualenv `name` under the tools folder (installing python3-venv if
+/// needed) and pip-installs `requirement` into it.
+fn install_into_venv(name: &str, requirement: &str) -> Result<PathBuf> {
+    let venv = tools_dir().join(name);
     let venv_ok = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
@@ -127,7 +125,7 @@ fn ensure_moto() -> Result<PathBuf> {
         )?;
     }
     eprintln!(
-        "floodgate-local: installing moto[server] into {}",
+        "floodgate-local: installing {requirement} into {}",
         venv.display()
     );
     run(
@@ -135,10 +133,19 @@ fn ensure_moto() -> Result<PathBuf> {
             "install",
             "-q",
             "--disable-pip-version-check",
-            "moto[server]>=5,<6",
+            requirement,
         ]),
-        "pip install moto[server]",
+        &format!("pip install {requirement}"),
     )?;
+    Ok(venv)
+}
+
+fn ensure_moto() -> Result<PathBuf> {
+    let moto = moto_path();
+    if moto.exists() {
+        return Ok(moto);
+    }
+    install_into_venv("venv-moto", "moto[server]>=5,<6")?;
     if !moto.exists() {
         bail!("moto_server not found at {} after install", moto.display());
     }
@@ -193,32 +200,7 @@ pub fn ensure_notify_client() -> Result<PathBuf> {
         if installed {
             return Ok(python);
         }
-        let venv_ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !venv_ok {
-            apt_install(&["python3", "python3-venv"])?;
-            run(
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                "python3 -m venv",
-            )?;
-        }
-        eprintln!(
-            "floodgate-local: installing notifications-python-client into {}",
-            venv.display()
-        );
-        run(
-            Command::new(venv.join("bin/pip")).args([
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "notifications-python-client",
-            ]),
-            "pip install notifications-python-client",
-        )?;
+        install_into_venv("venv-notify", "notifications-python-client")?;
         Ok(python)
     })
 }
