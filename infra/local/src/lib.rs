@@ -2,6 +2,7 @@
 //! primary + replica, PgBouncer, moto), and the commands that run on them.
 
 pub mod bench;
+pub mod bench_cold;
 pub mod bench_ingest;
 pub mod blast;
 pub mod chart;

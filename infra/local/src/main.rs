@@ -111,6 +111,15 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         per_row_sample: usize,
     },
+    /// Cold start per function: process start → first request for an event, against a
+    /// local stand-in for the Lambda runtime API (release binaries of the functions).
+    BenchColdStart {
+        /// Folder of the function binaries (default: $CARGO_TARGET_DIR/release).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
     /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
     /// requests (embedded queue, warm key/template cache; SPEC §8).
     BenchIngest {
@@ -243,6 +252,13 @@ async fn main() -> Result<()> {
                 per_row_sample,
             })
             .await?;
+        }
+        Command::BenchColdStart { bin_dir, runs } => {
+            let dir = bin_dir.unwrap_or_else(|| {
+                PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+                    .join("release")
+            });
+            floodgate_local::bench_cold::bench_cold_start(&dir, runs).await?;
         }
         Command::BenchIngest {
             single_requests,
