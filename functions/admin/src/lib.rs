@@ -25,54 +25,75 @@ pub const PARTITIONS_AHEAD_DAYS: u64 = 7;
 /// Default retention: Notify keeps notifications 7 days by default; we keep a week more.
 pub const DEFAULT_RETENTION_DAYS: u64 = 14;
 
-/// A command, as the CLI parses it and as the admin Lambda receives it in JSON
-/// (`{"command": "migrate"}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A command, as the CLI parses it (clap) and as the admin Lambda receives it in JSON
+/// (`{"command": "migrate"}`): one definition for both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum AdminCommand {
     /// Apply pending migrations, then create the partitions ahead.
     Migrate,
-    /// Create partitions ahead and drop those past retention.
+    /// Create partitions ahead, drop those past retention, sweep stuck send claims.
     Maintain {
         #[serde(default = "default_retention")]
+        #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
         retention_days: u64,
     },
     /// Create a service (id chosen here unless given).
     CreateService {
+        #[arg(long)]
         name: String,
+        #[arg(long)]
         from_email: String,
         #[serde(default)]
+        #[arg(long)]
         id: Option<Uuid>,
     },
     /// Archive a service: its keys stop working (within the API's cache TTL).
     ArchiveService {
+        #[arg(long)]
         service_id: Uuid,
     },
     /// Issue an API key; the output shows `<key_name>-<service_id>-<secret>` this once.
     IssueKey {
+        #[arg(long)]
         service_id: Uuid,
+        #[arg(long)]
         name: String,
+        /// normal, team or test.
         #[serde(default = "default_key_type")]
+        #[arg(long, default_value = "normal")]
         key_type: String,
     },
+    /// Revoke an API key.
     RevokeKey {
+        #[arg(long)]
         service_id: Uuid,
+        #[arg(long)]
         key_id: Uuid,
     },
     /// Create a template (no id) or a new version of one (id given).
     PutTemplate {
+        #[arg(long)]
         service_id: Uuid,
         #[serde(default)]
+        #[arg(long)]
         id: Option<Uuid>,
+        #[arg(long)]
         name: String,
+        #[arg(long)]
         subject: String,
+        /// Markdown with ((placeholders)).
+        #[arg(long)]
         body: String,
+        /// priority, normal or bulk.
         #[serde(default = "default_process_type")]
+        #[arg(long, default_value = "normal")]
         process_type: String,
     },
     /// Services, or one service's keys and templates.
     List {
         #[serde(default)]
+        #[arg(long)]
         service_id: Option<Uuid>,
     },
     /// Print a fresh value for FLOODGATE_API_KEY_ENCRYPTION_KEY (touches no database).
