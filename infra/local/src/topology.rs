@@ -41,15 +41,12 @@ impl LaneRegistry {
             })
             .unwrap_or(0)
     }
-
-    pub fn lanes(&self) -> usize {
-        self.0.lock().map(|v| v.len()).unwrap_or(0)
-    }
 }
 
-/// Opens a lane for an emulated instance of `function`, sized from the knobs.
+/// Opens a lane to `url` for an emulated instance of `function`, sized from the knobs, and
+/// registers it for the connection count.
 pub async fn instance_lane(
-    stack: &LocalStack,
+    url: String,
     knobs: &Knobs,
     registry: &LaneRegistry,
     function: &str,
@@ -59,9 +56,9 @@ pub async fn instance_lane(
         .functions
         .get(function)
         .with_context(|| format!("no knobs for function {function}"))?;
-    let (url, size) = match kind {
-        LaneKind::Writer => (stack.writer_url(), f.writer_lane),
-        LaneKind::Reader => (stack.reader_url(), f.reader_lane),
+    let size = match kind {
+        LaneKind::Writer => f.writer_lane,
+        LaneKind::Reader => f.reader_lane,
     };
     let mut config = LaneConfig::new(kind, url, &format!("floodgate-{function}"));
     config.max_size = size.max(1) as usize;
@@ -211,18 +208,14 @@ impl InstanceEnv {
         lanes: &LaneRegistry,
         function: &str,
     ) -> Result<WriterLane> {
-        let size = knobs
-            .functions
-            .get(function)
-            .map_or(1, |f| f.writer_lane.max(1));
-        let mut config = LaneConfig::new(
-            LaneKind::Writer,
+        let lane = instance_lane(
             self.writer_url.clone(),
-            &format!("floodgate-{function}"),
-        );
-        config.max_size = size as usize;
-        let lane = Lane::open(config).await?;
-        lanes.register(&lane);
+            knobs,
+            lanes,
+            function,
+            LaneKind::Writer,
+        )
+        .await?;
         Ok(WriterLane(lane))
     }
 }
@@ -404,7 +397,8 @@ impl ApiSide {
         use floodgate_db::ReaderLane;
         let mut ingests = Vec::new();
         for _ in 0..knobs.max_concurrency("ingest").max(1) {
-            let reader = instance_lane(stack, knobs, lanes, "ingest", LaneKind::Reader).await?;
+            let reader =
+                instance_lane(stack.reader_url(), knobs, lanes, "ingest", LaneKind::Reader).await?;
             ingests.push(Arc::new(floodgate_ingest::Ingest {
                 catalog: Arc::new(ApiCatalog::new(
                     ReaderLane(reader),
@@ -418,7 +412,8 @@ impl ApiSide {
         }
         let mut statuses = Vec::new();
         for _ in 0..knobs.max_concurrency("status").max(1) {
-            let reader = instance_lane(stack, knobs, lanes, "status", LaneKind::Reader).await?;
+            let reader =
+                instance_lane(stack.reader_url(), knobs, lanes, "status", LaneKind::Reader).await?;
             statuses.push(Arc::new(floodgate_status::Status {
                 catalog: Arc::new(ApiCatalog::new(
                     ReaderLane(reader),
