@@ -62,12 +62,12 @@ pub enum MailError {
     /// request). Retrying cannot help.
     #[error("rejected by SES: {0}")]
     Rejected(String),
-    /// SES answered that it did not take it for now (5xx, paused sending), or the request
-    /// never left (connection refused). Retry later.
+    /// SES answered that it did not take it for now (paused sending), or the request never
+    /// left (connection refused). Retry later.
     #[error("SES unavailable: {0}")]
     Unavailable(String),
-    /// No answer (timeout, connection lost after the request went out): SES may or may not
-    /// have accepted it. Never retried, so never sent twice.
+    /// No answer (timeout, connection lost after the request went out) or a server error
+    /// (5xx): SES may or may not have accepted it. Never retried, so never sent twice.
     #[error("SES outcome unknown: {0}")]
     Ambiguous(String),
 }
@@ -92,6 +92,12 @@ pub fn redact_addresses(s: &str) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// The mail port over Amazon SES v2.
+/// Bounds on one SES call. A connection not made in time is certainly not a send (it is
+/// retried later); an attempt that times out after the request went out is an unknown
+/// outcome (never retried).
+pub const SES_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const SES_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct SesMailer {
     client: aws_sdk_sesv2::Client,
@@ -111,8 +117,13 @@ impl SesMailer {
     /// have accepted the message — a second send. Throttles are retried by `send` instead,
     /// within its rate budget.
     pub fn from_sdk(sdk: &aws_config::SdkConfig, configuration_set: Option<String>) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(SES_CONNECT_TIMEOUT)
+            .operation_attempt_timeout(SES_ATTEMPT_TIMEOUT)
+            .build();
         let config = aws_sdk_sesv2::config::Builder::from(sdk)
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .timeout_config(timeouts)
             .build();
         SesMailer::new(aws_sdk_sesv2::Client::from_conf(config), configuration_set)
     }
@@ -161,7 +172,9 @@ where
                     MailError::Unavailable(text)
                 }
                 _ if status == 429 => MailError::Throttled(text),
-                _ if status >= 500 => MailError::Unavailable(text),
+                // A server error after the request arrived: SES may have taken the message,
+                // so sending it again could deliver it twice.
+                _ if status >= 500 => MailError::Ambiguous(text),
                 _ => MailError::Rejected(text),
             }
         }

@@ -16,6 +16,66 @@ pub struct ReceivedMessage {
     pub receive_count: u32,
     /// When it was first sent, in milliseconds since the epoch.
     pub sent_timestamp_millis: i64,
+    /// Set when the message is a deferred copy of an earlier one.
+    pub deferral: Option<Deferral>,
+}
+
+/// How often, and since when, a message's work has been deferred: re-enqueued by its
+/// consumer (with a delay) instead of failed, so waiting for a database or a rate budget
+/// never spends a receive. Travels as two message attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferral {
+    /// Deferrals so far (the next delay doubles with it).
+    pub count: u32,
+    /// When the original message was first sent (ms since the epoch): the queue's
+    /// retention, counted from here, bounds how long work may be deferred.
+    pub first_sent_millis: i64,
+}
+
+impl Deferral {
+    /// From the two attributes' string values; `None` unless both parse.
+    pub fn from_attributes(count: Option<&str>, first_sent: Option<&str>) -> Option<Self> {
+        Some(Deferral {
+            count: count?.trim().parse().ok()?,
+            first_sent_millis: first_sent?.trim().parse().ok()?,
+        })
+    }
+}
+
+/// Message attribute names that carry a [`Deferral`].
+pub const DEFERRALS_ATTRIBUTE: &str = "FloodgateDeferrals";
+pub const FIRST_SENT_ATTRIBUTE: &str = "FloodgateFirstSent";
+
+/// Bytes SQS counts for the two deferral attributes (names, types and values), kept as
+/// headroom when a deferred message is packed into a batch.
+pub const DEFERRAL_ATTRIBUTE_BYTES: usize = 96;
+
+/// SQS's longest `DelaySeconds`.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// A message to send: its body, how long it stays invisible first (`DelaySeconds`, at most
+/// 15 minutes; SQS counts whole seconds, rounded up), and its deferral, if it is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    pub delay: Duration,
+    pub deferral: Option<Deferral>,
+}
+
+impl OutgoingMessage {
+    /// A message visible at once.
+    pub fn now(body: String) -> Self {
+        OutgoingMessage {
+            body,
+            delay: Duration::ZERO,
+            deferral: None,
+        }
+    }
+
+    /// The bytes SQS counts against its size limits.
+    pub fn size(&self) -> usize {
+        self.body.len() + self.deferral.map_or(0, |_| DEFERRAL_ATTRIBUTE_BYTES)
+    }
 }
 
 /// A queue's depth at one moment.
@@ -26,6 +86,8 @@ pub struct QueueStats {
     /// Age of the oldest message not yet deleted (embedded only; SQS reports it to
     /// CloudWatch, not through the API).
     pub oldest_age: Option<Duration>,
+    /// Messages sent with a delay that has not passed yet.
+    pub delayed: u64,
     /// Messages in the queue's dead-letter queue.
     pub dead_letters: u64,
 }
@@ -67,13 +129,13 @@ pub enum QueueError {
 /// The queue port. One implementation per real backend: SQS and the embedded queue.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// One `SendMessageBatch` call (at most `max_batch_entries` bodies and
-    /// `max_message_bytes` in total). One result per body, in order; `Err` for the whole
-    /// call when nothing was sent.
+    /// One `SendMessageBatch` call (at most `max_batch_entries` messages and
+    /// `max_message_bytes` in total). One result per message, in order: `Ok` only for a
+    /// message the service acknowledged; `Err` for the whole call when nothing was sent.
     async fn send_batch(
         &self,
         queue: QueueName,
-        bodies: &[String],
+        messages: &[OutgoingMessage],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError>;
 
     /// Receives up to `max` (≤ 10) messages, long-polling up to `wait`. Each becomes
@@ -95,22 +157,33 @@ pub trait Queue: Send + Sync {
     async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError>;
 }
 
-/// Sends any number of bodies to `queue`: groups them into calls within the SQS limits and
-/// runs the calls concurrently. Returns one result per body, in order.
+/// Sends any number of bodies to `queue`, visible at once: see [`send_messages`].
 pub async fn send_all(
     port: &dyn Queue,
     queue: QueueName,
     bodies: &[String],
     limits: QueueLimits,
 ) -> Vec<Result<(), QueueError>> {
-    let sizes: Vec<usize> = bodies.iter().map(String::len).collect();
+    let messages: Vec<OutgoingMessage> = bodies.iter().cloned().map(OutgoingMessage::now).collect();
+    send_messages(port, queue, &messages, limits).await
+}
+
+/// Sends any number of messages to `queue`: groups them into calls within the SQS limits
+/// and runs the calls concurrently. Returns one result per message, in order.
+pub async fn send_messages(
+    port: &dyn Queue,
+    queue: QueueName,
+    messages: &[OutgoingMessage],
+    limits: QueueLimits,
+) -> Vec<Result<(), QueueError>> {
+    let sizes: Vec<usize> = messages.iter().map(OutgoingMessage::size).collect();
     let plan = plan_batches(&sizes, limits.max_batch_entries, limits.max_message_bytes);
     let calls = plan.iter().map(|idx| async move {
-        let chunk: Vec<String> = idx.iter().map(|&i| bodies[i].clone()).collect();
+        let chunk: Vec<OutgoingMessage> = idx.iter().map(|&i| messages[i].clone()).collect();
         let outcome = port.send_batch(queue, &chunk).await;
         (idx, outcome)
     });
-    let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); bodies.len()];
+    let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); messages.len()];
     for (idx, outcome) in futures::future::join_all(calls).await {
         match outcome {
             Ok(per_entry) => {
@@ -146,11 +219,14 @@ struct Stored {
     receive_count: u32,
     sent_at: Instant,
     sent_millis: i64,
+    deferral: Option<Deferral>,
 }
 
 #[derive(Debug)]
 struct QueueState {
     visible: VecDeque<Stored>,
+    /// Sent with a delay: each becomes visible at its instant.
+    delayed: Vec<(Stored, Instant)>,
     in_flight: HashMap<String, (Stored, Instant)>,
     dead: Vec<Stored>,
     visibility_timeout: Duration,
@@ -161,6 +237,15 @@ impl QueueState {
     /// Returns expired in-flight messages to the queue, or to the DLQ once they have been
     /// received `max_receive_count` times (SQS's redrive policy).
     fn expire(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].1 <= now {
+                let (m, _) = self.delayed.swap_remove(i);
+                self.visible.push_back(m);
+            } else {
+                i += 1;
+            }
+        }
         let expired: Vec<String> = self
             .in_flight
             .iter()
@@ -178,8 +263,14 @@ impl QueueState {
         }
     }
 
+    /// The next moment a message becomes visible by itself (a visibility timeout or a
+    /// delay ends).
     fn next_expiry(&self) -> Option<Instant> {
-        self.in_flight.values().map(|(_, until)| *until).min()
+        self.in_flight
+            .values()
+            .map(|(_, until)| *until)
+            .chain(self.delayed.iter().map(|(_, at)| *at))
+            .min()
     }
 }
 
@@ -202,6 +293,12 @@ impl EmbeddedQueue {
     /// Queues configured from the knobs: each queue's visibility timeout is the multiplier
     /// × its consumer's timeout, and `maxReceiveCount` is the knobs' value.
     pub fn from_knobs(knobs: &Knobs) -> Self {
+        Self::scaled(knobs, 1.0)
+    }
+
+    /// [`EmbeddedQueue::from_knobs`] with every visibility timeout divided by `factor` (a
+    /// time-scaled local run); `maxReceiveCount` unchanged.
+    pub fn scaled(knobs: &Knobs, factor: f64) -> Self {
         let mut config = HashMap::new();
         for q in QueueName::ALL {
             let function = knobs
@@ -212,7 +309,8 @@ impl EmbeddedQueue {
             config.insert(
                 q,
                 (
-                    Duration::from_secs(u64::from(knobs.visibility_timeout_seconds(&function))),
+                    Duration::from_secs(u64::from(knobs.visibility_timeout_seconds(&function)))
+                        .div_f64(factor.max(1e-3)),
                     knobs.sqs.max_receive_count,
                 ),
             );
@@ -237,6 +335,7 @@ impl EmbeddedQueue {
                     q,
                     QueueState {
                         visible: VecDeque::new(),
+                        delayed: Vec::new(),
                         in_flight: HashMap::new(),
                         dead: Vec::new(),
                         visibility_timeout,
@@ -312,7 +411,7 @@ impl Queue for EmbeddedQueue {
     async fn send_batch(
         &self,
         queue: QueueName,
-        bodies: &[String],
+        messages: &[OutgoingMessage],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         self.check_up(queue)?;
         self.send_calls.fetch_add(1, Ordering::Relaxed);
@@ -320,20 +419,20 @@ impl Queue for EmbeddedQueue {
             queue: queue.as_string(),
             message,
         };
-        if bodies.is_empty() || bodies.len() > self.limits.max_batch_entries {
+        if messages.is_empty() || messages.len() > self.limits.max_batch_entries {
             return Err(rejected(format!(
                 "TooManyEntriesInBatchRequest/EmptyBatchRequest: {} entries",
-                bodies.len()
+                messages.len()
             )));
         }
-        let total: usize = bodies.iter().map(String::len).sum();
+        let total: usize = messages.iter().map(OutgoingMessage::size).sum();
         if total > self.limits.max_message_bytes {
             return Err(rejected(format!(
                 "BatchRequestTooLong: {total} bytes > {}",
                 self.limits.max_message_bytes
             )));
         }
-        let mut results = Vec::with_capacity(bodies.len());
+        let mut results = Vec::with_capacity(messages.len());
         {
             let mut queues = self.lock();
             let state = queues
@@ -342,9 +441,16 @@ impl Queue for EmbeddedQueue {
                     queue: queue.as_string(),
                     env_var: queue.url_env_var(),
                 })?;
-            for body in bodies {
-                if body.is_empty() {
+            for message in messages {
+                if message.body.is_empty() {
                     results.push(Err(rejected("empty message body".into())));
+                    continue;
+                }
+                if message.delay > MAX_DELAY {
+                    results.push(Err(rejected(format!(
+                        "DelaySeconds {:?} above 900 s",
+                        message.delay
+                    ))));
                     continue;
                 }
                 let n = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -356,18 +462,25 @@ impl Queue for EmbeddedQueue {
                     1
                 };
                 for copy in 0..copies {
-                    state.visible.push_back(Stored {
+                    let stored = Stored {
                         id: format!("m-{n}-{copy}"),
-                        body: body.clone(),
+                        body: message.body.clone(),
                         receive_count: 0,
                         sent_at: Instant::now(),
                         sent_millis: now_millis(),
-                    });
+                        deferral: message.deferral,
+                    };
+                    if message.delay.is_zero() {
+                        state.visible.push_back(stored);
+                    } else {
+                        state.delayed.push((stored, Instant::now() + message.delay));
+                    }
                 }
                 results.push(Ok(()));
             }
         }
         if let Some(n) = self.arrivals.get(&queue) {
+            // Also wakes receivers waiting for an earlier expiry than a new delay's end.
             n.notify_waiters();
         }
         Ok(results)
@@ -407,6 +520,7 @@ impl Queue for EmbeddedQueue {
                         body: m.body.clone(),
                         receive_count: m.receive_count,
                         sent_timestamp_millis: m.sent_millis,
+                        deferral: m.deferral,
                     });
                     let until = now + state.visibility_timeout;
                     state.in_flight.insert(handle, (m, until));
@@ -465,12 +579,14 @@ impl Queue for EmbeddedQueue {
             .visible
             .iter()
             .chain(state.in_flight.values().map(|(m, _)| m))
+            .chain(state.delayed.iter().map(|(m, _)| m))
             .map(|m| m.sent_at)
             .min();
         Ok(QueueStats {
             visible: state.visible.len() as u64,
             in_flight: state.in_flight.len() as u64,
             oldest_age: oldest.map(|t| now.saturating_duration_since(t)),
+            delayed: state.delayed.len() as u64,
             dead_letters: state.dead.len() as u64,
         })
     }
@@ -479,6 +595,13 @@ impl Queue for EmbeddedQueue {
 // ---------------------------------------------------------------------------------------
 // SqsQueue
 // ---------------------------------------------------------------------------------------
+
+/// Bounds on one SQS call: an attempt, and all attempts with the SDK's retries. Long polls
+/// (`ReceiveMessage` waits up to 20 s) only run in the local ESM emulation, which uses
+/// short waits.
+pub const SQS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SQS_OPERATION_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// The queue port over Amazon SQS (or any SQS-compatible endpoint such as moto server).
 #[derive(Clone, Debug)]
@@ -522,6 +645,48 @@ where
     }
 }
 
+/// Reads a `SendMessageBatch` answer: an entry is sent only if it is listed in
+/// `Successful`; one listed in `Failed` carries SQS's reason, and one listed in neither
+/// (a malformed or truncated answer) is unacknowledged — never taken as sent, since a 201
+/// for a notification that was not enqueued would lose it.
+pub fn acknowledged(
+    queue: QueueName,
+    entries: usize,
+    out: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput,
+) -> Vec<Result<(), QueueError>> {
+    let mut results: Vec<Result<(), QueueError>> = (0..entries)
+        .map(|_| {
+            Err(QueueError::Unavailable {
+                queue: queue.as_string(),
+                message: "entry not acknowledged by SendMessageBatch".into(),
+            })
+        })
+        .collect();
+    let index = |id: &str| id.parse::<usize>().ok().filter(|&i| i < entries);
+    for s in out.successful() {
+        if let Some(i) = index(s.id()) {
+            results[i] = Ok(());
+        }
+    }
+    for f in out.failed() {
+        if let Some(i) = index(f.id()) {
+            let message = format!("{}: {}", f.code(), f.message().unwrap_or(""));
+            results[i] = Err(if f.sender_fault() {
+                QueueError::Rejected {
+                    queue: queue.as_string(),
+                    message,
+                }
+            } else {
+                QueueError::Unavailable {
+                    queue: queue.as_string(),
+                    message,
+                }
+            });
+        }
+    }
+    results
+}
+
 impl SqsQueue {
     pub fn new(
         client: aws_sdk_sqs::Client,
@@ -549,7 +714,21 @@ impl SqsQueue {
                 dlq_urls.insert(q, u);
             }
         }
-        SqsQueue::new(aws_sdk_sqs::Client::new(sdk), urls, dlq_urls)
+        SqsQueue::new(SqsQueue::client(sdk), urls, dlq_urls)
+    }
+
+    /// An SQS client whose every attempt is bounded, so a caller (ingest answering a
+    /// client) gets an error it can map to 503 instead of hanging until its own timeout.
+    pub fn client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(SQS_CONNECT_TIMEOUT)
+            .operation_attempt_timeout(SQS_ATTEMPT_TIMEOUT)
+            .operation_timeout(SQS_OPERATION_TIMEOUT)
+            .build();
+        let config = aws_sdk_sqs::config::Builder::from(sdk)
+            .timeout_config(timeouts)
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
     }
 
     /// Creates the seven queues and their DLQs (with a redrive policy), named
@@ -618,7 +797,7 @@ impl SqsQueue {
         &self.urls
     }
 
-    async fn count(&self, queue: QueueName, url: &str) -> Result<(u64, u64), QueueError> {
+    async fn count(&self, queue: QueueName, url: &str) -> Result<(u64, u64, u64), QueueError> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
         let out = self
             .client
@@ -626,6 +805,7 @@ impl SqsQueue {
             .queue_url(url)
             .attribute_names(A::ApproximateNumberOfMessages)
             .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
             .map_err(|e| sdk_error(queue, e))?;
@@ -638,6 +818,7 @@ impl SqsQueue {
         Ok((
             get(A::ApproximateNumberOfMessages),
             get(A::ApproximateNumberOfMessagesNotVisible),
+            get(A::ApproximateNumberOfMessagesDelayed),
         ))
     }
 }
@@ -647,21 +828,38 @@ impl Queue for SqsQueue {
     async fn send_batch(
         &self,
         queue: QueueName,
-        bodies: &[String],
+        messages: &[OutgoingMessage],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
         let url = self.url(queue)?;
-        let mut entries = Vec::with_capacity(bodies.len());
-        for (i, body) in bodies.iter().enumerate() {
-            let entry = SendMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .message_body(body)
+        let rejected = |message: String| QueueError::Rejected {
+            queue: queue.as_string(),
+            message,
+        };
+        let number = |v: String| {
+            MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value(v)
                 .build()
-                .map_err(|e| QueueError::Rejected {
-                    queue: queue.as_string(),
-                    message: e.to_string(),
-                })?;
-            entries.push(entry);
+                .map_err(|e| rejected(e.to_string()))
+        };
+        let mut entries = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            // SQS counts whole seconds: round up, so a delay is never cut short.
+            let delay = m.delay.min(MAX_DELAY).as_millis().div_ceil(1000) as i32;
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(&m.body)
+                .delay_seconds(delay);
+            if let Some(d) = m.deferral {
+                entry = entry
+                    .message_attributes(DEFERRALS_ATTRIBUTE, number(d.count.to_string())?)
+                    .message_attributes(
+                        FIRST_SENT_ATTRIBUTE,
+                        number(d.first_sent_millis.to_string())?,
+                    );
+            }
+            entries.push(entry.build().map_err(|e| rejected(e.to_string()))?);
         }
         let out = self
             .client
@@ -671,29 +869,7 @@ impl Queue for SqsQueue {
             .send()
             .await
             .map_err(|e| sdk_error(queue, e))?;
-        let mut results: Vec<Result<(), QueueError>> = vec![Ok(()); bodies.len()];
-        for f in out.failed() {
-            if let Some(r) = f
-                .id()
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| results.get_mut(i))
-            {
-                let message = format!("{}: {}", f.code(), f.message().unwrap_or(""));
-                *r = Err(if f.sender_fault() {
-                    QueueError::Rejected {
-                        queue: queue.as_string(),
-                        message,
-                    }
-                } else {
-                    QueueError::Unavailable {
-                        queue: queue.as_string(),
-                        message,
-                    }
-                });
-            }
-        }
-        Ok(results)
+        Ok(acknowledged(queue, messages.len(), &out))
     }
 
     async fn receive(
@@ -712,6 +888,18 @@ impl Queue for SqsQueue {
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_system_attribute_names(M::ApproximateReceiveCount)
             .message_system_attribute_names(M::SentTimestamp)
+            .message_attribute_names(DEFERRALS_ATTRIBUTE)
+            .message_attribute_names(FIRST_SENT_ATTRIBUTE)
+            .customize()
+            // A long poll legitimately outlasts the usual attempt bound.
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(wait + SQS_ATTEMPT_TIMEOUT)
+                        .operation_timeout(wait + SQS_OPERATION_TIMEOUT)
+                        .build(),
+                ),
+            )
             .send()
             .await
             .map_err(|e| sdk_error(queue, e))?;
@@ -720,6 +908,12 @@ impl Queue for SqsQueue {
             .iter()
             .map(|m| {
                 let attr = |a: M| m.attributes().and_then(|x| x.get(&a)).cloned();
+                let user = |name: &str| {
+                    m.message_attributes()
+                        .and_then(|x| x.get(name))
+                        .and_then(|v| v.string_value())
+                        .map(str::to_string)
+                };
                 ReceivedMessage {
                     message_id: m.message_id().unwrap_or_default().to_string(),
                     receipt_handle: m.receipt_handle().unwrap_or_default().to_string(),
@@ -730,6 +924,10 @@ impl Queue for SqsQueue {
                     sent_timestamp_millis: attr(M::SentTimestamp)
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0),
+                    deferral: Deferral::from_attributes(
+                        user(DEFERRALS_ATTRIBUTE).as_deref(),
+                        user(FIRST_SENT_ATTRIBUTE).as_deref(),
+                    ),
                 }
             })
             .collect())
@@ -767,10 +965,10 @@ impl Queue for SqsQueue {
 
     async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
         let url = self.url(queue)?.to_string();
-        let (visible, in_flight) = self.count(queue, &url).await?;
+        let (visible, in_flight, delayed) = self.count(queue, &url).await?;
         let dead_letters = match self.dlq_urls.get(&queue) {
             Some(d) => {
-                let (v, i) = self.count(queue, &d.clone()).await?;
+                let (v, i, _) = self.count(queue, &d.clone()).await?;
                 v + i
             }
             None => 0,
@@ -779,6 +977,7 @@ impl Queue for SqsQueue {
             visible,
             in_flight,
             oldest_age: None,
+            delayed,
             dead_letters,
         })
     }
@@ -794,14 +993,18 @@ mod tests {
     #[tokio::test]
     async fn embedded_limits_match_sqs() {
         let q = EmbeddedQueue::uniform(Duration::from_secs(30), 3);
-        let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
+        let eleven: Vec<OutgoingMessage> = (0..11)
+            .map(|i| OutgoingMessage::now(i.to_string()))
+            .collect();
         assert!(matches!(
             q.send_batch(Q, &eleven).await,
             Err(QueueError::Rejected { .. })
         ));
         let big = vec!["x".repeat(200_000), "y".repeat(100_000)];
+        let big_messages: Vec<OutgoingMessage> =
+            big.iter().cloned().map(OutgoingMessage::now).collect();
         assert!(matches!(
-            q.send_batch(Q, &big).await,
+            q.send_batch(Q, &big_messages).await,
             Err(QueueError::Rejected { .. })
         ));
         // send_all splits the same bodies into legal calls.
@@ -829,5 +1032,73 @@ mod tests {
         q.set_unavailable(false);
         let r = send_all(&q, Q, &["a".to_string()], QueueLimits::default()).await;
         assert!(r[0].is_ok());
+    }
+
+    #[tokio::test]
+    async fn embedded_delays_hide_a_message_until_its_time() {
+        let q = EmbeddedQueue::uniform(Duration::from_secs(30), 3);
+        let m = OutgoingMessage {
+            body: "later".into(),
+            delay: Duration::from_millis(300),
+            deferral: Some(Deferral {
+                count: 2,
+                first_sent_millis: 7,
+            }),
+        };
+        let too_long = OutgoingMessage {
+            delay: Duration::from_secs(901),
+            ..m.clone()
+        };
+        let r = q.send_batch(Q, &[m, too_long]).await.unwrap();
+        assert!(r[0].is_ok() && r[1].is_err(), "{r:?}");
+        let s = q.stats(Q).await.unwrap();
+        assert_eq!((s.visible, s.delayed), (0, 1));
+        let started = Instant::now();
+        assert!(q.receive(Q, 10, Duration::ZERO).await.unwrap().is_empty());
+        let got = q.receive(Q, 10, Duration::from_secs(3)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert_eq!(
+            got[0].deferral,
+            Some(Deferral {
+                count: 2,
+                first_sent_millis: 7
+            })
+        );
+    }
+
+    #[test]
+    fn only_entries_listed_as_successful_count_as_sent() {
+        use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+        use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+        let ok = SendMessageBatchResultEntry::builder()
+            .id("0")
+            .message_id("a")
+            .md5_of_message_body("x")
+            .build()
+            .unwrap();
+        let failed = BatchResultErrorEntry::builder()
+            .id("2")
+            .code("InternalError")
+            .sender_fault(false)
+            .build()
+            .unwrap();
+        let out = SendMessageBatchOutput::builder()
+            .successful(ok)
+            .failed(failed)
+            .build()
+            .unwrap();
+        let r = acknowledged(Q, 4, &out);
+        assert!(r[0].is_ok());
+        // Entry 1 and 3 are in neither list: not acknowledged, so not sent.
+        assert!(matches!(r[1], Err(QueueError::Unavailable { .. })));
+        assert!(matches!(r[2], Err(QueueError::Unavailable { .. })));
+        assert!(matches!(r[3], Err(QueueError::Unavailable { .. })));
+        let empty = SendMessageBatchOutput::builder()
+            .set_successful(Some(vec![]))
+            .set_failed(Some(vec![]))
+            .build()
+            .unwrap();
+        assert!(acknowledged(Q, 2, &empty).iter().all(Result::is_err));
     }
 }
