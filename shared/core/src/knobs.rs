@@ -23,6 +23,11 @@ pub struct SqsKnobs {
     pub visibility_timeout_multiplier: u32,
     pub message_retention_seconds: u32,
     pub dlq_retention_seconds: u32,
+    /// A message a consumer cannot process yet (the database is unavailable, the rate
+    /// budget is spent) is re-enqueued with this delay, doubled at each deferral up to
+    /// `deferral_max_delay_seconds`; deferral never spends a receive.
+    pub deferral_initial_delay_seconds: u32,
+    pub deferral_max_delay_seconds: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,7 +7,6 @@
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 
 pub mod auth;
-pub mod batch;
 pub mod envelope;
 pub mod knobs;
 pub mod lane;
