@@ -28,6 +28,12 @@ impl KeyType {
             KeyType::Test => "test",
         }
     }
+
+    pub fn parse(s: &str) -> Option<KeyType> {
+        [KeyType::Normal, KeyType::Team, KeyType::Test]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 /// One accepted notification as `ingest` hands it to `persist`: everything needed to store
@@ -77,6 +83,10 @@ pub struct SendEnvelope {
     pub v: u32,
     pub lane: TrafficLane,
     pub notification_ids: Vec<Uuid>,
+    /// Claim tokens under which these ids may be `sending` without ever having been handed
+    /// to SES (see `claim_for_sending`); empty for ids that are still `created`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_tokens: Vec<Uuid>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,13 +194,25 @@ pub fn pack_intake(
     Ok(bodies)
 }
 
-/// Splits ids into send envelopes of at most `per_message` ids each.
+/// Splits ids into send envelopes of at most `per_message` ids each; each envelope lists
+/// the ids it carries, so a caller maps a failed send back to them.
 pub fn pack_send(lane: TrafficLane, ids: &[Uuid], per_message: usize) -> Vec<SendEnvelope> {
+    pack_send_claimed(lane, ids, &[], per_message)
+}
+
+/// [`pack_send`] for ids that may be claimed under `claim_tokens`.
+pub fn pack_send_claimed(
+    lane: TrafficLane,
+    ids: &[Uuid],
+    claim_tokens: &[Uuid],
+    per_message: usize,
+) -> Vec<SendEnvelope> {
     ids.chunks(per_message.max(1))
         .map(|chunk| SendEnvelope {
             v: ENVELOPE_VERSION,
             lane,
             notification_ids: chunk.to_vec(),
+            claim_tokens: claim_tokens.to_vec(),
         })
         .collect()
 }

@@ -50,6 +50,37 @@ impl DbError {
         }
     }
 
+    /// True when running the same work later can succeed: the database is unavailable, or
+    /// refused for a reason of the moment (a timeout, a lock it could not get, a conflict
+    /// with a concurrent statement, resources it ran short of). Everything else — data the
+    /// database cannot take, a statement it cannot run — fails again the same way, so the
+    /// caller isolates the input that causes it.
+    pub fn is_transient(&self) -> bool {
+        if self.is_unavailable() {
+            return true;
+        }
+        match self.sqlstate() {
+            Some(c) => {
+                matches!(c, "57014" | "55P03" | "40001" | "40P01" | "55006")
+                    || c.starts_with("53")
+                    || c.starts_with("58")
+            }
+            None => false,
+        }
+    }
+
+    /// True when the statement may have run on the server although the call failed (the
+    /// connection broke or the client stopped waiting after sending it): its effects, if
+    /// any, are unknown. Acquire and connect failures happen before anything is sent.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            DbError::AcquireTimeout { .. } | DbError::Connect { .. } => false,
+            DbError::OperationTimeout { .. } => true,
+            DbError::Query(e) => e.is_closed() || e.code().is_none(),
+            DbError::Config(_) | DbError::Migration { .. } | DbError::Encode(_) => false,
+        }
+    }
+
     /// The SQLSTATE of a statement error, if any.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "partition_owner",
         sql: include_str!("../migrations/0004_partition_owner.sql"),
     },
+    Migration {
+        version: 5,
+        name: "delivery",
+        sql: include_str!("../migrations/0005_delivery.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

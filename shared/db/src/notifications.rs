@@ -3,6 +3,7 @@
 use crate::error::DbError;
 use chrono::{DateTime, NaiveDate, Utc};
 use floodgate_core::IntakeNotification;
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
@@ -60,17 +61,19 @@ pub struct InsertOutcome {
 
 /// Stores a batch of notifications with one statement. Idempotent. If a row falls on a day
 /// without a partition yet (maintenance late, clock skew), creates it and retries once.
-pub async fn insert_notifications(
+pub async fn insert_notifications<N: Borrow<IntakeNotification>>(
     client: &Client,
-    batch: &[IntakeNotification],
+    batch: &[N],
 ) -> Result<InsertOutcome, DbError> {
     if batch.is_empty() {
         return Ok(InsertOutcome { inserted: 0 });
     }
     match insert_once(client, batch, INSERT_BATCH).await {
         Err(DbError::Query(e)) if e.code().map(|c| c.code()) == Some(NO_PARTITION) => {
-            let days: BTreeSet<NaiveDate> =
-                batch.iter().map(|n| n.created_at.date_naive()).collect();
+            let days: BTreeSet<NaiveDate> = batch
+                .iter()
+                .map(|n| n.borrow().created_at.date_naive())
+                .collect();
             if let (Some(first), Some(last)) = (days.first(), days.last()) {
                 ensure_partitions(client, *first, *last).await?;
             }
@@ -83,9 +86,9 @@ pub async fn insert_notifications(
     }
 }
 
-async fn insert_once(
+async fn insert_once<N: Borrow<IntakeNotification>>(
     client: &Client,
-    batch: &[IntakeNotification],
+    batch: &[N],
     sql: &str,
 ) -> Result<InsertOutcome, DbError> {
     let n = batch.len();
@@ -105,6 +108,7 @@ async fn insert_once(
     let mut reply_tos: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut scheduled: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     for x in batch {
+        let x = x.borrow();
         ids.push(x.id);
         created.push(x.created_at);
         services.push(x.service_id);

@@ -1,13 +1,14 @@
-//! The SQL of `send` and `receipts` (issue 4): claim, settle, apply receipts, and the
-//! sweeper for claims a crash left behind. Each function is ONE statement over arrays
+//! The SQL of `send` and `receipts`: claim, settle, apply receipts, and the maintenance
+//! sweeps (claims a crash left behind, notifications that never got a final status, and
+//! notifications still `created`). Each function is ONE statement over arrays
 //! (`unnest`), keyed by the primary key `(id, created_at)` so each row is found by index in
 //! its own day's partition, and each touches only unindexed columns, so every status change
-//! is a HOT update (SPEC §5).
+//! is a HOT update.
 
 use crate::error::DbError;
 use chrono::{DateTime, Utc};
-use floodgate_core::NotificationStatus;
 use floodgate_core::ses_event::ReceiptTarget;
+use floodgate_core::{KeyType, NotificationStatus, TrafficLane};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -24,9 +25,12 @@ use uuid::Uuid;
 const CLAIM: &str = "
 WITH claimed AS (
     UPDATE notifications n
-    SET status = 'sending', updated_at = now()
-    FROM unnest($1::uuid[], $2::timestamptz[]) AS c(id, created_at)
-    WHERE n.id = c.id AND n.created_at = c.created_at AND n.status = 'created'
+    SET status = 'sending', claim_token = $4, updated_at = now()
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS c(id, created_at, token)
+    WHERE n.id = c.id AND n.created_at = c.created_at
+      AND (n.status = 'created'
+           OR (n.status = 'sending' AND n.claim_token = c.token
+               AND n.ses_message_id IS NULL AND n.sent_at IS NULL))
     RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.lane,
               n.key_type, n.email_address, n.personalisation
 )
@@ -36,6 +40,15 @@ FROM claimed c
 LEFT JOIN template_versions tv ON tv.template_id = c.template_id AND tv.version = c.template_version
 LEFT JOIN services s ON s.id = c.service_id";
 
+/// One id to claim: a `created` row, or — with `token` — a `sending` row that an earlier
+/// invocation claimed under that token and re-enqueued because it never handed it to SES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimKey {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub token: Option<Uuid>,
+}
+
 /// A notification claimed for sending, with what its email needs.
 #[derive(Clone, PartialEq)]
 pub struct Claimed {
@@ -44,8 +57,9 @@ pub struct Claimed {
     pub service_id: Uuid,
     pub template_id: Uuid,
     pub template_version: i32,
-    pub lane: String,
-    pub key_type: String,
+    /// `Err` holds a stored value this code does not know (the row is failed, not sent).
+    pub lane: Result<TrafficLane, String>,
+    pub key_type: Result<KeyType, String>,
     pub email_address: String,
     pub personalisation: serde_json::Value,
     /// `None` when the template version does not exist.
@@ -66,41 +80,49 @@ impl std::fmt::Debug for Claimed {
     }
 }
 
-/// Claims the `created` notifications among `keys` (one statement); returns the claimed
-/// ones. Duplicate keys are harmless.
+/// Claims the claimable notifications among `keys` under `token` (one statement); returns
+/// the claimed ones. Duplicate keys are harmless.
 pub async fn claim_for_sending(
     client: &Client,
-    keys: &[(Uuid, DateTime<Utc>)],
+    keys: &[ClaimKey],
+    token: Uuid,
 ) -> Result<Vec<Claimed>, DbError> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
-    let created: Vec<DateTime<Utc>> = keys.iter().map(|k| k.1).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+    let created: Vec<DateTime<Utc>> = keys.iter().map(|k| k.created_at).collect();
+    let tokens: Vec<Option<Uuid>> = keys.iter().map(|k| k.token).collect();
     let rows = client
         .query_typed(
             CLAIM,
             &[
                 (&ids, Type::UUID_ARRAY),
                 (&created, Type::TIMESTAMPTZ_ARRAY),
+                (&tokens, Type::UUID_ARRAY),
+                (&token, Type::UUID),
             ],
         )
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| Claimed {
-            id: r.get(0),
-            created_at: r.get(1),
-            service_id: r.get(2),
-            template_id: r.get(3),
-            template_version: r.get(4),
-            lane: r.get(5),
-            key_type: r.get(6),
-            email_address: r.get(7),
-            personalisation: r.get(8),
-            subject: r.get(9),
-            body: r.get(10),
-            from_email: r.get(11),
+        .map(|r| {
+            let lane: String = r.get(5);
+            let key_type: String = r.get(6);
+            Claimed {
+                id: r.get(0),
+                created_at: r.get(1),
+                service_id: r.get(2),
+                template_id: r.get(3),
+                template_version: r.get(4),
+                lane: lane.parse().map_err(|_| lane.clone()),
+                key_type: KeyType::parse(&key_type).ok_or(key_type),
+                email_address: r.get(7),
+                personalisation: r.get(8),
+                subject: r.get(9),
+                body: r.get(10),
+                from_email: r.get(11),
+            }
         })
         .collect())
 }
@@ -114,8 +136,9 @@ pub enum Settlement {
         ses_message_id: String,
         sent_at: DateTime<Utc>,
     },
-    /// SES did not take it (throttled, unavailable): back to `created`, so the redelivered
-    /// message claims it again. Only a claim that SES never confirmed is released.
+    /// SES did not take it (throttled) or it was never offered: back to `created`, so a
+    /// later message claims it again. Only a claim this invocation holds (its token) and
+    /// that SES never confirmed is released.
     Release,
     /// A final status decided without SES's events: `technical-failure` for a permanent
     /// SES error or a row that cannot be rendered, or a test key's simulated outcome.
@@ -142,16 +165,18 @@ FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
 WHERE n.id = s.id AND n.created_at = s.created_at
   AND CASE s.action
         WHEN 'sent' THEN n.ses_message_id IS NULL
-        WHEN 'release' THEN n.status = 'sending' AND n.ses_message_id IS NULL AND n.sent_at IS NULL
+        WHEN 'release' THEN n.status = 'sending' AND n.claim_token = $8
+                            AND n.ses_message_id IS NULL AND n.sent_at IS NULL
         WHEN 'final' THEN notification_status_rank(s.status) > notification_status_rank(n.status)
         ELSE false
       END";
 
-/// Records how each claimed notification's send ended — successes, releases and
+/// Records how each notification claimed under `token` ended — successes, releases and
 /// failures together, ONE statement. Returns the rows changed.
 pub async fn settle_sends(
     client: &Client,
     outcomes: &[(Uuid, DateTime<Utc>, Settlement)],
+    token: Uuid,
 ) -> Result<u64, DbError> {
     if outcomes.is_empty() {
         return Ok(0);
@@ -209,6 +234,7 @@ pub async fn settle_sends(
                 (&message_ids, Type::TEXT_ARRAY),
                 (&sent, Type::TIMESTAMPTZ_ARRAY),
                 (&reasons, Type::TEXT_ARRAY),
+                (&token, Type::UUID),
             ],
         )
         .await?)
@@ -232,17 +258,25 @@ found AS (
 ),
 updated AS (
     UPDATE notifications n SET
-        status = t.status,
+        status = CASE WHEN receipt_advances(n.status, n.timed_out, t.status) THEN t.status
+                 ELSE n.status END,
+        timed_out = n.timed_out AND NOT receipt_advances(n.status, n.timed_out, t.status),
         updated_at = now(),
-        completed_at = CASE WHEN t.status IN ('created', 'sending') THEN n.completed_at
-                       ELSE coalesce(t.event_at, now()) END,
-        failure_reason = CASE WHEN t.status IN ('created', 'sending') THEN n.failure_reason
-                         ELSE t.failure_reason END,
+        completed_at = CASE WHEN receipt_advances(n.status, n.timed_out, t.status)
+                                 AND t.status NOT IN ('created', 'sending')
+                            THEN coalesce(t.event_at, now()) ELSE n.completed_at END,
+        failure_reason = CASE WHEN receipt_advances(n.status, n.timed_out, t.status)
+                                   AND t.status NOT IN ('created', 'sending')
+                              THEN t.failure_reason ELSE n.failure_reason END,
         ses_message_id = coalesce(n.ses_message_id, t.ses_message_id),
         sent_at = coalesce(n.sent_at, t.sent_at)
     FROM t
-    WHERE n.id = t.id AND n.created_at = t.created_at AND t.status IS NOT NULL
-      AND notification_status_rank(t.status) > notification_status_rank(n.status)
+    WHERE n.id = t.id AND n.created_at = t.created_at
+      -- A status that moves forward, or what SES acceptance left unrecorded (a `Send`
+      -- event after a crash), whatever the status.
+      AND (receipt_advances(n.status, n.timed_out, t.status)
+           OR (n.ses_message_id IS NULL AND t.ses_message_id IS NOT NULL)
+           OR (n.sent_at IS NULL AND t.sent_at IS NOT NULL))
     RETURNING n.id
 ),
 complained AS (
@@ -341,42 +375,138 @@ pub fn is_retryable_conflict(e: &DbError) -> bool {
     matches!(e.sqlstate(), Some("40P01" | "40001"))
 }
 
-/// The reason the sweeper stores.
-pub const STUCK_CLAIM_REASON: &str = "not sent: claimed for sending but SES acceptance was never recorded (send crashed or \
-     timed out between the claim and the SES call)";
+/// Attempts at a batch statement that hit a deadlock or serialization failure with a
+/// concurrent batch before the error is returned.
+pub const CONFLICT_ATTEMPTS: u32 = 3;
 
-const SWEEP_STUCK: &str = "
+/// Runs `op` (which acquires its connection and runs one statement) again, right away,
+/// while it fails with a conflict with a concurrent batch, up to [`CONFLICT_ATTEMPTS`].
+pub async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if is_retryable_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
+                tracing::warn!(attempt, sqlstate = ?e.sqlstate(), "batch statement conflicted; retrying");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The reasons the sweeper stores.
+pub const STUCK_CLAIM_REASON: &str = "timed out: claimed for sending but SES acceptance was never recorded (send crashed \
+     between the claim and the SES call)";
+pub const NO_FINAL_EVENT_REASON: &str =
+    "timed out: SES accepted it but reported no delivery or bounce within 72 hours";
+
+const SWEEP_SENDING: &str = "
 UPDATE notifications SET
-    status = 'technical-failure', failure_reason = $3, completed_at = now(), updated_at = now()
-WHERE created_at >= $1
-  AND status = 'sending' AND ses_message_id IS NULL AND sent_at IS NULL
-  AND updated_at < now() - make_interval(secs => $2)";
+    status = 'temporary-failure', timed_out = true, completed_at = now(), updated_at = now(),
+    failure_reason = CASE WHEN ses_message_id IS NULL AND sent_at IS NULL THEN $4 ELSE $5 END
+WHERE created_at >= $1 AND status = 'sending'
+  AND ((ses_message_id IS NULL AND sent_at IS NULL AND updated_at < now() - make_interval(secs => $2))
+       OR coalesce(sent_at, updated_at) < now() - make_interval(secs => $3))";
 
-/// The sweeper for the crash window of `send`: a notification claimed (`sending`, no SES
-/// message id, `sent_at` NULL) whose claim is older than `older_than` was never confirmed
-/// by SES — neither by the send's own record nor by any receipt (receipts fill in the
-/// message id and `sent_at`) — so it is marked `technical-failure` instead of staying
-/// `sending` for ever. Only partitions from `lookback` ago are scanned (partition pruning
-/// on `created_at`); `status` is not indexed (HOT updates), so this is a scan of those
-/// partitions: run it every few minutes from maintenance, not per request. `older_than`
-/// must exceed the receipts queue's worst lag, or an email that did go out would be marked
-/// failed before its `Send`/`Delivery` event arrives.
-pub async fn sweep_stuck_claims(
+/// How long `sending` may last before the sweeper gives a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendingTimeouts {
+    /// A claim with no sign of SES acceptance (no message id, no `sent_at`). SES `Send`
+    /// events record acceptance within the receipts queue's lag, so a claim this old with
+    /// neither was lost in a crash before the SES call.
+    pub unconfirmed_claim: Duration,
+    /// Accepted by SES, but no final event: Notify's 72 hours.
+    pub no_final_event: Duration,
+}
+
+impl Default for SendingTimeouts {
+    fn default() -> Self {
+        SendingTimeouts {
+            unconfirmed_claim: Duration::from_secs(3600),
+            no_final_event: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+/// The sweep of `sending`: notifications past their timeout become `temporary-failure`
+/// with `timed_out` set, which any later SES verdict replaces (a late `Delivery` still
+/// makes them `delivered`). Only partitions from `lookback` ago are scanned (partition
+/// pruning on `created_at`); `status` is not indexed (HOT updates), so this is a scan of
+/// those partitions: run it every few minutes from maintenance, not per request.
+pub async fn sweep_sending(
     client: &Client,
-    older_than: Duration,
+    timeouts: SendingTimeouts,
     lookback: Duration,
 ) -> Result<u64, DbError> {
     let since = Utc::now()
-        - chrono::Duration::from_std(lookback).unwrap_or_else(|_| chrono::Duration::days(2));
-    let secs = older_than.as_secs_f64();
+        - chrono::Duration::from_std(lookback).unwrap_or_else(|_| chrono::Duration::days(4));
     Ok(client
         .execute_typed(
-            SWEEP_STUCK,
+            SWEEP_SENDING,
             &[
                 (&since, Type::TIMESTAMPTZ),
-                (&secs, Type::FLOAT8),
+                (&timeouts.unconfirmed_claim.as_secs_f64(), Type::FLOAT8),
+                (&timeouts.no_final_event.as_secs_f64(), Type::FLOAT8),
                 (&STUCK_CLAIM_REASON, Type::TEXT),
+                (&NO_FINAL_EVENT_REASON, Type::TEXT),
             ],
         )
         .await?)
+}
+
+/// Picks notifications still `created` (and due, if scheduled) whose row has not changed
+/// for `older_than`, oldest first, at most `limit`, and stamps them so the next sweep skips
+/// them for another `older_than`. Their send message was lost (its intake message went to
+/// the dead-letter queue after the insert, or a forward was never acknowledged): the
+/// caller puts the ids back on their traffic lane's send queue, which is safe because
+/// only a claim sends.
+const PICK_CREATED: &str = "
+UPDATE notifications n SET updated_at = now()
+FROM (SELECT id, created_at FROM notifications
+      WHERE created_at >= $1 AND status = 'created'
+        AND coalesce(updated_at, created_at) < now() - make_interval(secs => $2)
+        AND (scheduled_for IS NULL OR scheduled_for <= now())
+      ORDER BY created_at
+      LIMIT $3
+      FOR UPDATE SKIP LOCKED) s
+WHERE n.id = s.id AND n.created_at = s.created_at
+RETURNING n.id, n.lane";
+
+/// See [`PICK_CREATED`]. Rows whose stored lane is unknown are skipped (and logged).
+pub async fn pick_stale_created(
+    client: &Client,
+    older_than: Duration,
+    lookback: Duration,
+    limit: i64,
+) -> Result<Vec<(Uuid, TrafficLane)>, DbError> {
+    let since = Utc::now()
+        - chrono::Duration::from_std(lookback).unwrap_or_else(|_| chrono::Duration::days(4));
+    let rows = client
+        .query_typed(
+            PICK_CREATED,
+            &[
+                (&since, Type::TIMESTAMPTZ),
+                (&older_than.as_secs_f64(), Type::FLOAT8),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let id: Uuid = r.get(0);
+            let lane: String = r.get(1);
+            match lane.parse() {
+                Ok(l) => Some((id, l)),
+                Err(_) => {
+                    tracing::error!(notification_id = %id, "stored lane is unknown; not re-forwarded");
+                    None
+                }
+            }
+        })
+        .collect())
 }
