@@ -10,9 +10,11 @@
 //! ([`floodgate_db::roles`]) that every other connection uses through RDS Proxy.
 
 use chrono::Utc;
-use floodgate_core::TrafficLane;
+use floodgate_aws::{Queue, QueueLimits, forward_to_send};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
+use floodgate_core::{Knobs, TrafficLane};
 use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
+use floodgate_db::sending::SendingTimeouts;
 use floodgate_db::{
     DbError, Lane, LaneConfig, LaneKind, WriterLane, maintain_partitions, migrate, roles,
 };
@@ -359,23 +361,36 @@ fn default_retention() -> u64 {
     DEFAULT_RETENTION_DAYS
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminOutcome {
     pub applied_migrations: Vec<i32>,
     pub partitions_created: i32,
     pub partitions_dropped: i32,
-    /// Notifications claimed by `send` that never reached SES (a crash between the claim
-    /// and the SES call), marked `technical-failure` by maintenance.
+    /// Notifications whose `sending` outlasted its timeout (a claim that never reached
+    /// SES, or no final event), made `temporary-failure` until SES says otherwise.
     #[serde(default)]
-    pub stuck_claims_failed: u64,
+    pub sending_timed_out: u64,
+    /// Notifications still `created` long after they were stored, put back on their send
+    /// queue.
+    #[serde(default)]
+    pub reforwarded: u64,
     /// Roles created or refreshed by `migrate`'s bootstrap (AWS only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles_bootstrapped: Vec<String>,
 }
 
-/// A claim older than this with no SES message id is taken as lost in a crash: far longer
-/// than a `send` invocation (30 s) plus the receipts queue's lag for the SES `Send` event.
-pub const STUCK_CLAIM_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// A notification still `created` this long after its last change lost its send message:
+/// maintenance puts it back on its send queue. Longer than persist's forward and a send
+/// queue's normal wait; a backlog waiting for the rate budget is re-forwarded at most once
+/// per this interval per notification, which only costs a claim that finds nothing.
+pub const REFORWARD_CREATED_AFTER: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// The most notifications one maintenance run re-forwards (the next run takes the rest).
+pub const REFORWARD_LIMIT: i64 = 50_000;
+
+/// How far back maintenance looks for notifications that are not final yet: past the 72
+/// hours `sending` may last, plus a day.
+pub const SWEEP_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(4 * 24 * 3600);
 
 /// Migrations and maintenance.
 pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOutcome, DbError> {
@@ -397,8 +412,7 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                 applied_migrations: applied,
                 partitions_created: m.created,
                 partitions_dropped: m.dropped,
-                stuck_claims_failed: 0,
-                roles_bootstrapped: vec![],
+                ..Default::default()
             })
         }
         AdminCommand::Maintain { retention_days } => {
@@ -411,28 +425,52 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
                 ))
                 .await?;
             let swept = conn
-                .bounded(floodgate_db::sending::sweep_stuck_claims(
+                .bounded(floodgate_db::sending::sweep_sending(
                     &conn,
-                    STUCK_CLAIM_AFTER,
-                    std::time::Duration::from_secs(2 * 24 * 3600),
+                    SendingTimeouts::default(),
+                    SWEEP_LOOKBACK,
                 ))
                 .await?;
             Ok(AdminOutcome {
-                applied_migrations: vec![],
                 partitions_created: m.created,
                 partitions_dropped: m.dropped,
-                stuck_claims_failed: swept,
-                roles_bootstrapped: vec![],
+                sending_timed_out: swept,
+                ..Default::default()
             })
         }
-        _ => Ok(AdminOutcome {
-            applied_migrations: vec![],
-            partitions_created: 0,
-            partitions_dropped: 0,
-            stuck_claims_failed: 0,
-            roles_bootstrapped: vec![],
-        }),
+        _ => Ok(AdminOutcome::default()),
     }
+}
+
+/// Puts notifications still `created` after [`REFORWARD_CREATED_AFTER`] back on their
+/// send queues (part of `maintain` wherever the queues are configured). Returns how many
+/// were acknowledged by the queue; the others are picked again by the next run.
+pub async fn reforward_created(
+    writer: &WriterLane,
+    queue: &dyn Queue,
+    knobs: &Knobs,
+    older_than: std::time::Duration,
+) -> Result<u64, DbError> {
+    let conn = writer.acquire().await?;
+    let picked = conn
+        .bounded(floodgate_db::sending::pick_stale_created(
+            &conn,
+            older_than,
+            SWEEP_LOOKBACK,
+            REFORWARD_LIMIT,
+        ))
+        .await?;
+    drop(conn);
+    let total = picked.len();
+    let lost = forward_to_send(queue, QueueLimits::from_knobs(knobs), knobs, picked).await;
+    if total > 0 {
+        tracing::warn!(
+            reforwarded = total - lost.len(),
+            not_acknowledged = lost.len(),
+            "notifications still created were put back on their send queues"
+        );
+    }
+    Ok((total - lost.len()) as u64)
 }
 
 /// The role bootstrap's settings (the admin function on AWS; database.tf, functions.tf):
@@ -606,9 +644,28 @@ pub async fn migrate_and_bootstrap(
 }
 
 /// [`execute`], except that `migrate` with a [`Bootstrap`] goes through the master user
-/// (see the module documentation). The master secret is read on each `migrate`: RDS
-/// rotates it.
+/// (see the module documentation), and `maintain` with a `queue` also re-forwards
+/// notifications still `created` ([`reforward_created`]). The master secret is read on
+/// each `migrate`: RDS rotates it.
 pub async fn execute_with_bootstrap(
+    writer: &WriterLane,
+    secrets: Option<&SecretBox>,
+    bootstrap: Option<&Bootstrap>,
+    queue: Option<&dyn Queue>,
+    command: &AdminCommand,
+) -> Result<serde_json::Value, AdminError> {
+    let mut result = execute_bootstrapped(writer, secrets, bootstrap, command).await?;
+    if let (AdminCommand::Maintain { .. }, Some(queue)) = (command, queue) {
+        let knobs = Knobs::embedded();
+        let n = reforward_created(writer, queue, &knobs, REFORWARD_CREATED_AFTER).await?;
+        if let Some(o) = result.as_object_mut() {
+            o.insert("reforwarded".into(), n.into());
+        }
+    }
+    Ok(result)
+}
+
+async fn execute_bootstrapped(
     writer: &WriterLane,
     secrets: Option<&SecretBox>,
     bootstrap: Option<&Bootstrap>,

@@ -8,6 +8,8 @@
 use clap::Parser;
 use floodgate_admin::{AdminCommand, Bootstrap, execute_with_bootstrap};
 use floodgate_api::secret_box_from_env;
+use floodgate_aws::{Queue, SqsQueue};
+use floodgate_core::{QueueName, TrafficLane};
 use floodgate_db::WriterLane;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -38,9 +40,23 @@ async fn main() -> Result<(), Error> {
     // Only issuing keys needs the encryption key; other commands run without it.
     let secrets = secret_box_from_env().ok();
     let bootstrap = Bootstrap::from_env()?;
+    // The send queues, where configured (the Lambda on AWS): `maintain` re-forwards
+    // notifications whose send message was lost.
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = SqsQueue::from_env(&sdk);
+    let queue: Option<&dyn Queue> = sqs
+        .url(QueueName::Send(TrafficLane::Normal))
+        .is_ok()
+        .then_some(&sqs as &dyn Queue);
     if let Some(command) = command {
-        let outcome =
-            execute_with_bootstrap(&writer, secrets.as_ref(), bootstrap.as_ref(), &command).await?;
+        let outcome = execute_with_bootstrap(
+            &writer,
+            secrets.as_ref(),
+            bootstrap.as_ref(),
+            queue,
+            &command,
+        )
+        .await?;
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());
     }
@@ -48,7 +64,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<AdminCommand>| async move {
             Ok::<_, Error>(
-                execute_with_bootstrap(writer, secrets, bootstrap, &event.payload).await?,
+                execute_with_bootstrap(writer, secrets, bootstrap, queue, &event.payload).await?,
             )
         },
     ))

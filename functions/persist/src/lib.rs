@@ -1,29 +1,37 @@
 //! `persist`: intake queues → one batch insert on the writer lane → send queues.
 //!
-//! An invocation stores every valid notification of its batch with ONE statement (no
-//! per-row commits: seed 003's autovacuum spiral), then forwards their ids to the send queue
-//! of their lane. Failures are reported per message (ReportBatchItemFailures): a malformed
-//! message fails alone; a database outage fails the batch within the lane's bounds, never
-//! hanging until the function timeout; a failed forward fails only the messages whose
-//! notifications it carried — safe, since the insert is idempotent.
+//! An invocation stores every valid notification of its batch with ONE statement (never a
+//! commit per row: per-row commits feed autovacuum storms), then forwards their ids to the
+//! send queue of their traffic lane. What happens to each message:
+//!
+//! | situation | message |
+//! |---|---|
+//! | stored and forwarded | done |
+//! | undecodable | fails alone (dead-letter queue after maxReceiveCount) |
+//! | the database refuses its data (a value it cannot store) | the batch is split until the message is alone; it fails alone, the rest are stored |
+//! | the database is unavailable or slow | deferred: re-enqueued with a growing delay, no receive spent |
+//! | stored, but the forward was not acknowledged | fails; the redelivery inserts nothing and forwards again |
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use floodgate_aws::{Queue, QueueLimits, send_all};
-use floodgate_core::{
-    IntakeEnvelope, IntakeNotification, Knobs, QueueName, TrafficLane, pack_send,
+use floodgate_aws::{
+    DeferPolicy, Ledger, Msg, Queue, QueueLimits, UnidentifiedRecord, forward_to_send,
 };
+use floodgate_core::{IntakeEnvelope, IntakeNotification, Knobs, QueueName};
+use floodgate_db::sending::retry_conflicts;
 use floodgate_db::{DbError, WriterLane, insert_notifications};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// What `persist` needs, built once per instance in `main`.
+/// What `persist` needs, built once per instance.
 #[derive(Clone)]
 pub struct Persist {
-    pub writer: WriterLane,
-    pub queue: Arc<dyn Queue>,
-    pub limits: QueueLimits,
-    pub knobs: Arc<Knobs>,
+    writer: WriterLane,
+    queue: Arc<dyn Queue>,
+    limits: QueueLimits,
+    knobs: Arc<Knobs>,
+    defer: DeferPolicy,
 }
 
 /// The outcome of one invocation, for logs, metrics and tests.
@@ -34,18 +42,44 @@ pub struct PersistReport {
     pub notifications: usize,
     pub inserted: u64,
     pub forwarded: usize,
+    /// Messages whose data the database refused, isolated and failed alone.
+    pub refused: usize,
+    /// Messages deferred because the database was unavailable.
+    pub deferred: usize,
     pub failed_messages: BTreeSet<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
-    /// A record the handler must fail has no message id, so it cannot be reported alone:
-    /// the whole invocation fails and Lambda retries the batch (the insert is idempotent).
-    #[error("a failed record has no messageId; failing the whole batch")]
-    UnidentifiedRecord,
+    #[error(transparent)]
+    UnidentifiedRecord(#[from] UnidentifiedRecord),
+}
+
+/// One message's share of the batch: the notifications first seen in it.
+struct Group {
+    msg: Msg,
+    queue: QueueName,
+    notifications: Vec<IntakeNotification>,
 }
 
 impl Persist {
+    /// The one constructor: `main`, the local stack and the tests all build it here.
+    pub fn new(writer: WriterLane, queue: Arc<dyn Queue>, knobs: Arc<Knobs>) -> Self {
+        Persist {
+            writer,
+            queue,
+            limits: QueueLimits::from_knobs(&knobs),
+            defer: DeferPolicy::from_knobs(&knobs),
+            knobs,
+        }
+    }
+
+    /// Replaces the deferral delays (the local stack's time-scaled runs).
+    pub fn with_defer_policy(mut self, defer: DeferPolicy) -> Self {
+        self.defer = defer;
+        self
+    }
+
     /// The handler. Returns the batch response and a report of what happened.
     pub async fn handle(
         &self,
@@ -55,117 +89,138 @@ impl Persist {
             messages: event.records.len(),
             ..Default::default()
         };
-        let mut failed: BTreeSet<Option<String>> = BTreeSet::new();
-        // Valid notifications, and for each the message it came from.
-        let mut batch: Vec<IntakeNotification> = Vec::new();
-        let mut source: Vec<Option<String>> = Vec::new();
+        let mut ledger = Ledger::new(event.records, self.defer);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut malformed: Vec<Msg> = Vec::new();
         let mut seen: HashSet<Uuid> = HashSet::new();
-        for record in event.records {
-            let id = record.message_id.clone();
-            let decoded = record
-                .body
-                .as_deref()
+        for (msg, body) in ledger.messages() {
+            let decoded = body
                 .ok_or("message has no body")
                 .and_then(|b| IntakeEnvelope::decode(b).map_err(|_| "undecodable envelope"));
             match decoded {
                 Ok(env) => {
-                    for n in env.notifications {
-                        // The same notification twice in one batch (a duplicate delivery
-                        // landing in the same batch) is stored once.
-                        if seen.insert(n.id) {
-                            batch.push(n);
-                            source.push(id.clone());
-                        }
-                    }
+                    let queue = QueueName::Intake(env.notifications[0].lane);
+                    // The same notification twice in one batch (a duplicate delivery
+                    // landing in the same batch) is stored once.
+                    let notifications: Vec<IntakeNotification> = env
+                        .notifications
+                        .into_iter()
+                        .filter(|n| seen.insert(n.id))
+                        .collect();
+                    report.notifications += notifications.len();
+                    groups.push(Group {
+                        msg,
+                        queue,
+                        notifications,
+                    });
                 }
                 Err(reason) => {
                     // The body may hold addresses: log only the message id and the reason.
-                    tracing::warn!(message_id = ?id, reason, "intake message rejected");
-                    report.malformed += 1;
-                    failed.insert(id);
+                    tracing::warn!(message_id = ?ledger.message_id(msg), reason, "intake message rejected");
+                    malformed.push(msg);
                 }
             }
         }
-        report.notifications = batch.len();
+        report.malformed = malformed.len();
+        ledger.fail_all(&malformed);
 
-        if !batch.is_empty() {
-            match self.store(&batch).await {
-                Ok(inserted) => {
-                    report.inserted = inserted;
-                    let forward_failed = self.forward(&batch, &source).await;
-                    report.forwarded = batch.len()
-                        - batch
-                            .iter()
-                            .zip(&source)
-                            .filter(|(_, s)| forward_failed.contains(*s))
-                            .count();
-                    failed.extend(forward_failed);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, notifications = batch.len(),
-                        "batch insert failed; every message of the batch will be retried");
-                    failed.extend(source.iter().cloned());
-                }
+        let stored = self
+            .store_isolating(&groups, &mut ledger, &mut report)
+            .await;
+        let ids: Vec<(Uuid, floodgate_core::TrafficLane)> = stored
+            .iter()
+            .flat_map(|&g| groups[g].notifications.iter().map(|n| (n.id, n.lane)))
+            .collect();
+        let lost = forward_to_send(self.queue.as_ref(), self.limits, &self.knobs, ids).await;
+        for &g in &stored {
+            let group = &groups[g];
+            let missing = group
+                .notifications
+                .iter()
+                .filter(|n| lost.contains(&n.id))
+                .count();
+            report.forwarded += group.notifications.len() - missing;
+            if missing > 0 {
+                ledger.fail(group.msg);
             }
         }
 
-        let (response, failed_ids) = floodgate_core::batch::batch_response(failed)
-            .map_err(|_| PersistError::UnidentifiedRecord)?;
-        report.failed_messages = failed_ids;
+        let (response, outcome) = ledger.finish(self.queue.as_ref(), self.limits).await?;
+        report.failed_messages = outcome.failed;
         tracing::info!(
             messages = report.messages,
             notifications = report.notifications,
             inserted = report.inserted,
             forwarded = report.forwarded,
+            refused = report.refused,
+            deferred = report.deferred,
             failed = report.failed_messages.len(),
             "persist batch done"
         );
         Ok((response, report))
     }
 
-    async fn store(&self, batch: &[IntakeNotification]) -> Result<u64, DbError> {
-        let conn = self.writer.acquire().await?;
-        let outcome = conn.bounded(insert_notifications(&conn, batch)).await?;
-        Ok(outcome.inserted)
-    }
-
-    /// Sends the ids to their lane's send queue; returns the source messages whose
-    /// notifications could not all be forwarded.
-    async fn forward(
+    /// Stores the groups, one statement for all of them while the database takes them.
+    /// When it refuses the data, the batch is halved until the refused message is alone
+    /// (it fails; every other message is stored); when it is unavailable, the groups not
+    /// stored yet are deferred. Returns the stored groups.
+    async fn store_isolating(
         &self,
-        batch: &[IntakeNotification],
-        source: &[Option<String>],
-    ) -> BTreeSet<Option<String>> {
-        let mut by_lane: BTreeMap<TrafficLane, Vec<usize>> = BTreeMap::new();
-        for (i, n) in batch.iter().enumerate() {
-            by_lane.entry(n.lane).or_default().push(i);
-        }
-        let sends = by_lane.into_iter().map(|(lane, idx)| async move {
-            let per_message = self.knobs.send_ids_per_message(lane);
-            let ids: Vec<Uuid> = idx.iter().map(|&i| batch[i].id).collect();
-            let envelopes = pack_send(lane, &ids, per_message);
-            let bodies: Vec<String> = envelopes.iter().map(|e| e.encode()).collect();
-            let results = send_all(
-                self.queue.as_ref(),
-                QueueName::Send(lane),
-                &bodies,
-                self.limits,
-            )
-            .await;
-            let mut failed = BTreeSet::new();
-            for (chunk, result) in idx.chunks(per_message).zip(results) {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, lane = %lane, notifications = chunk.len(),
-                        "forward to send queue failed");
-                    failed.extend(chunk.iter().map(|&i| source[i].clone()));
+        groups: &[Group],
+        ledger: &mut Ledger,
+        report: &mut PersistReport,
+    ) -> Vec<usize> {
+        let mut stored = Vec::new();
+        let mut pending: Vec<Range<usize>> = Vec::new();
+        pending.push(0..groups.len());
+        while let Some(range) = pending.pop() {
+            let batch: Vec<&IntakeNotification> = groups[range.clone()]
+                .iter()
+                .flat_map(|g| g.notifications.iter())
+                .collect();
+            if batch.is_empty() {
+                stored.extend(range);
+                continue;
+            }
+            match self.store(&batch).await {
+                Ok(inserted) => {
+                    report.inserted += inserted;
+                    stored.extend(range);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, notifications = batch.len(),
+                        "database unavailable; deferring the batch");
+                    for g in &groups[range] {
+                        ledger.defer(g.queue, [&g.msg]);
+                        report.deferred += 1;
+                    }
+                }
+                Err(e) if range.len() == 1 => {
+                    // Only the SQLSTATE and the ids: the error text may quote a value.
+                    let ids: Vec<Uuid> = batch.iter().map(|n| n.id).collect();
+                    tracing::error!(sqlstate = ?e.sqlstate(), notification_ids = ?ids,
+                        "the database refused this message's notifications; failing it alone");
+                    ledger.fail(groups[range.start].msg);
+                    report.refused += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(sqlstate = ?e.sqlstate(), messages = range.len(),
+                        "the database refused the batch; splitting it to isolate the cause");
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
                 }
             }
-            failed
-        });
-        futures::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        }
+        stored
+    }
+
+    async fn store(&self, batch: &[&IntakeNotification]) -> Result<u64, DbError> {
+        retry_conflicts(|| async {
+            let conn = self.writer.acquire().await?;
+            let outcome = conn.bounded(insert_notifications(&conn, batch)).await?;
+            Ok(outcome.inserted)
+        })
+        .await
     }
 }

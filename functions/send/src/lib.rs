@@ -1,29 +1,38 @@
 //! `send`: send queues → claim (one statement, writer lane) → SES, within a rate budget →
 //! settle (one statement).
 //!
-//! "Never send the same notification twice because a message was redelivered" (SPEC §2)
-//! rests on the claim: only `created` rows become `sending`, atomically, before any SES
-//! call, so a redelivered or duplicate message (or a concurrent instance) claims nothing
-//! and sends nothing. The price is a crash window (see [`Send`]) that a sweeper closes.
+//! Never sending the same notification twice because a message was redelivered rests on
+//! the claim: only `created` rows become `sending`, atomically, before any SES call, so a
+//! redelivered or duplicate message (or a concurrent instance) claims nothing and sends
+//! nothing. The price is a crash window (see [`Sender`]) that a sweeper closes.
 //!
-//! Per notification, what SES answered decides what happens:
+//! An invocation claims only what its share of the SES rate can send before its deadline;
+//! the other ids go back on the send queue as new messages, delayed to when the budget
+//! will have room ("deferred"). Waiting never spends a receive: only a message that is
+//! itself bad can reach the dead-letter queue. Per notification:
 //!
-//! | SES answer | notification | SQS message |
+//! | what happened | notification | its work |
 //! |---|---|---|
-//! | accepted | stays `sending`; SES message id and `sent_at` recorded | done |
-//! | throttled (after in-invocation retries), unavailable, or no time left in the budget | released to `created` | batch item failure: retried after the visibility timeout |
-//! | rejected (bad content, unverified sender…) | `technical-failure`, reason stored | done |
-//! | no answer (timeout) | stays `sending`, never retried (SES may have it); receipts or the sweeper settle it | done |
+//! | more ids than the budget can send before the deadline | not claimed | deferred |
+//! | SES accepted | stays `sending`; SES message id and `sent_at` recorded | done |
+//! | throttled after in-invocation retries | released to `created` | deferred with the claim token |
+//! | SES rejected it (bad content, unverified sender…) | `technical-failure`, reason stored | done |
+//! | no answer, or a 5xx (SES may have it) | stays `sending`, never retried; receipts or the sweeper settle it | done |
 //! | test key (never given to SES) | the mailbox simulator's outcome for the address | done |
+//! | the claim failed (database unavailable) | unchanged, or claimed if the commit's outcome is unknown | deferred with a growing delay, with the claim token |
+//! | undecodable message | — | the message fails alone |
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use floodgate_aws::mail::{Email, MailError, Mailer};
-use floodgate_core::envelope::created_at_of;
+use floodgate_aws::{Carriers, DeferPolicy, Ledger, Queue, QueueLimits, UnidentifiedRecord};
+use floodgate_core::envelope::{created_at_of, pack_send_claimed};
 use floodgate_core::ses_event::SimulatedRecipient;
-use floodgate_core::{Knobs, NotificationStatus, SendEnvelope, Template, TrafficLane, render};
+use floodgate_core::{
+    KeyType, Knobs, NotificationStatus, QueueName, SendEnvelope, Template, TrafficLane, render,
+};
 use floodgate_db::sending::{
-    Claimed, Settlement, claim_for_sending, is_retryable_conflict, settle_sends,
+    ClaimKey, Claimed, Settlement, claim_for_sending, retry_conflicts, settle_sends,
 };
 use floodgate_db::{DbError, WriterLane};
 use futures::StreamExt;
@@ -41,8 +50,10 @@ pub const THROTTLE_RETRIES_ENV: &str = "FLOODGATE_SEND_THROTTLE_RETRIES";
 
 /// SES's default production sending rate (emails per second) for a new account.
 const DEFAULT_ACCOUNT_RATE: f64 = 14.0;
-/// Attempts at a statement that hit a deadlock with a concurrent batch.
-const CONFLICT_ATTEMPTS: u32 = 3;
+/// Claim tokens one id may carry: each claim whose commit outcome was unknown adds one.
+/// Past this the message fails instead (an outage that keeps cutting connections mid-
+/// statement); the sweeper settles what stays claimed.
+const MAX_CLAIM_TOKENS: usize = 4;
 
 /// How fast and how wide one instance sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +139,17 @@ impl RateLimiter {
         }
     }
 
+    /// How many slots are free from now until `deadline`: what an invocation may claim.
+    pub fn slots_before(&self, deadline: Instant) -> usize {
+        let next = *self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let start = next.max(Instant::now());
+        if start > deadline {
+            return 0;
+        }
+        let span = deadline.duration_since(start).as_secs_f64();
+        (span / self.interval.as_secs_f64()).floor() as usize + 1
+    }
+
     /// Reserves the next slot and waits for it; `false` (nothing reserved) when the slot
     /// would come after `deadline`.
     pub async fn acquire(&self, deadline: Instant) -> bool {
@@ -145,22 +167,26 @@ impl RateLimiter {
     }
 }
 
-/// The function, built once per instance in `main`.
+/// The function, built once per instance.
 ///
 /// **Crash window.** The claim commits before the SES call. If the instance dies (crash,
-/// timeout, lost connection) after the claim and before SES accepted, the notification
-/// stays `sending` with no SES message id and `sent_at` NULL, and the redelivered message
-/// will not claim it again: without more, it would never be sent. That is the price of
-/// never sending twice. [`floodgate_db::sending::sweep_stuck_claims`] marks such rows
-/// `technical-failure` after a grace period, so the client sees a failure rather than a
-/// notification that stays `sending`. A crash after SES accepted but before the settle
-/// leaves `sending` (correct) without the SES message id until receipts fill it in.
+/// timeout) after the claim and before SES accepted, the notification stays `sending`
+/// with no SES message id and `sent_at` NULL, and the redelivered message will not claim
+/// it again: that is the price of never sending twice. The maintenance sweep
+/// ([`floodgate_db::sending::sweep_sending`]) makes such a row `temporary-failure` after an
+/// hour (SES `Send` events record every acceptance well before that), and a later SES
+/// event still replaces that verdict. Where the invocation lives on and knows it never
+/// offered an id to SES, it re-enqueues the id with its claim token instead.
 #[derive(Clone)]
-pub struct Send {
-    pub writer: WriterLane,
-    pub mailer: Arc<dyn Mailer>,
-    pub config: SendConfig,
-    pub limiter: Arc<RateLimiter>,
+pub struct Sender {
+    writer: WriterLane,
+    mailer: Arc<dyn Mailer>,
+    queue: Arc<dyn Queue>,
+    limits: QueueLimits,
+    knobs: Arc<Knobs>,
+    config: SendConfig,
+    limiter: Arc<RateLimiter>,
+    defer: DeferPolicy,
 }
 
 /// What one invocation did, for logs, metrics and tests.
@@ -175,8 +201,11 @@ pub struct SendReport {
     pub sent: usize,
     /// Test-key notifications given a simulated outcome.
     pub simulated: usize,
-    /// Released to `created` for a retry (throttled, unavailable, out of time).
+    /// Claimed, then released to `created` and deferred (throttled, out of time).
     pub released: usize,
+    /// Not claimed: more than the rate budget could send before the deadline, or the
+    /// claim failed; deferred.
+    pub deferred: usize,
     /// Throttled calls retried within the invocation.
     pub throttle_retries: usize,
     /// Marked `technical-failure`.
@@ -188,10 +217,8 @@ pub struct SendReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// A record the handler must fail has no message id, so it cannot be reported alone:
-    /// the whole invocation fails and is retried (the claim makes that safe).
-    #[error("a failed record has no messageId; failing the whole batch")]
-    UnidentifiedRecord,
+    #[error(transparent)]
+    UnidentifiedRecord(#[from] UnidentifiedRecord),
 }
 
 /// What happened to one claimed notification.
@@ -201,10 +228,29 @@ enum Outcome {
     Ambiguous,
 }
 
+/// One id of the batch, with what its messages said about it.
+#[derive(Debug, Clone)]
+struct Wanted {
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    lane: TrafficLane,
+    tokens: BTreeSet<Uuid>,
+}
+
+/// Ids to put back on their send queue, grouped by lane and claim tokens.
+#[derive(Default)]
+struct Deferred {
+    planned: BTreeMap<(TrafficLane, Vec<Uuid>), Vec<Uuid>>,
+    backoff: BTreeMap<(TrafficLane, Vec<Uuid>), Vec<Uuid>>,
+}
+
 /// Renders a claimed notification into its email. `Err` is the failure reason to store
 /// (`technical-failure`: the row cannot be sent as stored, retrying cannot help).
 pub fn build_email(c: &Claimed) -> Result<Email, String> {
-    let lane: TrafficLane = c.lane.parse().map_err(|e| format!("{e}"))?;
+    let lane: TrafficLane = c
+        .lane
+        .clone()
+        .map_err(|l| format!("unknown traffic lane {l:?}"))?;
     let from = c
         .from_email
         .clone()
@@ -253,20 +299,37 @@ pub fn unescape_html(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-impl Send {
-    pub fn new(writer: WriterLane, mailer: Arc<dyn Mailer>, config: SendConfig) -> Self {
+impl Sender {
+    /// The one constructor: `main`, the local stack and the tests all build it here.
+    pub fn new(
+        writer: WriterLane,
+        mailer: Arc<dyn Mailer>,
+        queue: Arc<dyn Queue>,
+        knobs: Arc<Knobs>,
+        config: SendConfig,
+    ) -> Self {
         let limiter = Arc::new(RateLimiter::new(config.rate_per_second));
-        Send {
+        Sender {
             writer,
             mailer,
+            queue,
+            limits: QueueLimits::from_knobs(&knobs),
+            defer: DeferPolicy::from_knobs(&knobs),
+            knobs,
             config,
             limiter,
         }
     }
 
+    /// Replaces the deferral delays (the local stack's time-scaled runs).
+    pub fn with_defer_policy(mut self, defer: DeferPolicy) -> Self {
+        self.defer = defer;
+        self
+    }
+
     /// The last moment to start an SES call in an invocation that must end by
     /// `invocation_deadline`: what is left must cover the settle statement (bounded by
-    /// the writer lane's acquire and operation timeouts).
+    /// the writer lane's acquire and operation timeouts) and enqueueing the deferrals.
     pub fn sending_deadline(&self, invocation_deadline: Instant) -> Instant {
         let cfg = self.writer.config();
         let reserve = cfg.acquire_timeout + cfg.operation_timeout;
@@ -275,8 +338,19 @@ impl Send {
             .unwrap_or_else(Instant::now)
     }
 
+    /// The send rate of a whole traffic lane: this instance's share × the lane's maximum
+    /// concurrency. Deferred work is spread over time at this rate.
+    fn lane_rate(&self, lane: TrafficLane) -> f64 {
+        let concurrency = self
+            .knobs
+            .event_source_mappings
+            .get(&QueueName::Send(lane).as_string())
+            .map_or(1, |m| m.maximum_concurrency.max(1));
+        self.config.rate_per_second * f64::from(concurrency)
+    }
+
     /// The handler. `sending_deadline`: no SES call starts after it (see
-    /// [`Send::sending_deadline`]).
+    /// [`Sender::sending_deadline`]).
     pub async fn handle(
         &self,
         event: SqsEvent,
@@ -286,64 +360,141 @@ impl Send {
             messages: event.records.len(),
             ..Default::default()
         };
-        let mut failed: BTreeSet<Option<String>> = BTreeSet::new();
-        // Each notification id and the messages that carry it.
-        let mut carriers: BTreeMap<Uuid, Vec<Option<String>>> = BTreeMap::new();
-        let mut keys = Vec::new();
-        for record in event.records {
-            let mid = record.message_id.clone();
-            let decoded = record
-                .body
-                .as_deref()
+        let mut ledger = Ledger::new(event.records, self.defer);
+        let mut carriers: Carriers<Uuid> = Carriers::default();
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut index: BTreeMap<Uuid, usize> = BTreeMap::new();
+        let mut malformed = Vec::new();
+        for (msg, body) in ledger.messages() {
+            let decoded = body
                 .ok_or("message has no body")
                 .and_then(|b| SendEnvelope::decode(b).map_err(|_| "undecodable envelope"))
                 .and_then(|env| {
-                    env.notification_ids
+                    let ids = env
+                        .notification_ids
                         .iter()
                         .map(|id| created_at_of(*id).map(|at| (*id, at)))
                         .collect::<Option<Vec<_>>>()
-                        .ok_or("an id is not a UUIDv7")
+                        .ok_or("an id is not a UUIDv7")?;
+                    Ok((env, ids))
                 });
             match decoded {
-                Ok(ids) => {
+                Ok((env, ids)) => {
                     for (id, at) in ids {
-                        let c = carriers.entry(id).or_default();
-                        if c.is_empty() {
-                            keys.push((id, at));
-                        }
-                        c.push(mid.clone());
+                        carriers.add(id, msg);
+                        let i = *index.entry(id).or_insert_with(|| {
+                            wanted.push(Wanted {
+                                id,
+                                created_at: at,
+                                lane: env.lane,
+                                tokens: BTreeSet::new(),
+                            });
+                            wanted.len() - 1
+                        });
+                        wanted[i].tokens.extend(env.claim_tokens.iter().copied());
                     }
                 }
                 Err(reason) => {
-                    tracing::warn!(message_id = ?mid, reason, "send message rejected");
-                    report.malformed += 1;
-                    failed.insert(mid);
+                    tracing::warn!(message_id = ?ledger.message_id(msg), reason, "send message rejected");
+                    malformed.push(msg);
                 }
             }
         }
-        report.notifications = keys.len();
+        report.malformed = malformed.len();
+        ledger.fail_all(&malformed);
+        report.notifications = wanted.len();
 
-        let claimed = match self.claim(&keys).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, notifications = keys.len(),
-                    "claim failed; every message of the batch will be retried");
-                failed.extend(carriers.values().flatten().cloned());
-                return finish(failed, report);
-            }
-        };
-        report.claimed = claimed.len();
+        let mut deferred = Deferred::default();
+        // Claim no more than the budget can send before the deadline.
+        let capacity = self
+            .limiter
+            .slots_before(sending_deadline)
+            .min(wanted.len());
+        let later = wanted.split_off(capacity);
+        report.deferred += later.len();
+        for w in later {
+            deferred.add_planned(&w, w.tokens.iter().copied().collect());
+        }
 
-        let outcomes: Vec<(Uuid, chrono::DateTime<Utc>, Outcome, usize)> =
-            futures::stream::iter(claimed)
-                .map(|c| async move {
-                    let (outcome, retries) = self.send_one(&c, sending_deadline).await;
-                    (c.id, c.created_at, outcome, retries)
-                })
-                .buffer_unordered(self.config.max_in_flight)
-                .collect()
+        let token = Uuid::new_v4();
+        match self.claim(&wanted, token).await {
+            Ok(claimed) => {
+                report.claimed = claimed.len();
+                self.send_claimed(
+                    claimed,
+                    token,
+                    sending_deadline,
+                    &wanted,
+                    &mut deferred,
+                    &mut report,
+                )
                 .await;
+            }
+            Err(e) => {
+                // Unknown outcome: the rows may be claimed under this invocation's token,
+                // which never offered them to SES, so the token goes with them.
+                let unknown = e.outcome_unknown();
+                tracing::error!(error = %e, notifications = wanted.len(), outcome_unknown = unknown,
+                    "claim failed; deferring the batch");
+                for w in &wanted {
+                    let mut tokens: Vec<Uuid> = w.tokens.iter().copied().collect();
+                    if unknown {
+                        tokens.push(token);
+                    }
+                    if tokens.len() > MAX_CLAIM_TOKENS || !(e.is_transient() || unknown) {
+                        ledger.fail_all(carriers.of(&w.id));
+                    } else {
+                        report.deferred += 1;
+                        deferred
+                            .backoff
+                            .entry((w.lane, tokens))
+                            .or_default()
+                            .push(w.id);
+                    }
+                }
+            }
+        }
 
+        self.defer_ids(deferred, &carriers, &mut ledger);
+        let (response, outcome) = ledger.finish(self.queue.as_ref(), self.limits).await?;
+        report.failed_messages = outcome.failed;
+        tracing::info!(
+            messages = report.messages,
+            notifications = report.notifications,
+            claimed = report.claimed,
+            sent = report.sent,
+            simulated = report.simulated,
+            released = report.released,
+            deferred = report.deferred,
+            failed = report.failed,
+            ambiguous = report.ambiguous,
+            failed_messages = report.failed_messages.len(),
+            "send batch done"
+        );
+        Ok((response, report))
+    }
+
+    /// Sends the claimed notifications within the rate budget, then settles them all with
+    /// one statement. Released ones are deferred with the claim token, so they are claimed
+    /// again even if the release itself could not be recorded.
+    async fn send_claimed(
+        &self,
+        claimed: Vec<Claimed>,
+        token: Uuid,
+        sending_deadline: Instant,
+        wanted: &[Wanted],
+        deferred: &mut Deferred,
+        report: &mut SendReport,
+    ) {
+        let lanes: BTreeMap<Uuid, TrafficLane> = wanted.iter().map(|w| (w.id, w.lane)).collect();
+        let outcomes: Vec<(Uuid, DateTime<Utc>, Outcome, usize)> = futures::stream::iter(claimed)
+            .map(|c| async move {
+                let (outcome, retries) = self.send_one(&c, sending_deadline).await;
+                (c.id, c.created_at, outcome, retries)
+            })
+            .buffer_unordered(self.config.max_in_flight)
+            .collect()
+            .await;
         let mut settlements = Vec::with_capacity(outcomes.len());
         for (id, at, o, retries) in outcomes {
             report.throttle_retries += retries;
@@ -354,9 +505,12 @@ impl Send {
                         Settlement::Sent { .. } => report.sent += 1,
                         Settlement::Release => {
                             report.released += 1;
-                            if let Some(c) = carriers.get(&id) {
-                                failed.extend(c.iter().cloned());
-                            }
+                            let lane = lanes.get(&id).copied().unwrap_or(TrafficLane::Normal);
+                            deferred
+                                .planned
+                                .entry((lane, vec![token]))
+                                .or_default()
+                                .push(id);
                         }
                         Settlement::Final {
                             sent_at: Some(_), ..
@@ -367,42 +521,75 @@ impl Send {
                 }
             }
         }
-        if let Err(e) = self.settle(&settlements).await {
-            // Sent ones stay `sending` (correct; receipts bring their message ids). Released
-            // ones stay claimed: their messages fail, but only the sweeper can settle them.
+        if let Err(e) = self.settle(&settlements, token).await {
+            // Sent ones stay `sending` (correct; receipts bring their message ids).
+            // Released ones are deferred with the token, so the next claim takes them.
             tracing::error!(error = %e, notifications = settlements.len(),
-                "settle failed after the sends; unsent claims are left to the sweeper");
+                "settle failed after the sends; released ids travel with their claim token");
         }
-        finish(failed, report)
     }
 
-    async fn claim(&self, keys: &[(Uuid, chrono::DateTime<Utc>)]) -> Result<Vec<Claimed>, DbError> {
-        let mut attempt = 1;
-        loop {
-            let conn = self.writer.acquire().await?;
-            match conn.bounded(claim_for_sending(&conn, keys)).await {
-                Err(e) if is_retryable_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                    attempt += 1;
+    /// Turns deferred ids into new send messages standing in for the messages that
+    /// carried them. Planned deferrals (the budget) are spread over the time the lane
+    /// needs to send what came before them; retries after a failure back off.
+    fn defer_ids(&self, deferred: Deferred, carriers: &Carriers<Uuid>, ledger: &mut Ledger) {
+        for (backoff, groups) in [(false, deferred.planned), (true, deferred.backoff)] {
+            for ((lane, tokens), ids) in groups {
+                let per_message = self.knobs.send_ids_per_message(lane);
+                let lane_rate = self.lane_rate(lane).max(1e-3);
+                let mut ahead = 0usize;
+                for env in pack_send_claimed(lane, &ids, &tokens, per_message) {
+                    let sources = carriers.of_all(&env.notification_ids);
+                    ahead += env.notification_ids.len();
+                    let delay = if backoff {
+                        ledger.backoff_delay(&sources)
+                    } else {
+                        Duration::from_secs_f64(ahead as f64 / lane_rate)
+                    };
+                    ledger.replace(
+                        &sources,
+                        QueueName::Send(lane),
+                        vec![(env.encode(), delay)],
+                        backoff,
+                    );
                 }
-                other => return other,
             }
         }
+    }
+
+    async fn claim(&self, wanted: &[Wanted], token: Uuid) -> Result<Vec<Claimed>, DbError> {
+        let mut keys = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            if w.tokens.is_empty() {
+                keys.push(ClaimKey {
+                    id: w.id,
+                    created_at: w.created_at,
+                    token: None,
+                });
+            }
+            keys.extend(w.tokens.iter().map(|t| ClaimKey {
+                id: w.id,
+                created_at: w.created_at,
+                token: Some(*t),
+            }));
+        }
+        retry_conflicts(|| async {
+            let conn = self.writer.acquire().await?;
+            conn.bounded(claim_for_sending(&conn, &keys, token)).await
+        })
+        .await
     }
 
     async fn settle(
         &self,
-        settlements: &[(Uuid, chrono::DateTime<Utc>, Settlement)],
+        settlements: &[(Uuid, DateTime<Utc>, Settlement)],
+        token: Uuid,
     ) -> Result<u64, DbError> {
-        let mut attempt = 1;
-        loop {
+        retry_conflicts(|| async {
             let conn = self.writer.acquire().await?;
-            match conn.bounded(settle_sends(&conn, settlements)).await {
-                Err(e) if is_retryable_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+            conn.bounded(settle_sends(&conn, settlements, token)).await
+        })
+        .await
     }
 
     /// Sends one claimed notification; also returns the throttled calls it retried.
@@ -425,9 +612,9 @@ impl Send {
                 });
             }
         };
-        if c.key_type == "test" {
-            // Test keys go through the pipeline but never reach SES (SPEC §4): the outcome
-            // SES's mailbox simulator would give the address.
+        if c.key_type == Ok(KeyType::Test) {
+            // Test keys go through the pipeline but never reach SES: the outcome SES's
+            // mailbox simulator would give the address.
             let status = SimulatedRecipient::of(&email.to).final_status();
             return Outcome::Settle(Settlement::Final {
                 status,
@@ -462,7 +649,7 @@ impl Send {
                 }
                 Err(e @ (MailError::Throttled(_) | MailError::Unavailable(_))) => {
                     tracing::warn!(notification_id = %c.id, error = %e,
-                        "SES did not take it; released for a retry");
+                        "SES did not take it; released and deferred");
                     return Outcome::Settle(Settlement::Release);
                 }
                 Err(MailError::Rejected(reason)) => {
@@ -484,26 +671,10 @@ impl Send {
     }
 }
 
-fn finish(
-    failed: BTreeSet<Option<String>>,
-    mut report: SendReport,
-) -> Result<(SqsBatchResponse, SendReport), SendError> {
-    let (response, failed_ids) =
-        floodgate_core::batch::batch_response(failed).map_err(|_| SendError::UnidentifiedRecord)?;
-    report.failed_messages = failed_ids;
-    tracing::info!(
-        messages = report.messages,
-        notifications = report.notifications,
-        claimed = report.claimed,
-        sent = report.sent,
-        simulated = report.simulated,
-        released = report.released,
-        failed = report.failed,
-        ambiguous = report.ambiguous,
-        failed_messages = report.failed_messages.len(),
-        "send batch done"
-    );
-    Ok((response, report))
+impl Deferred {
+    fn add_planned(&mut self, w: &Wanted, tokens: Vec<Uuid>) {
+        self.planned.entry((w.lane, tokens)).or_default().push(w.id);
+    }
 }
 
 #[cfg(test)]
@@ -519,8 +690,8 @@ mod tests {
             service_id: Uuid::from_u128(1),
             template_id: Uuid::from_u128(2),
             template_version: 1,
-            lane: "bulk".into(),
-            key_type: "normal".into(),
+            lane: Ok(TrafficLane::Bulk),
+            key_type: Ok(KeyType::Normal),
             email_address: "ada@example.com".into(),
             personalisation,
             subject: Some("Hello ((name))".into()),

@@ -1,10 +1,11 @@
 //! The `send` Lambda: builds its clients once, then serves SQS batches.
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use floodgate_aws::SqsQueue;
 use floodgate_aws::mail::SesMailer;
 use floodgate_core::Knobs;
 use floodgate_db::WriterLane;
-use floodgate_send::{Send, SendConfig};
+use floodgate_send::{SendConfig, Sender};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,11 +22,14 @@ fn deadline_instant(deadline_ms: u64) -> Instant {
 async fn main() -> Result<(), Error> {
     floodgate_obs::init("send");
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let knobs = Knobs::embedded();
-    let send = Send::new(
+    let knobs = Arc::new(Knobs::embedded());
+    let config = SendConfig::from_env(&knobs)?;
+    let send = Sender::new(
         WriterLane::from_env("floodgate-send").await?,
         Arc::new(SesMailer::from_env(&sdk)),
-        SendConfig::from_env(&knobs)?,
+        Arc::new(SqsQueue::from_env(&sdk)),
+        knobs,
+        config,
     );
     let send = &send;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
