@@ -12,7 +12,9 @@ use floodgate_admin::{
 };
 use floodgate_api::gateway::{request, response_text};
 use floodgate_api::{ApiCatalog, CachePolicy};
-use floodgate_aws::{EmbeddedQueue, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage};
+use floodgate_aws::{
+    EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage,
+};
 use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
 use floodgate_core::{Knobs, QueueName, TrafficLane};
 use floodgate_db::catalog::{ServiceRow, TemplateRow};
@@ -190,13 +192,7 @@ fn email_body(api: &Api, email: &str) -> Value {
 /// Receives everything on `lane`'s intake queue, runs `persist` over it in batches of 10,
 /// deletes what it stored; returns the notifications persisted.
 async fn persist_all(queue: &Arc<EmbeddedQueue>, writer: WriterLane, lane: TrafficLane) -> u64 {
-    let knobs = Arc::new(Knobs::embedded());
-    let persist = Persist {
-        writer,
-        queue: queue.clone(),
-        limits: QueueLimits::from_knobs(&knobs),
-        knobs,
-    };
+    let persist = Persist::new(writer, queue.clone(), Arc::new(Knobs::embedded()));
     let mut inserted = 0;
     loop {
         let msgs = queue
@@ -698,7 +694,7 @@ impl Queue for FailAfter {
     async fn send_batch(
         &self,
         queue: QueueName,
-        bodies: &[String],
+        bodies: &[OutgoingMessage],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         if self
             .ok_calls

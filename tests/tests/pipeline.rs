@@ -4,7 +4,7 @@
 //! service id (the fixtures test owns the fixtures' fixed ids).
 
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use floodgate_aws::mail::{Accepted, Email, MailError, Mailer, SesMailer, SimulatorMailer};
 use floodgate_aws::{EmbeddedQueue, Queue, QueueLimits, ReceivedMessage};
 use floodgate_core::ses_event::{
@@ -20,7 +20,7 @@ use floodgate_e2e::*;
 use floodgate_local::{LocalStack, StackOptions};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
-use floodgate_send::{Send, SendConfig, SendReport};
+use floodgate_send::{SendConfig, SendReport, Sender};
 use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -118,13 +118,30 @@ fn notifications(
 }
 
 fn persist_with(writer: WriterLane, queue: Arc<dyn Queue>) -> Persist {
-    let knobs = Arc::new(Knobs::embedded());
-    Persist {
-        writer,
+    Persist::new(writer, queue, Arc::new(Knobs::embedded()))
+}
+
+fn sender(writer: &WriterLane, mailer: Arc<dyn Mailer>, queue: Arc<dyn Queue>) -> Sender {
+    sender_with(writer, mailer, queue, fast_config())
+}
+
+fn sender_with(
+    writer: &WriterLane,
+    mailer: Arc<dyn Mailer>,
+    queue: Arc<dyn Queue>,
+    config: SendConfig,
+) -> Sender {
+    Sender::new(
+        writer.clone(),
+        mailer,
         queue,
-        limits: QueueLimits::from_knobs(&knobs),
-        knobs,
-    }
+        Arc::new(Knobs::embedded()),
+        config,
+    )
+}
+
+fn receipts_with(writer: &WriterLane, queue: Arc<dyn Queue>) -> Receipts {
+    Receipts::new(writer.clone(), queue, &Knobs::embedded())
 }
 
 /// Stores `batch` through `persist`, which forwards the ids to the lane's send queue.
@@ -138,19 +155,7 @@ async fn persist_all(persist: &Persist, batch: &[IntakeNotification]) {
 }
 
 fn event_of(msgs: &[ReceivedMessage]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    for m in msgs {
-        let mut r = SqsMessage::default();
-        r.message_id = Some(m.message_id.clone());
-        r.receipt_handle = Some(m.receipt_handle.clone());
-        r.body = Some(m.body.clone());
-        r.attributes.insert(
-            "ApproximateReceiveCount".into(),
-            m.receive_count.to_string(),
-        );
-        event.records.push(r);
-    }
-    event
+    floodgate_local::esm::to_event(QueueName::Receipts, msgs)
 }
 
 fn failed_ids(resp: &SqsBatchResponse) -> BTreeSet<String> {
@@ -198,7 +203,7 @@ where
         }
         if msgs.is_empty() {
             let s = queue.stats(name).await.unwrap();
-            if s.visible + s.in_flight == 0 {
+            if s.visible + s.in_flight + s.delayed == 0 {
                 return invocations;
             }
             continue;
@@ -325,7 +330,7 @@ struct World {
     queue: Arc<EmbeddedQueue>,
     sim: SimulatorMailer,
     persist: Persist,
-    send: Send,
+    send: Sender,
     receipts: Receipts,
     service: Uuid,
     template: Uuid,
@@ -338,10 +343,8 @@ async fn world(stack: &LocalStack, lane: TrafficLane, queue: EmbeddedQueue) -> W
     let (service, template) = create_service(&writer, lane, FROM).await;
     World {
         persist: persist_with(writer.clone(), queue.clone()),
-        send: Send::new(writer.clone(), Arc::new(sim.clone()), fast_config()),
-        receipts: Receipts {
-            writer: writer.clone(),
-        },
+        send: sender(&writer, Arc::new(sim.clone()), queue.clone()),
+        receipts: receipts_with(&writer, queue.clone()),
         writer,
         queue,
         sim,
@@ -436,10 +439,8 @@ async fn every_sqs_fixture_in_events_runs_through_its_handler() {
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let sim = SimulatorMailer::new(queue.clone());
     let persist = persist_with(writer.clone(), queue.clone());
-    let send = Send::new(writer.clone(), Arc::new(sim.clone()), fast_config());
-    let receipts = Receipts {
-        writer: writer.clone(),
-    };
+    let send = sender(&writer, Arc::new(sim.clone()), queue.clone());
+    let receipts = receipts_with(&writer, queue.clone());
     let mut handled = 0;
     for f in &files {
         let text = std::fs::read_to_string(dir.join(f)).unwrap();
@@ -557,12 +558,13 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
     };
     let crashing = [0usize, 4, 7];
     let crash: HashSet<Uuid> = crashing.iter().map(|&i| ids_of(&events[i])[17]).collect();
-    let send = Arc::new(Send::new(
-        w.writer.clone(),
+    let send = Arc::new(sender_with(
+        &w.writer,
         Arc::new(CrashAfterSend {
             inner: w.sim.clone(),
             crash: crash.clone(),
         }),
+        w.queue.clone(),
         SendConfig {
             // Slow enough that a crash interrupts a batch mid-way: some claimed
             // notifications of a crashing batch are never handed to SES.
@@ -635,7 +637,7 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
     );
 
     // The window's cost, settled: receipts fill in the message id of what SES accepted,
-    // then the sweeper fails exactly the claims SES never saw.
+    // then the sweeper times out exactly the claims SES never saw.
     w.sim.settled().await;
     let receipts = &w.receipts;
     drive(
@@ -648,9 +650,12 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
     .await;
     let conn = w.writer.acquire().await.unwrap();
     let swept = conn
-        .bounded(floodgate_db::sending::sweep_stuck_claims(
+        .bounded(floodgate_db::sending::sweep_sending(
             &conn,
-            Duration::ZERO,
+            floodgate_db::sending::SendingTimeouts {
+                unconfirmed_claim: Duration::ZERO,
+                ..Default::default()
+            },
             Duration::from_secs(2 * 86_400),
         ))
         .await
@@ -660,7 +665,7 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
     let all = rows(&w.writer, w.service).await;
     let failed: Vec<_> = all
         .iter()
-        .filter(|(_, r)| r.status == "technical-failure")
+        .filter(|(_, r)| r.status == "temporary-failure")
         .collect();
     assert!(swept >= never_sent as u64);
     assert_eq!(failed.len(), never_sent);
@@ -717,7 +722,7 @@ async fn with_30_percent_throttling_nothing_fails_and_all_are_sent_once() {
         };
         if msgs.is_empty() {
             let s = queue.stats(QueueName::Send(lane)).await.unwrap();
-            if s.visible + s.in_flight == 0 {
+            if s.visible + s.in_flight + s.delayed == 0 {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(120), "not drained");
@@ -941,9 +946,10 @@ async fn a_shuffled_duplicated_stream_for_1000_gives_the_in_order_statuses() {
         out
     };
     // In order: one batch of 100 after another, events in SES's order.
-    let receipts = Receipts {
-        writer: writer.clone(),
-    };
+    let receipts = receipts_with(
+        &writer,
+        Arc::new(EmbeddedQueue::from_knobs(&Knobs::embedded())),
+    );
     let ordered: Vec<String> = streams(&sets[0].1).into_iter().map(|(b, _)| b).collect();
     for chunk in ordered.chunks(100) {
         let (resp, _) = receipts.handle(sqs_event(chunk)).await.unwrap();
@@ -963,9 +969,10 @@ async fn a_shuffled_duplicated_stream_for_1000_gives_the_in_order_statuses() {
     let mut workers = Vec::new();
     for _ in 0..3 {
         let next = next.clone();
-        let receipts = Receipts {
-            writer: writer_lane(&stack, |_| {}).await,
-        };
+        let receipts = receipts_with(
+            &writer_lane(&stack, |_| {}).await,
+            Arc::new(EmbeddedQueue::from_knobs(&Knobs::embedded())),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let chunk = next.lock().unwrap().next();
@@ -1007,7 +1014,7 @@ async fn a_shuffled_duplicated_stream_for_1000_gives_the_in_order_statuses() {
 }
 
 #[tokio::test]
-async fn a_receipt_before_its_notification_fails_then_applies_and_is_never_dropped() {
+async fn a_receipt_before_its_notification_is_deferred_then_applies_and_is_never_dropped() {
     let stack = shared_stack().await;
     let lane = TrafficLane::Normal;
     let writer = writer_lane(&stack, |_| {}).await;
@@ -1028,52 +1035,75 @@ async fn a_receipt_before_its_notification_fails_then_applies_and_is_never_dropp
             .iter()
             .map(|n| event_body(SimulatedEvent::Delivery, n, true, 10)),
     );
-    let event = sqs_event(&bodies);
-    let receipts = Receipts {
-        writer: writer.clone(),
-    };
-    let (resp, report) = receipts.handle(event.clone()).await.unwrap();
-    let expected: BTreeSet<String> = (5..25).map(|i| format!("m-{i}")).collect();
-    assert_eq!(failed_ids(&resp), expected, "exactly the early ones fail");
+    // The knobs' deferral delays divided by 100 (10 s → 100 ms), so the test waits
+    // milliseconds where AWS would wait seconds; the retention bound scales alike.
+    let scale = 100.0;
+    let policy = floodgate_aws::DeferPolicy::from_knobs(&Knobs::embedded()).scaled(scale);
+    let queue = Arc::new(EmbeddedQueue::scaled(&Knobs::embedded(), scale));
+    let receipts = receipts_with(&writer, queue.clone()).with_defer_policy(policy);
+    let (resp, report) = receipts.handle(sqs_event(&bodies)).await.unwrap();
+    assert!(
+        resp.batch_item_failures.is_empty(),
+        "waiting spends no receive: {resp:?}"
+    );
     assert_eq!(report.not_found, 20);
+    assert_eq!(report.deferred, 20);
     assert_eq!(report.updated, 5);
+    let s = queue.stats(QueueName::Receipts).await.unwrap();
+    assert_eq!(
+        (s.visible, s.delayed),
+        (0, 20),
+        "deferred with a delay: {s:?}"
+    );
 
-    // persist catches up; the redelivered receipts apply.
+    // persist catches up; the deferred receipts come back and apply.
     persist_all(&persist, &early).await;
-    let mut retry = SqsEvent::default();
-    retry.records = event
-        .records
-        .into_iter()
-        .filter(|r| expected.contains(r.message_id.as_deref().unwrap()))
-        .collect();
-    let (resp, report) = receipts.handle(retry).await.unwrap();
-    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
-    assert_eq!(report.updated, 20);
+    let receipts_ref = &receipts;
+    drive(
+        &queue,
+        QueueName::Receipts,
+        100,
+        Duration::from_secs(20),
+        |e| async move { receipts_ref.handle(e).await.unwrap().0 },
+    )
+    .await;
     let all = rows(&writer, service).await;
     assert_eq!(
         status_counts(&all),
         BTreeMap::from([("delivered".into(), 25)])
     );
+    assert!(queue.dead_letters(QueueName::Receipts).is_empty());
 
-    // A notification that never arrives: its receipt is retried until maxReceiveCount,
-    // then waits in the DLQ — never dropped.
-    let queue = EmbeddedQueue::uniform(Duration::from_millis(100), 3);
+    // A notification that never arrives: its receipt is deferred until the queue's
+    // retention (scaled by 10,000 here: 4 days → 35 s) has passed since it was first sent,
+    // then it fails until maxReceiveCount and waits in the DLQ — never dropped.
+    let scale = 10_000.0;
+    let queue = Arc::new(EmbeddedQueue::scaled(&Knobs::embedded(), scale));
+    let policy = floodgate_aws::DeferPolicy::from_knobs(&Knobs::embedded()).scaled(scale);
+    let receipts = receipts_with(&writer, queue.clone()).with_defer_policy(policy);
     let ghost = notifications(service, template, lane, 1).remove(0);
     let body = event_body(SimulatedEvent::Delivery, &ghost, true, 10);
-    queue
-        .send_batch(QueueName::Receipts, std::slice::from_ref(&body))
-        .await
-        .unwrap();
+    floodgate_aws::send_all(
+        queue.as_ref(),
+        QueueName::Receipts,
+        std::slice::from_ref(&body),
+        QueueLimits::default(),
+    )
+    .await;
     let receipts = &receipts;
     let invocations = drive(
         &queue,
         QueueName::Receipts,
         100,
-        Duration::from_secs(20),
+        Duration::from_secs(90),
         |e| async move { receipts.handle(e).await.unwrap().0 },
     )
     .await;
-    assert_eq!(invocations, 3, "retried maxReceiveCount times");
+    let max_receives = Knobs::embedded().sqs.max_receive_count as usize;
+    assert!(
+        invocations > max_receives,
+        "deferred several times before failing: {invocations}"
+    );
     assert_eq!(queue.dead_letters(QueueName::Receipts), vec![body]);
 }
 
@@ -1102,9 +1132,10 @@ async fn an_undecodable_receipt_fails_alone() {
         r#"{"eventType":"Delivery","mail":{"messageId":"x","tags":{}}}"#.into(),
     );
     bodies.push(r#"{"eventType":"Open","mail":{"messageId":"x","tags":{"notification_id":["01a1f866-0d00-7d5f-aadb-922fa1a0e1ab"]}}}"#.into());
-    let receipts = Receipts {
-        writer: writer.clone(),
-    };
+    let receipts = receipts_with(
+        &writer,
+        Arc::new(EmbeddedQueue::from_knobs(&Knobs::embedded())),
+    );
     let (resp, report) = receipts.handle(sqs_event(&bodies)).await.unwrap();
     assert_eq!(
         failed_ids(&resp),
@@ -1304,7 +1335,7 @@ async fn ses_mailer_sends_through_moto_and_send_records_its_message_ids() {
     let lane = TrafficLane::Priority;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let persist = persist_with(writer.clone(), queue.clone());
-    let send = Send::new(writer.clone(), Arc::new(mailer), fast_config());
+    let send = sender(&writer, Arc::new(mailer), queue.clone());
     for (from, expect) in [
         (verified.as_str(), "sending"),
         ("x@unverified.example", "technical-failure"),
@@ -1418,12 +1449,14 @@ async fn ses_errors_from_the_real_sdk_map_to_the_right_outcome() {
             "rejected",
         ),
         (
+            // A 5xx arrived after the request: SES may have taken the message, so it is an
+            // unknown outcome and never sent again.
             Some(http_response(
                 "500 Internal Server Error",
                 Some("InternalFailure"),
                 r#"{"message":"oops"}"#,
             )),
-            "unavailable",
+            "ambiguous",
         ),
         (None, "ambiguous"),
         (
@@ -1484,7 +1517,7 @@ async fn ses_errors_from_the_real_sdk_map_to_the_right_outcome() {
 }
 
 #[tokio::test]
-async fn an_ses_throttle_releases_the_notification_and_fails_its_message() {
+async fn an_ses_throttle_releases_the_notification_and_defers_it_without_spending_a_receive() {
     let stack = shared_stack().await;
     let (url, _) = loopback_ses(Some(http_response(
         "429 Too Many Requests",
@@ -1502,13 +1535,13 @@ async fn an_ses_throttle_releases_the_notification_and_fails_its_message() {
     persist_all(&persist, &batch).await;
     let msgs = take_all(&queue, QueueName::Send(lane)).await;
     assert_eq!(msgs.len(), 3, "priority: one id per message");
-    let send = Send::new(
-        writer.clone(),
+    let send = sender(
+        &writer,
         Arc::new(SesMailer::from_sdk(&sdk, None)),
-        fast_config(),
+        queue.clone(),
     );
     let (resp, report) = send.handle(event_of(&msgs), far_deadline()).await.unwrap();
-    assert_eq!(failed_ids(&resp).len(), 3, "every message comes back");
+    assert!(failed_ids(&resp).is_empty(), "no receive spent: {resp:?}");
     assert_eq!(report.released, 3);
     assert_eq!(
         report.throttle_retries, 6,
@@ -1520,4 +1553,16 @@ async fn an_ses_throttle_releases_the_notification_and_fails_its_message() {
         all.values()
             .all(|r| !r.sent_at && r.ses_message_id.is_none())
     );
+    // Each id is back on the send queue, with the claim token that released it.
+    let s = queue.stats(QueueName::Send(lane)).await.unwrap();
+    assert_eq!(s.visible + s.delayed, 3, "{s:?}");
+    let back = take_all(&queue, QueueName::Send(lane)).await;
+    let mut ids = BTreeSet::new();
+    for m in &back {
+        let env = floodgate_core::SendEnvelope::decode(&m.body).unwrap();
+        assert_eq!(env.claim_tokens.len(), 1);
+        assert_eq!(m.receive_count, 1, "a new message, not a redelivery");
+        ids.extend(env.notification_ids);
+    }
+    assert_eq!(ids, batch.iter().map(|n| n.id).collect());
 }

@@ -7,7 +7,7 @@ use crate::services::{DB_NAME, LocalStack, StackOptions, first_value, psql};
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
-use floodgate_aws::{EmbeddedQueue, QueueLimits};
+use floodgate_aws::EmbeddedQueue;
 use floodgate_core::{IntakeNotification, KeyType, Knobs, TrafficLane, pack_intake};
 use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
@@ -209,12 +209,11 @@ async fn measure_persist(
         "bench",
     ))
     .await?;
-    let persist = Persist {
-        writer: WriterLane(lane),
-        queue: Arc::new(EmbeddedQueue::uniform(Duration::from_secs(60), 5)),
-        limits: QueueLimits::from_knobs(&knobs),
+    let persist = Persist::new(
+        WriterLane(lane),
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(60), 5)),
         knobs,
-    };
+    );
     // Encode outside the timed section: that is ingest's work, not persist's.
     let per_message = batch.min(100);
     let events: Vec<SqsEvent> = rows

@@ -182,6 +182,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             duplicate_every: opts.duplicate_every,
             visibility_timeout: opts.visibility_timeout,
             sender_identity: Some(from),
+            time_scale: 1.0,
         },
     )
     .await?;

@@ -8,7 +8,8 @@
 //! factory with its own database lanes, as on Lambda; so the connection budget
 //! `Σ (max concurrency × lane sizes)` holds locally too.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use floodgate_aws::queue::{DEFERRALS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE};
 use floodgate_aws::{Queue, ReceivedMessage};
 use floodgate_core::{Knobs, QueueName};
 use futures::future::BoxFuture;
@@ -57,6 +58,16 @@ impl MappingConfig {
             maximum_concurrency: m.maximum_concurrency as usize,
             function_timeout: Duration::from_secs(u64::from(timeout)),
         })
+    }
+}
+
+impl MappingConfig {
+    /// Every interval divided by `factor` (a time-scaled local run); counts unchanged.
+    pub fn scaled(mut self, factor: f64) -> Self {
+        let f = factor.max(1e-3);
+        self.maximum_batching_window = self.maximum_batching_window.div_f64(f);
+        self.function_timeout = self.function_timeout.div_f64(f);
+        self
     }
 }
 
@@ -173,7 +184,8 @@ async fn collect_batch(
     batch
 }
 
-fn to_event(queue: QueueName, batch: &[ReceivedMessage]) -> SqsEvent {
+/// The Lambda event for received messages, as the event source mapping builds it.
+pub fn to_event(queue: QueueName, batch: &[ReceivedMessage]) -> SqsEvent {
     let mut event = SqsEvent::default();
     for m in batch {
         let mut r = SqsMessage::default();
@@ -193,6 +205,21 @@ fn to_event(queue: QueueName, batch: &[ReceivedMessage]) -> SqsEvent {
                 m.sent_timestamp_millis.to_string(),
             ),
         ]);
+        if let Some(d) = m.deferral {
+            let number = |v: String| {
+                let mut a = SqsMessageAttribute::default();
+                a.string_value = Some(v);
+                a.data_type = Some("Number".into());
+                a
+            };
+            r.message_attributes = HashMap::from([
+                (DEFERRALS_ATTRIBUTE.to_string(), number(d.count.to_string())),
+                (
+                    FIRST_SENT_ATTRIBUTE.to_string(),
+                    number(d.first_sent_millis.to_string()),
+                ),
+            ]);
+        }
         event.records.push(r);
     }
     event

@@ -9,12 +9,12 @@ use crate::services::LocalStack;
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::SqsEvent;
 use floodgate_aws::mail::{Mailer, SesMailer, SimulatorMailer};
-use floodgate_aws::{EmbeddedQueue, Queue, QueueLimits, SqsQueue};
+use floodgate_aws::{DeferPolicy, EmbeddedQueue, Queue, QueueLimits, SqsQueue};
 use floodgate_core::{Knobs, QueueName};
 use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
-use floodgate_send::{Send, SendConfig};
+use floodgate_send::{SendConfig, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,18 @@ pub async fn instance_lane(
     function: &str,
     kind: LaneKind,
 ) -> Result<Lane> {
+    scaled_instance_lane(url, knobs, registry, function, kind, 1.0).await
+}
+
+/// [`instance_lane`] with every timeout of the lane divided by `time_scale`.
+pub async fn scaled_instance_lane(
+    url: String,
+    knobs: &Knobs,
+    registry: &LaneRegistry,
+    function: &str,
+    kind: LaneKind,
+    time_scale: f64,
+) -> Result<Lane> {
     let f = knobs
         .functions
         .get(function)
@@ -62,6 +74,12 @@ pub async fn instance_lane(
     };
     let mut config = LaneConfig::new(kind, url, &format!("floodgate-{function}"));
     config.max_size = size.max(1) as usize;
+    if time_scale != 1.0 {
+        let k = time_scale.max(1e-3);
+        config.acquire_timeout = config.acquire_timeout.div_f64(k);
+        config.connect_timeout = config.connect_timeout.div_f64(k);
+        config.operation_timeout = config.operation_timeout.div_f64(k);
+    }
     let lane = Lane::open(config).await?;
     registry.register(&lane);
     Ok(lane)
@@ -82,6 +100,11 @@ pub struct PipelineOptions {
     pub visibility_timeout: Option<Duration>,
     /// The verified sender identity to create at the endpoint (moto) for `SesMailer`.
     pub sender_identity: Option<String>,
+    /// Runs the pipeline this many times faster than AWS would: every interval from the
+    /// knobs (function timeouts, batching windows, visibility timeouts, deferral delays,
+    /// lane timeouts) is divided by it. Counts (batch sizes, concurrency, maxReceiveCount)
+    /// stay as shipped. 1 = real time.
+    pub time_scale: f64,
 }
 
 impl Default for PipelineOptions {
@@ -93,6 +116,7 @@ impl Default for PipelineOptions {
             duplicate_every: 0,
             visibility_timeout: None,
             sender_identity: None,
+            time_scale: 1.0,
         }
     }
 }
@@ -138,9 +162,10 @@ impl Pipeline {
                 .map(|f| f.timeout_seconds)
                 .max()
                 .unwrap_or(30);
+            let longest = Duration::from_secs(u64::from(longest)).div_f64(opts.scale());
             anyhow::ensure!(
-                v >= Duration::from_secs(u64::from(longest)),
-                "visibility timeout {v:?} is shorter than the consumers' {longest} s timeout"
+                v >= longest,
+                "visibility timeout {v:?} is shorter than the consumers' {longest:?} timeout"
             );
         }
         let Adapters {
@@ -160,19 +185,24 @@ impl Pipeline {
             mappings: Vec::new(),
         };
         let send_rate = opts.ses_account_rate / f64::from(knobs.max_concurrency("send").max(1));
+        let env = InstanceEnv {
+            writer_url: stack.writer_url(),
+            knobs: knobs.clone(),
+            lanes: lanes.clone(),
+            queue: queue.clone(),
+            time_scale: opts.scale(),
+        };
         for q in QueueName::ALL {
-            let config = MappingConfig::from_knobs(&knobs, q)?;
+            let config = MappingConfig::from_knobs(&knobs, q)?.scaled(opts.scale());
             let factory = match q {
-                QueueName::Intake(_) => persist_factory(stack, &knobs, &lanes, queue.clone()),
+                QueueName::Intake(_) => persist_factory(env.clone()),
                 QueueName::Send(_) => send_factory(
-                    stack,
-                    &knobs,
-                    &lanes,
+                    env.clone(),
                     mailer.clone(),
                     send_rate,
                     config.function_timeout,
                 ),
-                QueueName::Receipts => receipts_factory(stack, &knobs, &lanes),
+                QueueName::Receipts => receipts_factory(env.clone()),
             };
             pipeline
                 .mappings
@@ -189,128 +219,138 @@ impl Pipeline {
     }
 }
 
+impl PipelineOptions {
+    fn scale(&self) -> f64 {
+        if self.time_scale.is_finite() && self.time_scale > 0.0 {
+            self.time_scale
+        } else {
+            1.0
+        }
+    }
+}
+
 /// What a factory needs from the stack, cloned into each instance.
 #[derive(Clone)]
 struct InstanceEnv {
     writer_url: String,
+    knobs: Arc<Knobs>,
+    lanes: LaneRegistry,
+    queue: Arc<dyn Queue>,
+    time_scale: f64,
 }
 
 impl InstanceEnv {
-    fn of(stack: &LocalStack) -> Self {
-        InstanceEnv {
-            writer_url: stack.writer_url(),
-        }
-    }
-
-    async fn writer(
-        &self,
-        knobs: &Knobs,
-        lanes: &LaneRegistry,
-        function: &str,
-    ) -> Result<WriterLane> {
-        let lane = instance_lane(
+    async fn writer(&self, function: &str) -> Result<WriterLane> {
+        let lane = scaled_instance_lane(
             self.writer_url.clone(),
-            knobs,
-            lanes,
+            &self.knobs,
+            &self.lanes,
             function,
             LaneKind::Writer,
+            self.time_scale,
         )
         .await?;
         Ok(WriterLane(lane))
     }
+
+    fn defer_policy(&self) -> DeferPolicy {
+        DeferPolicy::from_knobs(&self.knobs).scaled(self.time_scale)
+    }
 }
 
-fn persist_factory(
-    stack: &LocalStack,
-    knobs: &Arc<Knobs>,
-    lanes: &LaneRegistry,
-    queue: Arc<dyn Queue>,
-) -> InstanceFactory {
-    let (env, knobs, lanes) = (InstanceEnv::of(stack), knobs.clone(), lanes.clone());
+/// An emulated instance's handler from a function built once per instance.
+fn handler<F, Fut>(f: F) -> SqsHandler
+where
+    F: Fn(SqsEvent) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<aws_lambda_events::event::sqs::SqsBatchResponse, String>,
+        > + Send
+        + 'static,
+{
+    Arc::new(move |event: SqsEvent| Box::pin(f(event)))
+}
+
+fn persist_factory(env: InstanceEnv) -> InstanceFactory {
     Arc::new(move |_n| {
-        let (env, knobs, lanes, queue) = (env.clone(), knobs.clone(), lanes.clone(), queue.clone());
+        let env = env.clone();
         Box::pin(async move {
-            let persist = Arc::new(Persist {
-                writer: env.writer(&knobs, &lanes, "persist").await?,
-                queue,
-                limits: QueueLimits::from_knobs(&knobs),
-                knobs: knobs.clone(),
-            });
-            let h: SqsHandler = Arc::new(move |event: SqsEvent| {
+            let persist = Arc::new(
+                Persist::new(
+                    env.writer("persist").await?,
+                    env.queue.clone(),
+                    env.knobs.clone(),
+                )
+                .with_defer_policy(env.defer_policy()),
+            );
+            Ok(handler(move |event: SqsEvent| {
                 let persist = persist.clone();
-                Box::pin(async move {
+                async move {
                     persist
                         .handle(event)
                         .await
                         .map(|(resp, _)| resp)
                         .map_err(|e| e.to_string())
-                })
-            });
-            Ok(h)
+                }
+            }))
         })
     })
 }
 
 fn send_factory(
-    stack: &LocalStack,
-    knobs: &Arc<Knobs>,
-    lanes: &LaneRegistry,
+    env: InstanceEnv,
     mailer: Arc<dyn Mailer>,
     rate_per_instance: f64,
     function_timeout: Duration,
 ) -> InstanceFactory {
-    let (env, knobs, lanes) = (InstanceEnv::of(stack), knobs.clone(), lanes.clone());
     Arc::new(move |_n| {
-        let (env, knobs, lanes, mailer) =
-            (env.clone(), knobs.clone(), lanes.clone(), mailer.clone());
+        let (env, mailer) = (env.clone(), mailer.clone());
         Box::pin(async move {
             let config = SendConfig {
                 rate_per_second: rate_per_instance,
-                ..SendConfig::from_lookup(&knobs, |_| None)?
+                ..SendConfig::from_lookup(&env.knobs, |_| None)?
             };
-            let send = Arc::new(Send::new(
-                env.writer(&knobs, &lanes, "send").await?,
-                mailer,
-                config,
-            ));
-            let h: SqsHandler = Arc::new(move |event: SqsEvent| {
+            let send = Arc::new(
+                Sender::new(
+                    env.writer("send").await?,
+                    mailer,
+                    env.queue.clone(),
+                    env.knobs.clone(),
+                    config,
+                )
+                .with_defer_policy(env.defer_policy()),
+            );
+            Ok(handler(move |event: SqsEvent| {
                 let send = send.clone();
-                Box::pin(async move {
+                async move {
                     let deadline = send.sending_deadline(Instant::now() + function_timeout);
                     send.handle(event, deadline)
                         .await
                         .map(|(resp, _)| resp)
                         .map_err(|e| e.to_string())
-                })
-            });
-            Ok(h)
+                }
+            }))
         })
     })
 }
 
-fn receipts_factory(
-    stack: &LocalStack,
-    knobs: &Arc<Knobs>,
-    lanes: &LaneRegistry,
-) -> InstanceFactory {
-    let (env, knobs, lanes) = (InstanceEnv::of(stack), knobs.clone(), lanes.clone());
+fn receipts_factory(env: InstanceEnv) -> InstanceFactory {
     Arc::new(move |_n| {
-        let (env, knobs, lanes) = (env.clone(), knobs.clone(), lanes.clone());
+        let env = env.clone();
         Box::pin(async move {
-            let receipts = Arc::new(Receipts {
-                writer: env.writer(&knobs, &lanes, "receipts").await?,
-            });
-            let h: SqsHandler = Arc::new(move |event: SqsEvent| {
+            let receipts = Arc::new(
+                Receipts::new(env.writer("receipts").await?, env.queue.clone(), &env.knobs)
+                    .with_defer_policy(env.defer_policy()),
+            );
+            Ok(handler(move |event: SqsEvent| {
                 let receipts = receipts.clone();
-                Box::pin(async move {
+                async move {
                     receipts
                         .handle(event)
                         .await
                         .map(|(resp, _)| resp)
                         .map_err(|e| e.to_string())
-                })
-            });
-            Ok(h)
+                }
+            }))
         })
     })
 }
@@ -328,7 +368,7 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
         None => {
             let q = Arc::new(match opts.visibility_timeout {
                 Some(v) => EmbeddedQueue::uniform(v, knobs.sqs.max_receive_count),
-                None => EmbeddedQueue::from_knobs(knobs),
+                None => EmbeddedQueue::scaled(knobs, opts.scale()),
             });
             q.set_duplicate_every(opts.duplicate_every);
             let queue: Arc<dyn Queue> = q.clone();
@@ -343,14 +383,13 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
         }
         Some(endpoint) => {
             let sdk = local_sdk(endpoint).await;
-            let visibility = opts
-                .visibility_timeout
-                .unwrap_or(Duration::from_secs(u64::from(
-                    knobs.visibility_timeout_seconds("send"),
-                )));
+            let visibility = opts.visibility_timeout.unwrap_or(
+                Duration::from_secs(u64::from(knobs.visibility_timeout_seconds("send")))
+                    .div_f64(opts.scale()),
+            );
             let prefix = format!("floodgate-{}", uuid::Uuid::now_v7().simple());
             let sqs = SqsQueue::create_all(
-                aws_sdk_sqs::Client::new(&sdk),
+                SqsQueue::client(&sdk),
                 &prefix,
                 visibility,
                 knobs.sqs.max_receive_count,
