@@ -4,6 +4,7 @@
 //! (seed 003: the API only enqueues), and answers 201 only once SQS has acknowledged every
 //! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
 
+pub mod storable;
 pub mod validate;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};

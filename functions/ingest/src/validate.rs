@@ -49,6 +49,7 @@ pub struct BulkRow {
 fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("Invalid JSON supplied in POST data"))?;
+    crate::storable::reject_unstorable(&value)?;
     match value {
         Value::Object(m) => Ok(m),
         _ => Err(ApiError::bad_request("Invalid JSON supplied in POST data")),
