@@ -596,12 +596,12 @@ impl Queue for EmbeddedQueue {
 // SqsQueue
 // ---------------------------------------------------------------------------------------
 
-/// Bounds on one SQS call: an attempt, and all attempts with the SDK's retries. Long polls
-/// (`ReceiveMessage` waits up to 20 s) only run in the local ESM emulation, which uses
-/// short waits.
+/// Bounds on one SQS call. The SDK does not retry: every caller has its own retry (ingest's
+/// bounded policy, which must end inside its 10 s function timeout; the consumers, SQS's
+/// redelivery), and stacked retries would outlast it. Long polls (`ReceiveMessage` waits
+/// up to 20 s) get their wait on top.
 pub const SQS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-pub const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const SQS_OPERATION_TIMEOUT: Duration = Duration::from_secs(7);
+pub const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2_500);
 
 /// The queue port over Amazon SQS (or any SQS-compatible endpoint such as moto server).
 #[derive(Clone, Debug)]
@@ -723,9 +723,10 @@ impl SqsQueue {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .connect_timeout(SQS_CONNECT_TIMEOUT)
             .operation_attempt_timeout(SQS_ATTEMPT_TIMEOUT)
-            .operation_timeout(SQS_OPERATION_TIMEOUT)
+            .operation_timeout(SQS_ATTEMPT_TIMEOUT)
             .build();
         let config = aws_sdk_sqs::config::Builder::from(sdk)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
             .timeout_config(timeouts)
             .build();
         aws_sdk_sqs::Client::from_conf(config)
@@ -896,7 +897,7 @@ impl Queue for SqsQueue {
                 aws_sdk_sqs::config::Builder::default().timeout_config(
                     aws_config::timeout::TimeoutConfig::builder()
                         .operation_attempt_timeout(wait + SQS_ATTEMPT_TIMEOUT)
-                        .operation_timeout(wait + SQS_OPERATION_TIMEOUT)
+                        .operation_timeout(wait + SQS_ATTEMPT_TIMEOUT)
                         .build(),
                 ),
             )
