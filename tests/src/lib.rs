@@ -130,3 +130,197 @@ pub async fn local_aws_config(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// How [`loopback_http`] answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// This raw HTTP response (see [`http_response`]).
+    With(String),
+    /// Close the connection after reading the request, without answering.
+    Close,
+    /// Read the request and keep the connection open without answering (a timeout).
+    Hang,
+}
+
+/// A loopback HTTP server standing in for an AWS endpoint where moto cannot produce the
+/// answer a test needs (a 5xx, a hang, a malformed batch result). Keeps each request body.
+pub async fn loopback_http(reply: Reply) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = reply.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Read the headers, then Content-Length bytes of body.
+                loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    if let Ok(mut s) = seen.lock() {
+                        s.push(String::from_utf8_lossy(&buf[end + 4..]).to_string());
+                    }
+                    match reply {
+                        Reply::With(r) => {
+                            let _ = sock.write_all(r.as_bytes()).await;
+                        }
+                        Reply::Close => {}
+                        Reply::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    (url, bodies)
+}
+
+/// A raw HTTP response with a JSON body and, for errors, AWS's error-type header.
+pub fn http_response(status: &str, error_type: Option<&str>, body: &str) -> String {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n",
+        body.len()
+    );
+    if let Some(t) = error_type {
+        r.push_str(&format!("x-amzn-ErrorType: {t}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r
+}
+
+/// A service with a live key and one template in `process_type`, made by the admin code
+/// and replayed on the replica (where the API reads them).
+pub struct ServiceFixture {
+    pub writer: WriterLane,
+    pub service_id: Uuid,
+    pub template_id: Uuid,
+    pub key: floodgate_admin::IssuedKey,
+    pub secrets: Arc<floodgate_core::auth::SecretBox>,
+}
+
+pub async fn service_fixture(stack: &LocalStack, process_type: &str) -> ServiceFixture {
+    let writer = writer_lane(stack, |_| {}).await;
+    let secrets = Arc::new(
+        floodgate_core::auth::SecretBox::from_base64(
+            &floodgate_core::auth::generate_encryption_key(),
+        )
+        .expect("key"),
+    );
+    let name = format!("svc-{}", Uuid::now_v7());
+    let service = floodgate_admin::create_service(&writer, None, &name, "notify@example.gov")
+        .await
+        .expect("service");
+    let key = floodgate_admin::issue_key(&writer, &secrets, service.id, "live", "normal")
+        .await
+        .expect("key");
+    let template = floodgate_admin::put_template(
+        &writer,
+        service.id,
+        None,
+        "welcome",
+        "Hello ((name))",
+        "Dear ((name))",
+        process_type,
+    )
+    .await
+    .expect("template");
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+    ServiceFixture {
+        writer,
+        service_id: service.id,
+        template_id: template.id,
+        key,
+        secrets,
+    }
+}
+
+impl ServiceFixture {
+    /// `Authorization: Bearer <JWT>` for the fixture's key, signed now.
+    pub fn bearer(&self) -> String {
+        let secret = &self.key.key[self.key.key.len() - 36..];
+        format!(
+            "Bearer {}",
+            floodgate_core::auth::sign_jwt(self.service_id, secret, Utc::now().timestamp())
+        )
+    }
+
+    /// An `ingest` instance on the replica with `queue`.
+    pub async fn ingest(
+        &self,
+        stack: &LocalStack,
+        queue: Arc<dyn floodgate_aws::Queue>,
+    ) -> floodgate_ingest::Ingest {
+        floodgate_ingest::Ingest {
+            catalog: Arc::new(floodgate_api::ApiCatalog::new(
+                reader_lane(stack).await,
+                self.secrets.clone(),
+                floodgate_api::CachePolicy::default(),
+            )),
+            queue,
+            limits: floodgate_aws::QueueLimits::default(),
+            retry: floodgate_ingest::RetryPolicy::default(),
+        }
+    }
+
+    /// POSTs `body` to `path` through `ingest`, as API Gateway would hand it over.
+    pub async fn post(
+        &self,
+        ingest: &floodgate_ingest::Ingest,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (i64, serde_json::Value) {
+        use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("api.test"));
+        if let Ok(v) = HeaderValue::from_str(&self.bearer()) {
+            h.insert("authorization", v);
+        }
+        let r = ingest
+            .handle(floodgate_api::gateway::request(
+                Method::POST,
+                path,
+                h,
+                Some(body.to_string()),
+            ))
+            .await;
+        let text = floodgate_api::gateway::response_text(&r);
+        (
+            r.status_code,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}

@@ -1361,74 +1361,6 @@ async fn ses_mailer_sends_through_moto_and_send_records_its_message_ids() {
     }
 }
 
-/// A loopback HTTP server that answers every request with `response` (or closes the
-/// connection without answering when it is `None`), and keeps the request bodies.
-async fn loopback_ses(response: Option<String>) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = bodies.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let response = response.clone();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                // Read the headers, then Content-Length bytes of body.
-                loop {
-                    let Ok(n) = sock.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            seen.lock()
-                                .unwrap()
-                                .push(String::from_utf8_lossy(&buf[end + 4..]).to_string());
-                            if let Some(r) = response {
-                                let _ = sock.write_all(r.as_bytes()).await;
-                            }
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, bodies)
-}
-
-fn http_response(status: &str, error_type: Option<&str>, body: &str) -> String {
-    let mut r = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n",
-        body.len()
-    );
-    if let Some(t) = error_type {
-        r.push_str(&format!("x-amzn-ErrorType: {t}\r\n"));
-    }
-    r.push_str("\r\n");
-    r.push_str(body);
-    r
-}
-
 #[tokio::test]
 async fn ses_errors_from_the_real_sdk_map_to_the_right_outcome() {
     let cases: Vec<(Option<String>, &str)> = vec![
@@ -1469,7 +1401,7 @@ async fn ses_errors_from_the_real_sdk_map_to_the_right_outcome() {
         ),
     ];
     for (response, expect) in cases {
-        let (url, bodies) = loopback_ses(response).await;
+        let (url, bodies) = loopback_http(response.map_or(Reply::Close, Reply::With)).await;
         let sdk = local_aws_config(&url).await;
         let mailer = SesMailer::from_sdk(&sdk, Some("floodgate-test".into()));
         let email = email_to("success@simulator.amazonses.com", FROM);
@@ -1519,7 +1451,7 @@ async fn ses_errors_from_the_real_sdk_map_to_the_right_outcome() {
 #[tokio::test]
 async fn an_ses_throttle_releases_the_notification_and_defers_it_without_spending_a_receive() {
     let stack = shared_stack().await;
-    let (url, _) = loopback_ses(Some(http_response(
+    let (url, _) = loopback_http(Reply::With(http_response(
         "429 Too Many Requests",
         Some("TooManyRequestsException"),
         r#"{"message":"Maximum sending rate exceeded."}"#,
