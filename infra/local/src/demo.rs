@@ -46,6 +46,13 @@ pub struct DemoOptions {
     pub ses_account_rate: f64,
     pub listen: SocketAddr,
     pub progress: bool,
+    /// Runs the pipeline this many times faster than real time (see
+    /// [`PipelineOptions::time_scale`]).
+    pub time_scale: f64,
+    /// Intake messages carrying a notification PostgreSQL cannot store (a NUL character),
+    /// put straight on the intake queue during the blast, past ingest's validation: each
+    /// must fail alone and end in the dead-letter queue.
+    pub poison_messages: usize,
 }
 
 impl Default for DemoOptions {
@@ -68,6 +75,8 @@ impl Default for DemoOptions {
             ses_account_rate: 2_000.0,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             progress: true,
+            time_scale: 1.0,
+            poison_messages: 0,
         }
     }
 }
@@ -134,6 +143,34 @@ fn bars(total: u64, show: bool) -> (MultiProgress, Vec<ProgressBar>) {
     (multi, bars)
 }
 
+/// Intake messages of one notification each, whose reference holds a NUL character.
+fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> Vec<String> {
+    (0..n)
+        .filter_map(|i| {
+            let (id, created_at) = floodgate_core::envelope::new_notification_id();
+            let poisoned = floodgate_core::IntakeNotification {
+                id,
+                service_id,
+                template_id,
+                template_version: 1,
+                lane: floodgate_core::TrafficLane::Normal,
+                email_address: "success@simulator.amazonses.com".into(),
+                personalisation: serde_json::Map::new(),
+                reference: Some(format!("poison\u{0}{i}")),
+                key_type: floodgate_core::envelope::KeyType::Normal,
+                api_key_id: None,
+                job_id: None,
+                job_row_number: None,
+                email_reply_to_id: None,
+                scheduled_for: None,
+                created_at,
+            };
+            floodgate_core::pack_intake(&[poisoned], 262_144).ok()
+        })
+        .flatten()
+        .collect()
+}
+
 /// Runs the demo end to end and returns its report.
 pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     let moto = opts.aws_endpoint.as_deref() == Some("moto");
@@ -182,7 +219,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             duplicate_every: opts.duplicate_every,
             visibility_timeout: opts.visibility_timeout,
             sender_identity: Some(from),
-            time_scale: 1.0,
+            time_scale: opts.time_scale,
         },
     )
     .await?;
@@ -239,6 +276,19 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         }
     });
 
+    if opts.poison_messages > 0 {
+        let bodies = poison_bodies(service_id, templates.normal, opts.poison_messages);
+        let q = floodgate_core::QueueName::Intake(floodgate_core::TrafficLane::Normal);
+        let results = floodgate_aws::send_all(
+            pipeline.queue.as_ref(),
+            q,
+            &bodies,
+            floodgate_aws::QueueLimits::from_knobs(&Knobs::embedded()),
+        )
+        .await;
+        anyhow::ensure!(results.iter().all(Result::is_ok), "poison not enqueued");
+    }
+
     if let Some(o) = opts.outage {
         tokio::time::sleep(opts.idle_baseline + o.after).await;
         tracing::warn!("outage: stopping the primary for {:?}", o.length);
@@ -284,7 +334,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         let mut queues_empty = true;
         for q in floodgate_core::QueueName::ALL {
             if let Ok(st) = pipeline.queue.stats(q).await {
-                queues_empty &= st.visible + st.in_flight == 0;
+                queues_empty &= st.visible + st.in_flight + st.delayed == 0;
             }
         }
         if c.distinct_ids >= accepted && done_rows >= accepted && queues_empty {

@@ -8,6 +8,7 @@ pub mod blast;
 pub mod chart;
 pub mod demo;
 pub mod esm;
+pub mod faults;
 pub mod front;
 pub mod install;
 pub mod process;

@@ -77,6 +77,23 @@ enum Command {
         /// Visibility timeout of every queue in seconds (default: 6 × the consumer's timeout).
         #[arg(long)]
         visibility_timeout: Option<u64>,
+        /// The SES account's sending rate in emails/s, shared by every `send` instance
+        /// (Terraform ships 14, a new production account's quota).
+        #[arg(long, default_value_t = 2_000.0)]
+        ses_account_rate: f64,
+        /// Run the pipeline this many times faster: every interval of the knobs divided by
+        /// it (counts unchanged). Scale the SES rate with it to keep its ratios.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+    },
+    /// The reliability scoreboard: each fault scenario against the whole local topology
+    /// with the shipped knobs; one row per fault (lost, duplicates, dead letters, stuck).
+    Faults {
+        /// Run only the scenarios whose name contains this.
+        #[arg(long)]
+        scenario: Option<String>,
+        #[arg(long, default_value = ".floodgate/faults")]
+        report_dir: PathBuf,
     },
     /// A load generator for any deployment (the local front or API Gateway).
     Blast {
@@ -155,6 +172,8 @@ async fn main() -> Result<()> {
             outage_seconds,
             concurrency,
             visibility_timeout,
+            ses_account_rate,
+            time_scale,
         } => {
             let state_dir = std::path::absolute(&state_dir)?;
             refuse_if_up(&state_dir)?;
@@ -171,6 +190,8 @@ async fn main() -> Result<()> {
                     length: Duration::from_secs(outage_seconds),
                 }),
                 concurrency,
+                ses_account_rate,
+                time_scale,
                 ..DemoOptions::default()
             })
             .await?;
@@ -185,6 +206,24 @@ async fn main() -> Result<()> {
             let r = &outcome.report;
             if r.lost != 0 || r.duplicate_rows != 0 || r.duplicate_sends != 0 {
                 bail!("lost or duplicated notifications: see the report");
+            }
+        }
+        Command::Faults {
+            scenario,
+            report_dir,
+        } => {
+            let report_dir = std::path::absolute(&report_dir)?;
+            let mut rows = Vec::new();
+            for s in floodgate_local::faults::all(&report_dir) {
+                if scenario.as_deref().is_some_and(|f| !s.name.contains(f)) {
+                    continue;
+                }
+                eprintln!("== {}: {}", s.name, s.fault);
+                rows.push(floodgate_local::faults::run(s).await?);
+            }
+            print!("{}", floodgate_local::faults::table(&rows));
+            if rows.iter().any(|r| !r.holds()) {
+                bail!("a fault scenario lost, duplicated, dead-lettered or stranded notifications");
             }
         }
         Command::Blast {
