@@ -529,3 +529,84 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
     }
     assert_eq!(rows, 200);
 }
+
+// ----- nothing stays `created` -----
+
+#[tokio::test]
+async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_their_queue() {
+    let stack = shared_stack().await;
+    let f = service_fixture(&stack, "normal").await;
+    let lane = TrafficLane::Normal;
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let batch: Vec<IntakeNotification> = (0..30)
+        .map(|i| {
+            let mut n = notification(f.service_id, lane, i);
+            n.template_id = f.template_id;
+            n
+        })
+        .collect();
+    // Stored and forwarded; then the send messages are lost (taken and dropped).
+    let lost = stored(&f.writer, &queue, &batch).await;
+    assert!(!lost.is_empty());
+    let knobs = Knobs::embedded();
+    // Not yet stale: nothing is re-forwarded.
+    let n = floodgate_admin::reforward_created(
+        &f.writer,
+        queue.as_ref(),
+        &knobs,
+        floodgate_admin::REFORWARD_CREATED_AFTER,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 0);
+    // Stale (the 5 minutes taken as 0 here): every one is back on its lane's send queue
+    // — other tests' stale rows may come too, so count this service's ids.
+    let n = floodgate_admin::reforward_created(&f.writer, queue.as_ref(), &knobs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(n >= 30, "{n}");
+    let mut ids = std::collections::BTreeSet::new();
+    loop {
+        let got = queue
+            .receive(QueueName::Send(lane), 10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            ids.extend(SendEnvelope::decode(&m.body).unwrap().notification_ids);
+        }
+    }
+    assert!(batch.iter().all(|n| ids.contains(&n.id)));
+    // Stamped: the next run within the interval does not take them again.
+    let again = floodgate_admin::reforward_created(
+        &f.writer,
+        queue.as_ref(),
+        &knobs,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, 0);
+    // And a re-forwarded id is sent once, like any other.
+    let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
+    let send = sender(&f.writer, Arc::new(sim.clone()), queue.clone());
+    let envelope = SendEnvelope {
+        v: 1,
+        lane,
+        notification_ids: batch.iter().map(|n| n.id).collect(),
+        claim_tokens: vec![],
+    }
+    .encode();
+    let (_, report) = send
+        .handle(
+            sqs_event(&[envelope.clone(), envelope]),
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.claimed, 30);
+    sim.settled().await;
+    assert!(sim.accepted().values().all(|&c| c == 1));
+}
