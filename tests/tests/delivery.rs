@@ -64,6 +64,18 @@ async fn stored(
     }
 }
 
+/// `n` notifications of the fixture's service and template, to the simulator's `success@`.
+fn fixture_batch(f: &ServiceFixture, lane: TrafficLane, n: usize) -> Vec<IntakeNotification> {
+    (0..n)
+        .map(|i| {
+            let mut x = notification(f.service_id, lane, i);
+            x.template_id = f.template_id;
+            x.email_address = "success@simulator.amazonses.com".into();
+            x
+        })
+        .collect()
+}
+
 async fn status_of(writer: &WriterLane, id: Uuid) -> (String, Option<String>, bool) {
     let conn = writer.acquire().await.expect("connection");
     let row = conn
@@ -398,14 +410,7 @@ async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_s
     let f = service_fixture(&stack, "normal").await;
     let lane = TrafficLane::Normal;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let batch: Vec<IntakeNotification> = (0..3)
-        .map(|i| {
-            let mut n = notification(f.service_id, lane, i);
-            n.template_id = f.template_id;
-            n.email_address = "success@simulator.amazonses.com".into();
-            n
-        })
-        .collect();
+    let batch = fixture_batch(&f, lane, 3);
     stored(&f.writer, &queue, &batch).await;
     // As a claim whose commit outcome was unknown, or whose release failed, leaves them:
     // `sending` under token T; the third one with SES's message id already recorded.
@@ -465,14 +470,7 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
     let f = service_fixture(&stack, "bulk").await;
     let lane = TrafficLane::Bulk;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let batch: Vec<IntakeNotification> = (0..200)
-        .map(|i| {
-            let mut n = notification(f.service_id, lane, i);
-            n.template_id = f.template_id;
-            n.email_address = "success@simulator.amazonses.com".into();
-            n
-        })
-        .collect();
+    let batch = fixture_batch(&f, lane, 200);
     let msgs = stored(&f.writer, &queue, &batch).await;
     assert_eq!(msgs.len(), 4, "bulk: 50 ids per message");
     let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
@@ -538,13 +536,7 @@ async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_thei
     let f = service_fixture(&stack, "normal").await;
     let lane = TrafficLane::Normal;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let batch: Vec<IntakeNotification> = (0..30)
-        .map(|i| {
-            let mut n = notification(f.service_id, lane, i);
-            n.template_id = f.template_id;
-            n
-        })
-        .collect();
+    let batch = fixture_batch(&f, lane, 30);
     // Stored and forwarded; then the send messages are lost (taken and dropped).
     let lost = stored(&f.writer, &queue, &batch).await;
     assert!(!lost.is_empty());

@@ -206,9 +206,9 @@ impl Persist {
                 Err(e) => {
                     tracing::warn!(sqlstate = ?e.sqlstate(), messages = range.len(),
                         "the database refused the batch; splitting it to isolate the cause");
-                    let mid = range.start + range.len() / 2;
-                    pending.push(mid..range.end);
-                    pending.push(range.start..mid);
+                    let [first, second] = floodgate_aws::ledger::halves(range);
+                    pending.push(second);
+                    pending.push(first);
                 }
             }
         }

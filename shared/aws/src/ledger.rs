@@ -312,6 +312,13 @@ impl Ledger {
     }
 }
 
+/// The two halves of a run of messages whose data the database refused as a whole: the
+/// consumers split until the offending message is alone.
+pub fn halves(range: std::ops::Range<usize>) -> [std::ops::Range<usize>; 2] {
+    let mid = range.start + range.len() / 2;
+    [range.start..mid, mid..range.end]
+}
+
 /// For each key (a notification id), the messages of the batch that carry it.
 #[derive(Debug, Clone)]
 pub struct Carriers<K: Ord> {

@@ -126,6 +126,18 @@ pub enum QueueError {
     NotConfigured { queue: String, env_var: String },
 }
 
+impl QueueError {
+    /// `Rejected` when the sender is at fault (the message itself), else `Unavailable`.
+    pub fn classified(queue: QueueName, sender_fault: bool, message: String) -> Self {
+        let queue = queue.as_string();
+        if sender_fault {
+            QueueError::Rejected { queue, message }
+        } else {
+            QueueError::Unavailable { queue, message }
+        }
+    }
+}
+
 /// The queue port. One implementation per real backend: SQS and the embedded queue.
 #[async_trait]
 pub trait Queue: Send + Sync {
@@ -632,17 +644,7 @@ where
                 | "AWS.SimpleQueueService.BatchRequestTooLong"
         )
     );
-    if sender_fault {
-        QueueError::Rejected {
-            queue: queue.as_string(),
-            message,
-        }
-    } else {
-        QueueError::Unavailable {
-            queue: queue.as_string(),
-            message,
-        }
-    }
+    QueueError::classified(queue, sender_fault, message)
 }
 
 /// Reads a `SendMessageBatch` answer: an entry is sent only if it is listed in
@@ -671,17 +673,7 @@ pub fn acknowledged(
     for f in out.failed() {
         if let Some(i) = index(f.id()) {
             let message = format!("{}: {}", f.code(), f.message().unwrap_or(""));
-            results[i] = Err(if f.sender_fault() {
-                QueueError::Rejected {
-                    queue: queue.as_string(),
-                    message,
-                }
-            } else {
-                QueueError::Unavailable {
-                    queue: queue.as_string(),
-                    message,
-                }
-            });
+            results[i] = Err(QueueError::classified(queue, f.sender_fault(), message));
         }
     }
     results
