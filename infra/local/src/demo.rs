@@ -385,7 +385,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     );
     std::fs::create_dir_all(&opts.report_dir)?;
     report.write_json(&opts.report_dir.join("report.json"))?;
-    if let Err(e) = report.write_png(&opts.report_dir.join("report.png")) {
+    if let Err(e) = crate::chart::draw(&report, &opts.report_dir.join("report.png")) {
         eprintln!("report.png not written: {e:#}");
     }
     api.stop();

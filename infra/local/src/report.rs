@@ -458,9 +458,4 @@ impl Report {
         std::fs::write(path, serde_json::to_vec_pretty(self)?)?;
         Ok(())
     }
-
-    /// Draws the timeline: queue depths, stage counts, critical-read p99, connections.
-    pub fn write_png(&self, path: &Path) -> Result<()> {
-        crate::chart::draw(self, path)
-    }
 }

@@ -1,7 +1,6 @@
 //! The Notify error shape, built once at the edge from each library's error:
 //! `{"status_code": 400, "errors": [{"error": "ValidationError", "message": "..."}]}`.
 
-use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use floodgate_core::auth::AuthError;
 use serde_json::{Map, Value, json};
 
@@ -90,10 +89,6 @@ impl ApiError {
             body.insert(k.clone(), v.clone());
         }
         Value::Object(body)
-    }
-
-    pub fn into_response(self) -> ApiGatewayV2httpResponse {
-        crate::gateway::json_response(self.status, &self.body())
     }
 }
 

@@ -100,6 +100,13 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
     r
 }
 
+// Here rather than in `error`, so the error type knows nothing of API Gateway.
+impl ApiError {
+    pub fn into_response(self) -> ApiGatewayV2httpResponse {
+        json_response(self.status, &self.body())
+    }
+}
+
 /// The response body as text (tests and the local front).
 pub fn response_text(r: &ApiGatewayV2httpResponse) -> String {
     match &r.body {
