@@ -1,4 +1,4 @@
-//! `floodgate-local bench-persist`: the persist write path against the baselines of SPEC §8,
+//! `floodgate-local bench-persist`: the persist write path against its baselines,
 //! on the same local PostgreSQL in one run, through the same writer proxy, with one
 //! connection each. Prints rows/s and WAL bytes per notification for each, and ends with
 //! the ratio line.

@@ -1,5 +1,5 @@
-//! Handler-level benchmark of `ingest` (SPEC §8: "ingest CPU per accepted notification —
-//! report µs; bulk far below single"). The handler runs exactly as in Lambda — JWT
+//! Handler-level benchmark of `ingest` (CPU µs per accepted notification; bulk
+//! should be far below single). The handler runs exactly as in Lambda — JWT
 //! verification, validation, rendering, packing, `send_all` — against the embedded queue
 //! (no network round trip) with keys and templates already in the instance cache (a warm
 //! instance: no database). CPU time is this thread's (`getrusage(RUSAGE_THREAD)`) on a

@@ -47,7 +47,7 @@ impl SimulatorOutcome {
         format!("{}+{i}@simulator.amazonses.com", self.mailbox())
     }
 
-    /// What the status must end as (SPEC §4; a complaint keeps `delivered`).
+    /// What the status must end as (a complaint keeps `delivered`).
     pub fn expected_status(self) -> NotificationStatus {
         match self {
             SimulatorOutcome::Success

@@ -121,7 +121,7 @@ enum Command {
         critical_reads_per_s: f64,
     },
     /// Benchmark the persist write path against one-commit-per-row, 10-per-transaction
-    /// and COPY (SPEC §8). The last line holds the ratios.
+    /// and COPY. The last line holds the ratios.
     BenchPersist {
         #[arg(long, default_value_t = 100_000)]
         notifications: usize,
@@ -138,7 +138,7 @@ enum Command {
         runs: usize,
     },
     /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
-    /// requests (embedded queue, warm key/template cache; SPEC §8).
+    /// requests (embedded queue, warm key/template cache).
     BenchIngest {
         #[arg(long, default_value_t = 5_000)]
         single_requests: usize,

@@ -1,6 +1,6 @@
 //! A small per-instance cache with a TTL and stale-if-error: while the database is
-//! unreachable, entries past their TTL keep serving (SPEC §6: "database down → ingest keeps
-//! accepting"). After a failed refresh the whole cache stops trying for a short back-off, so
+//! unreachable, entries past their TTL keep serving, so ingest keeps accepting while the
+//! database is down. After a failed refresh the whole cache stops trying for a short back-off, so
 //! an outage costs one timeout per back-off period, not one per request.
 
 use floodgate_db::DbError;

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 /// A traffic lane: every template has one (its process type), the bulk API always uses
 /// `bulk`. Each lane has its own intake and send queue and its own concurrency, so a
-/// 50,000-row job cannot delay a password reset (seed 000: bulk work starving critical work).
+/// 50,000-row job cannot delay a password reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrafficLane {

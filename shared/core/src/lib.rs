@@ -3,7 +3,7 @@
 //! - [`TrafficLane`]: `priority` / `normal` / `bulk`, each with its own queues.
 //! - [`IntakeNotification`] / [`IntakeEnvelope`]: what `ingest` puts on an intake queue.
 //! - [`SendEnvelope`]: what `persist` forwards to a send queue.
-//! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules of SPEC §4.
+//! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules (a status never moves backwards).
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 
 pub mod auth;

@@ -1,5 +1,4 @@
-//! SES events as `receipts` gets them, and what each one means for a notification's status
-//! (SPEC §4). Pure: decoding, the event → status mapping, the reduction of a batch to one
+//! SES events as `receipts` gets them, and what each one means for a notification's status. Pure: decoding, the event → status mapping, the reduction of a batch to one
 //! target per notification, and the mailbox simulator's rules (shared by `SimulatorMailer`
 //! and by `send` for test-key notifications, which never reach SES).
 //!
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-/// The message tag that carries the notification id (SPEC §5: receipts find their
+/// The message tag that carries the notification id (receipts find their
 /// notification by primary key, and the id gives the partition too).
 pub const NOTIFICATION_ID_TAG: &str = "notification_id";
 /// The message tag that carries the traffic lane (for per-lane SES metrics).

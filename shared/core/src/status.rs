@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The status of an email notification (SPEC §4), spelled as Notify spells it.
+/// The status of an email notification, spelled as Notify spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotificationStatus {
@@ -46,7 +46,7 @@ impl NotificationStatus {
     /// only rule that gives the same final status for every arrival order is "keep the
     /// highest rank seen". Why this order: an asynchronous bounce can follow a `Delivery`
     /// event, so `permanent-failure` outranks `delivered` ("a late Delivery event cannot
-    /// overwrite permanent-failure", SPEC §4); a delivery outranks a transient bounce.
+    /// overwrite permanent-failure"); a delivery outranks a transient bounce.
     /// The SQL function `notification_status_rank` (migration 0001) must agree; a test checks.
     pub fn rank(self) -> i16 {
         match self {
@@ -100,7 +100,7 @@ pub enum StatusTransition {
     WouldMoveBackwards,
 }
 
-/// The status rule of SPEC §4 as a pure function: a status never moves backwards.
+/// The status rule as a pure function: a status never moves backwards.
 pub fn transition(from: NotificationStatus, to: NotificationStatus) -> StatusTransition {
     use std::cmp::Ordering::*;
     match to.rank().cmp(&from.rank()) {

@@ -1,8 +1,8 @@
 //! The database lanes: small, hard-bounded pools, one per kind of work, per function
-//! instance. Seed 000 (bulk updates starving critical reads of a shared ORM pool) and seed
-//! 001 (a leaked read-replica pool; `QueuePool limit of size 20 overflow 10 reached`) are why
-//! a lane has a hard maximum, an acquire timeout, idle and lifetime limits, and gives its
-//! connection back on every path.
+//! instance. Bulk updates must not starve critical reads of a shared pool, and a leaked
+//! pool must not exhaust the database: so a lane has a hard maximum, an acquire timeout,
+//! idle and lifetime limits, and gives its connection back on every path (README, "What
+//! Floodgate is", names the incidents behind this).
 
 use crate::error::DbError;
 use deadpool_postgres::{Connect, Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -460,8 +460,8 @@ impl Lane {
             .recycle_timeout(Some(config.connect_timeout))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             // Idle and lifetime limits, checked whenever a pooled connection is reused: an
-            // expired one is closed and replaced (seed 002: idle connections nobody reaped
-            // held MySQL at max_connections).
+            // expired one is closed and replaced, so idle connections nobody reaps cannot
+            // hold the database at its connection limit.
             .pre_recycle(deadpool_postgres::Hook::sync_fn(move |_, metrics| {
                 if metrics.last_used() > idle || metrics.age() > lifetime {
                     recycle_counters.discarded.fetch_add(1, Ordering::Relaxed);

@@ -3,7 +3,7 @@
 //!
 //! Every statement is sent unnamed (`query_typed` / `execute_typed` / simple queries): named
 //! prepared statements break behind PgBouncer 1.18 in transaction mode and pin sessions on
-//! RDS Proxy (SPEC §3). No code here runs `SET`, `PREPARE`, `LISTEN`, temporary tables or
+//! RDS Proxy. No code here runs `SET`, `PREPARE`, `LISTEN`, temporary tables or
 //! session advisory locks.
 
 pub mod catalog;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 /// One statement for the whole batch: the rows travel as arrays and `unnest` turns them
 /// back into rows. One round trip, one transaction, one WAL flush per batch instead of one
-/// per notification (seed 003). The id and creation time come from the envelope, so a
+/// per notification (per-row commits feed autovacuum storms). The id and creation time come from the envelope, so a
 /// redelivered message is the same key and `NOT EXISTS` skips it: a redelivery is a no-op.
 /// `NOT EXISTS` rather than `ON CONFLICT DO NOTHING` because it is ~10% cheaper per row
 /// (no speculative insertion; measured with `bench-persist`); the one case it misses — the

@@ -1,4 +1,4 @@
-//! The per-function database roles (SPEC §3): on AWS every function logs in through RDS
+//! The per-function database roles: on AWS every function logs in through RDS
 //! Proxy as its own role (`floodgate_<function>`) with an IAM auth token, so each role must
 //! exist with `LOGIN`, be a member of `rds_iam`, and hold the privileges the pipeline needs —
 //! reading and writing rows and calling the schema's functions, never owning or dropping
