@@ -39,6 +39,7 @@ locals {
       {
         for k, v in {
           FLOODGATE_SES_CONFIGURATION_SET = aws_sesv2_configuration_set.this.configuration_set_name
+          FLOODGATE_SES_ACCOUNT_RATE      = tostring(var.ses_account_rate)
         } : k => v if fn == "send"
       },
       # The key that seals API key secrets: ingest and status open them, admin seals new
@@ -202,7 +203,7 @@ resource "aws_iam_role_policy" "fn" {
 # ---------------------------------------------------------------- functions
 
 resource "aws_lambda_function" "fn" {
-  #checkov:skip=CKV_AWS_116:No function is invoked asynchronously: ingest/status are synchronous (API Gateway), the queue consumers' failed messages go to each queue's own DLQ through its redrive policy (queues.tf), admin is invoked synchronously by deploy.sh.
+  #checkov:skip=CKV_AWS_116:ingest/status are synchronous (API Gateway), the queue consumers' failed messages go to each queue's own DLQ through its redrive policy (queues.tf); admin is invoked synchronously by deploy.sh and asynchronously by the maintenance schedule, whose failed runs are not worth keeping (the next run repeats them; maintenance.tf alarms on errors and on missed runs).
   #checkov:skip=CKV_AWS_272:Code signing needs AWS Signer profiles the deploy pipeline (cargo lambda + terraform) does not use; the zip's integrity is pinned by source_code_hash.
   #checkov:skip=CKV_AWS_50:X-Ray tracing from VPC functions would need an xray endpoint or a NAT; observability is structured logs plus CloudWatch embedded metrics.
   for_each = local.functions

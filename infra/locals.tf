@@ -15,16 +15,20 @@ locals {
   artifacts_dir = var.lambda_artifacts_dir != "" ? var.lambda_artifacts_dir : abspath("${path.module}/../target/lambda")
 
   # Queues each function consumes (through its event source mappings) and produces to.
-  # ingest enqueues on the intake lanes, persist forwards to the send lanes; the other
-  # functions only consume.
+  # ingest enqueues on the intake lanes, persist forwards to the send lanes, admin's
+  # maintenance puts lost notifications back on the send lanes; and every consumer also
+  # produces to the queues it consumes: work it cannot do yet (the database unavailable, the
+  # SES budget spent) is deferred by re-enqueueing it there with a delay.
   fn_consumes = {
     for fn in keys(local.functions) : fn => sort([for q, m in local.mappings : q if m.function == fn])
   }
+  send_queues = sort([for q in keys(local.mappings) : q if startswith(q, "send-")])
   fn_produces = {
-    for fn in keys(local.functions) : fn => (
-      fn == "ingest" ? sort([for q in keys(local.mappings) : q if startswith(q, "intake-")]) :
-      fn == "persist" ? sort([for q in keys(local.mappings) : q if startswith(q, "send-")]) : []
-    )
+    for fn in keys(local.functions) : fn => sort(distinct(concat(
+      local.fn_consumes[fn],
+      fn == "ingest" ? sort([for q in keys(local.mappings) : q if startswith(q, "intake-")]) : [],
+      contains(["persist", "admin"], fn) ? local.send_queues : [],
+    )))
   }
   fn_queues = { for fn in keys(local.functions) : fn => distinct(concat(local.fn_consumes[fn], local.fn_produces[fn])) }
 

@@ -43,7 +43,9 @@ resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
   })
 }
 
-# The receipts queue is fed by the SES event topic (ses.tf): only that topic may send to it.
+# The receipts queue is fed by the SES event topic (ses.tf), the only service principal
+# allowed here; the receipts function re-enqueues (defers) its own messages through its IAM
+# policy (functions.tf).
 data "aws_iam_policy_document" "receipts_queue" {
   statement {
     sid       = "SesEventTopicOnly"

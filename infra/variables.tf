@@ -240,6 +240,36 @@ variable "from_email" {
   default     = "no-reply@notify.example.com"
 }
 
+variable "ses_account_rate" {
+  description = "The SES account's maximum sending rate in emails per second (FLOODGATE_SES_ACCOUNT_RATE), shared by every send instance so together they never exceed it. 14 is a new production account's quota; set it to the rate SES shows for the account (Service Quotas: 'Sending rate') after a quota increase."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.ses_account_rate > 0
+    error_message = "ses_account_rate must be a positive number of emails per second."
+  }
+}
+
+# ---------------------------------------------------------------- maintenance
+
+variable "maintain_every_minutes" {
+  description = "How often EventBridge runs floodgate-admin maintain (partitions, retention, delivery sweeps). Notifications whose send message was lost are re-sent within about this plus 5 minutes."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.maintain_every_minutes >= 1 && var.maintain_every_minutes <= 60
+    error_message = "maintain_every_minutes must be between 1 and 60."
+  }
+}
+
+variable "retention_days" {
+  description = "Days of notifications kept; maintenance drops whole daily partitions older than this."
+  type        = number
+  default     = 14
+}
+
 # ---------------------------------------------------------------- alarms
 
 variable "alarm_emails" {

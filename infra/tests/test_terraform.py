@@ -447,3 +447,33 @@ def test_tfvars_example_lists_every_variable(tf):
     example = (INFRA / "terraform.tfvars.example").read_text()
     documented = set(re.findall(r"^(\w+)\s*=", example, re.M))
     assert set(tf["variable"]) == documented, (set(tf["variable"]) ^ documented)
+
+
+# ----------------------------------------------------------------------------- maintenance and deferral
+
+def test_maintenance_runs_on_a_schedule_with_the_admin_command_the_code_reads(tf):
+    target = tf["resource"]["aws_cloudwatch_event_target"]["maintain"]
+    assert 'aws_lambda_function.fn["admin"]' in target["arn"]
+    # The admin Lambda's payload is `AdminCommand`, internally tagged "command" in kebab-case:
+    # the variant `Maintain` must be spelled "maintain" there.
+    admin_src = (REPO / "functions" / "admin" / "src" / "lib.rs").read_text()
+    assert re.search(r'#\[serde\(tag = "command", rename_all = "kebab-case"\)\]\s*pub enum AdminCommand', admin_src)
+    assert re.search(r"\bMaintain \{", admin_src)
+    assert re.search(r'command\s*=\s*"maintain"', target["input"]), target["input"]
+    assert "retention_days" in target["input"]
+    rule = tf["resource"]["aws_cloudwatch_event_rule"]["maintain"]
+    assert "maintain_schedule" in rule["schedule_expression"]
+    permission = tf["resource"]["aws_lambda_permission"]["maintain"]
+    assert permission["principal"] == "events.amazonaws.com"
+    alarm = tf["resource"]["aws_cloudwatch_metric_alarm"]["maintain_not_running"]
+    assert alarm["treat_missing_data"] == "breaching", "no invocation at all must alarm"
+
+
+def test_send_gets_the_account_rate_and_consumers_may_defer_to_their_own_queues(tf):
+    env = tf["locals"]["fn_env"]
+    assert "FLOODGATE_SES_ACCOUNT_RATE" in env and "var.ses_account_rate" in env
+    produces = tf["locals"]["fn_produces"]
+    # Every consumer re-enqueues deferred work on the queues it consumes; persist and
+    # admin's maintenance forward to the send queues.
+    assert "local.fn_consumes[fn]" in produces
+    assert '["persist", "admin"]' in produces and "local.send_queues" in produces
