@@ -12,6 +12,7 @@
 use chrono::Utc;
 use floodgate_aws::{Queue, QueueLimits, forward_to_send};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
+use floodgate_core::callback::{CallbackKind, check_callback_url};
 use floodgate_core::{Knobs, TrafficLane};
 use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
 use floodgate_db::sending::SendingTimeouts;
@@ -65,6 +66,28 @@ pub enum AdminCommand {
         #[serde(default = "default_key_type")]
         #[arg(long, default_value = "normal")]
         key_type: String,
+    },
+    /// Set (or replace) a callback: where Floodgate POSTs final delivery statuses
+    /// (`delivery-status`) or complaints (`complaint`), with this bearer token.
+    SetCallback {
+        #[arg(long)]
+        service_id: Uuid,
+        /// delivery-status or complaint.
+        #[arg(long)]
+        kind: String,
+        /// https:// (http://127.0.0.1 only where FLOODGATE_ALLOW_LOOPBACK_HTTP_CALLBACKS=true).
+        #[arg(long)]
+        url: String,
+        /// At least 10 characters; stored sealed, never shown again.
+        #[arg(long)]
+        bearer_token: String,
+    },
+    /// Remove a callback.
+    RemoveCallback {
+        #[arg(long)]
+        service_id: Uuid,
+        #[arg(long)]
+        kind: String,
     },
     /// Revoke an API key.
     RevokeKey {
@@ -238,6 +261,54 @@ pub async fn revoke_key(
     }
 }
 
+/// Set on the local stack only: lets a service's callback be plain `http` to the loopback
+/// interface (the local callback receiver).
+pub const ALLOW_LOOPBACK_HTTP_CALLBACKS_ENV: &str = "FLOODGATE_ALLOW_LOOPBACK_HTTP_CALLBACKS";
+
+pub fn allow_loopback_http_callbacks() -> bool {
+    std::env::var(ALLOW_LOOPBACK_HTTP_CALLBACKS_ENV).is_ok_and(|v| v == "true")
+}
+
+fn callback_kind(kind: &str) -> Result<CallbackKind, AdminError> {
+    CallbackKind::parse(kind).ok_or_else(|| {
+        AdminError::Invalid(format!(
+            "kind must be delivery-status or complaint, not {:?}",
+            kind.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
+/// Sets a service's callback: the URL is checked (https, or loopback http where allowed),
+/// the bearer token (Notify: at least 10 characters) is sealed to the service.
+pub async fn set_callback(
+    writer: &WriterLane,
+    secrets: &SecretBox,
+    service_id: Uuid,
+    kind: CallbackKind,
+    url: &str,
+    bearer_token: &str,
+    allow_loopback_http: bool,
+) -> Result<(), AdminError> {
+    check_callback_url(url, allow_loopback_http).map_err(AdminError::Invalid)?;
+    if bearer_token.chars().count() < 10 {
+        return Err(AdminError::Invalid(
+            "bearer_token must be at least 10 characters".into(),
+        ));
+    }
+    let sealed = secrets.seal(service_id, bearer_token)?;
+    let conn = writer.acquire().await?;
+    if conn
+        .bounded(floodgate_db::callbacks::put_callback(
+            &conn, service_id, kind, url, &sealed,
+        ))
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!("no service {service_id}")))
+    }
+}
+
 pub async fn archive_service(writer: &WriterLane, service_id: Uuid) -> Result<(), AdminError> {
     let conn = writer.acquire().await?;
     if conn
@@ -316,6 +387,40 @@ pub async fn execute(
                 AdminError::Invalid("FLOODGATE_API_KEY_ENCRYPTION_KEY is not set".into())
             })?;
             json(&issue_key(writer, secrets, *service_id, name, key_type).await?)
+        }
+        AdminCommand::SetCallback {
+            service_id,
+            kind,
+            url,
+            bearer_token,
+        } => {
+            let secrets = secrets.ok_or_else(|| {
+                AdminError::Invalid("FLOODGATE_API_KEY_ENCRYPTION_KEY is not set".into())
+            })?;
+            let kind = callback_kind(kind)?;
+            set_callback(
+                writer,
+                secrets,
+                *service_id,
+                kind,
+                url,
+                bearer_token,
+                allow_loopback_http_callbacks(),
+            )
+            .await?;
+            serde_json::json!({"service_id": service_id, "kind": kind, "url": url})
+        }
+        AdminCommand::RemoveCallback { service_id, kind } => {
+            let kind = callback_kind(kind)?;
+            let conn = writer.acquire().await?;
+            let removed = conn
+                .bounded(floodgate_db::callbacks::remove_callback(
+                    &conn,
+                    *service_id,
+                    kind,
+                ))
+                .await?;
+            serde_json::json!({"service_id": service_id, "kind": kind, "removed": removed})
         }
         AdminCommand::RevokeKey { service_id, key_id } => {
             revoke_key(writer, *service_id, *key_id).await?;

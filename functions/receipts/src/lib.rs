@@ -53,6 +53,8 @@ pub struct ReceiptsReport {
     pub refused: usize,
     /// Messages deferred (not stored yet, or the database unavailable).
     pub deferred: usize,
+    /// Callbacks put on the callbacks queue.
+    pub callbacks: usize,
     pub failed_messages: BTreeSet<String>,
 }
 
@@ -129,6 +131,15 @@ impl Receipts {
                 Ok(applied) => {
                     report.updated += applied.updated;
                     report.complaints += applied.complaints;
+                    for job in &applied.callbacks {
+                        let sources: Vec<Msg> = part
+                            .iter()
+                            .filter(|(_, r)| r.notification_id == job.notification_id)
+                            .map(|(m, _)| *m)
+                            .collect();
+                        ledger.emit(&sources, QueueName::Callbacks, job.encode());
+                    }
+                    report.callbacks += applied.callbacks.len();
                     let missing: Vec<Uuid> = targets
                         .iter()
                         .map(|t| t.notification_id)

@@ -26,13 +26,14 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use floodgate_aws::mail::{Email, MailError, Mailer};
 use floodgate_aws::{Carriers, DeferPolicy, Ledger, Queue, QueueLimits, UnidentifiedRecord};
+use floodgate_core::callback::CallbackJob;
 use floodgate_core::envelope::{created_at_of, pack_send_claimed};
 use floodgate_core::ses_event::SimulatedRecipient;
 use floodgate_core::{
     KeyType, Knobs, NotificationStatus, QueueName, SendEnvelope, Template, TrafficLane, render,
 };
 use floodgate_db::sending::{
-    ClaimKey, Claimed, Settlement, claim_for_sending, retry_conflicts, settle_sends,
+    ClaimKey, Claimed, Settled, Settlement, claim_for_sending, retry_conflicts, settle_sends,
 };
 use floodgate_db::{DbError, WriterLane};
 use futures::StreamExt;
@@ -212,6 +213,8 @@ pub struct SendReport {
     pub failed: usize,
     /// SES gave no answer; left `sending`.
     pub ambiguous: usize,
+    /// Callbacks put on the callbacks queue (final statuses set here).
+    pub callbacks: usize,
     pub failed_messages: BTreeSet<String>,
 }
 
@@ -420,15 +423,21 @@ impl Sender {
         match self.claim(&wanted, token).await {
             Ok(claimed) => {
                 report.claimed = claimed.len();
-                self.send_claimed(
-                    claimed,
-                    token,
-                    sending_deadline,
-                    &wanted,
-                    &mut deferred,
-                    &mut report,
-                )
-                .await;
+                let callbacks = self
+                    .send_claimed(
+                        claimed,
+                        token,
+                        sending_deadline,
+                        &wanted,
+                        &mut deferred,
+                        &mut report,
+                    )
+                    .await;
+                report.callbacks = callbacks.len();
+                for job in callbacks {
+                    let sources = carriers.of(&job.notification_id).to_vec();
+                    ledger.emit(&sources, QueueName::Callbacks, job.encode());
+                }
             }
             Err(e) => {
                 // Unknown outcome: the rows may be claimed under this invocation's token,
@@ -485,7 +494,7 @@ impl Sender {
         wanted: &[Wanted],
         deferred: &mut Deferred,
         report: &mut SendReport,
-    ) {
+    ) -> Vec<CallbackJob> {
         let lanes: BTreeMap<Uuid, TrafficLane> = wanted.iter().map(|w| (w.id, w.lane)).collect();
         let outcomes: Vec<(Uuid, DateTime<Utc>, Outcome, usize)> = futures::stream::iter(claimed)
             .map(|c| async move {
@@ -521,11 +530,15 @@ impl Sender {
                 }
             }
         }
-        if let Err(e) = self.settle(&settlements, token).await {
-            // Sent ones stay `sending` (correct; receipts bring their message ids).
-            // Released ones are deferred with the token, so the next claim takes them.
-            tracing::error!(error = %e, notifications = settlements.len(),
-                "settle failed after the sends; released ids travel with their claim token");
+        match self.settle(&settlements, token).await {
+            Ok(settled) => settled.callbacks,
+            Err(e) => {
+                // Sent ones stay `sending` (correct; receipts bring their message ids).
+                // Released ones are deferred with the token, so the next claim takes them.
+                tracing::error!(error = %e, notifications = settlements.len(),
+                    "settle failed after the sends; released ids travel with their claim token");
+                Vec::new()
+            }
         }
     }
 
@@ -584,7 +597,7 @@ impl Sender {
         &self,
         settlements: &[(Uuid, DateTime<Utc>, Settlement)],
         token: Uuid,
-    ) -> Result<u64, DbError> {
+    ) -> Result<Settled, DbError> {
         retry_conflicts(|| async {
             let conn = self.writer.acquire().await?;
             conn.bounded(settle_sends(&conn, settlements, token)).await

@@ -220,6 +220,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             visibility_timeout: opts.visibility_timeout,
             sender_identity: Some(from),
             time_scale: opts.time_scale,
+            secrets: Some(secrets.clone()),
         },
     )
     .await?;

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod front;
 pub mod install;
 pub mod process;
+pub mod receiver;
 pub mod report;
 pub mod services;
 pub mod topology;

@@ -105,6 +105,9 @@ pub struct PipelineOptions {
     /// lane timeouts) is divided by it. Counts (batch sizes, concurrency, maxReceiveCount)
     /// stay as shipped. 1 = real time.
     pub time_scale: f64,
+    /// The key that sealed the services' callback tokens (the API key encryption key);
+    /// `None`: a key of the pipeline's own (callbacks then cannot open other keys' tokens).
+    pub secrets: Option<Arc<floodgate_core::auth::SecretBox>>,
 }
 
 impl Default for PipelineOptions {
@@ -117,6 +120,7 @@ impl Default for PipelineOptions {
             visibility_timeout: None,
             sender_identity: None,
             time_scale: 1.0,
+            secrets: None,
         }
     }
 }
@@ -185,6 +189,15 @@ impl Pipeline {
             mappings: Vec::new(),
         };
         let send_rate = opts.ses_account_rate / f64::from(knobs.max_concurrency("send").max(1));
+        let secrets = match &opts.secrets {
+            Some(s) => s.clone(),
+            None => Arc::new(
+                floodgate_core::auth::SecretBox::from_base64(
+                    &floodgate_core::auth::generate_encryption_key(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+        };
         let env = InstanceEnv {
             writer_url: stack.writer_url(),
             knobs: knobs.clone(),
@@ -203,6 +216,7 @@ impl Pipeline {
                     config.function_timeout,
                 ),
                 QueueName::Receipts => receipts_factory(env.clone()),
+                QueueName::Callbacks => callbacks_factory(env.clone(), secrets.clone()),
             };
             pipeline
                 .mappings
@@ -345,6 +359,32 @@ fn receipts_factory(env: InstanceEnv) -> InstanceFactory {
                 let receipts = receipts.clone();
                 async move {
                     receipts
+                        .handle(event)
+                        .await
+                        .map(|(resp, _)| resp)
+                        .map_err(|e| e.to_string())
+                }
+            }))
+        })
+    })
+}
+
+fn callbacks_factory(
+    env: InstanceEnv,
+    secrets: Arc<floodgate_core::auth::SecretBox>,
+) -> InstanceFactory {
+    Arc::new(move |_n| {
+        let (env, secrets) = (env.clone(), secrets.clone());
+        Box::pin(async move {
+            // The local receiver is plain http on 127.0.0.1.
+            let callbacks = Arc::new(
+                floodgate_callbacks::Callbacks::new(env.queue.clone(), secrets, &env.knobs, true)?
+                    .with_time_scale(env.time_scale),
+            );
+            Ok(handler(move |event: SqsEvent| {
+                let callbacks = callbacks.clone();
+                async move {
+                    callbacks
                         .handle(event)
                         .await
                         .map(|(resp, _)| resp)

@@ -19,7 +19,5 @@ pub fn notify_time(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// The encryption key of API key secrets, from `FLOODGATE_API_KEY_ENCRYPTION_KEY`.
 pub fn secret_box_from_env() -> Result<floodgate_core::auth::SecretBox, String> {
-    let key = std::env::var("FLOODGATE_API_KEY_ENCRYPTION_KEY")
-        .map_err(|_| "FLOODGATE_API_KEY_ENCRYPTION_KEY is not set".to_string())?;
-    floodgate_core::auth::SecretBox::from_base64(&key).map_err(|e| e.to_string())
+    floodgate_core::auth::SecretBox::from_env()
 }

@@ -270,7 +270,14 @@ impl Ledger {
         }
     }
 
-    /// Enqueues the replacements, then answers the batch: every failed message, and every
+    /// Work the batch produces for another queue (a callback): enqueued at the end, and the
+    /// `sources` fail if it cannot be, so their redelivery produces it again.
+    pub fn emit(&mut self, sources: &[Msg], queue: QueueName, body: String) {
+        self.outgoing
+            .push((queue, OutgoingMessage::now(body), sources.to_vec()));
+    }
+
+    /// Enqueues the replacements and emitted work, then answers the batch: every failed message, and every
     /// replaced one whose replacements could not all be enqueued, is reported failed.
     pub async fn finish(
         mut self,

@@ -304,7 +304,18 @@ impl std::fmt::Debug for SecretBox {
     }
 }
 
+/// The environment variable that holds the encryption key of API key secrets and callback
+/// bearer tokens.
+pub const ENCRYPTION_KEY_ENV: &str = "FLOODGATE_API_KEY_ENCRYPTION_KEY";
+
 impl SecretBox {
+    /// From [`ENCRYPTION_KEY_ENV`].
+    pub fn from_env() -> Result<Self, String> {
+        let key = std::env::var(ENCRYPTION_KEY_ENV)
+            .map_err(|_| format!("{ENCRYPTION_KEY_ENV} is not set"))?;
+        SecretBox::from_base64(&key).map_err(|e| e.to_string())
+    }
+
     /// From the configured key: 32 bytes, standard base64.
     pub fn from_base64(key: &str) -> Result<Self, SealError> {
         let bytes = STANDARD.decode(key.trim()).map_err(|_| SealError::BadKey)?;

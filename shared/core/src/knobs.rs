@@ -13,6 +13,20 @@ pub struct Knobs {
     pub event_source_mappings: BTreeMap<String, EventSourceMapping>,
     pub send_ids_per_message: BTreeMap<String, usize>,
     pub connection_budget: ConnectionBudget,
+    pub callbacks: CallbackKnobs,
+}
+
+/// How callbacks to clients' endpoints are delivered (Notify's contract: a 5 s timeout,
+/// 5 retries about 5 minutes apart; GC Notify's protection: a service whose endpoint keeps
+/// failing is suspended for a while).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct CallbackKnobs {
+    pub request_timeout_seconds: u32,
+    pub retry_delay_seconds: u32,
+    pub max_retries: u32,
+    pub suspend_after_failures: u32,
+    pub failure_window_seconds: u32,
+    pub suspend_seconds: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -58,10 +58,12 @@ pub enum QueueName {
     Intake(TrafficLane),
     Send(TrafficLane),
     Receipts,
+    /// Callbacks to clients' endpoints (delivery status, complaints).
+    Callbacks,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 7] = [
+    pub const ALL: [QueueName; 8] = [
         QueueName::Intake(TrafficLane::Priority),
         QueueName::Intake(TrafficLane::Normal),
         QueueName::Intake(TrafficLane::Bulk),
@@ -69,6 +71,7 @@ impl QueueName {
         QueueName::Send(TrafficLane::Normal),
         QueueName::Send(TrafficLane::Bulk),
         QueueName::Receipts,
+        QueueName::Callbacks,
     ];
 
     /// `intake-priority`, `send-bulk`, `receipts`.
@@ -77,6 +80,7 @@ impl QueueName {
             QueueName::Intake(l) => format!("intake-{l}"),
             QueueName::Send(l) => format!("send-{l}"),
             QueueName::Receipts => "receipts".to_string(),
+            QueueName::Callbacks => "callbacks".to_string(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 
 pub mod auth;
+pub mod callback;
 pub mod envelope;
 pub mod knobs;
 pub mod lane;

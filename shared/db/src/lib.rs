@@ -6,6 +6,7 @@
 //! RDS Proxy. No code here runs `SET`, `PREPARE`, `LISTEN`, temporary tables or
 //! session advisory locks.
 
+pub mod callbacks;
 pub mod catalog;
 pub mod error;
 pub mod lane;

@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "delivery",
         sql: include_str!("../migrations/0005_delivery.sql"),
     },
+    Migration {
+        version: 6,
+        name: "callbacks",
+        sql: include_str!("../migrations/0006_callbacks.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

@@ -7,6 +7,7 @@
 
 use crate::error::DbError;
 use chrono::{DateTime, Utc};
+use floodgate_core::callback::CallbackJob;
 use floodgate_core::ses_event::ReceiptTarget;
 use floodgate_core::{KeyType, NotificationStatus, TrafficLane};
 use std::collections::BTreeSet;
@@ -151,35 +152,61 @@ pub enum Settlement {
 }
 
 const SETTLE: &str = "
-UPDATE notifications n SET
-    status = CASE s.action WHEN 'release' THEN 'created' WHEN 'final' THEN s.status
-             ELSE n.status END,
-    ses_message_id = coalesce(n.ses_message_id, nullif(s.ses_message_id, '')),
-    sent_at = CASE s.action WHEN 'release' THEN n.sent_at ELSE coalesce(n.sent_at, s.sent_at) END,
-    completed_at = CASE s.action WHEN 'final' THEN now() ELSE n.completed_at END,
-    failure_reason = CASE s.action WHEN 'final' THEN s.failure_reason ELSE n.failure_reason END,
-    updated_at = now()
-FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
-            $6::timestamptz[], $7::text[])
-     AS s(id, created_at, action, status, ses_message_id, sent_at, failure_reason)
-WHERE n.id = s.id AND n.created_at = s.created_at
-  AND CASE s.action
-        WHEN 'sent' THEN n.ses_message_id IS NULL
-        WHEN 'release' THEN n.status = 'sending' AND n.claim_token = $8
-                            AND n.ses_message_id IS NULL AND n.sent_at IS NULL
-        WHEN 'final' THEN notification_status_rank(s.status) > notification_status_rank(n.status)
-        ELSE false
-      END";
+WITH settled AS (
+    UPDATE notifications n SET
+        status = CASE s.action WHEN 'release' THEN 'created' WHEN 'final' THEN s.status
+                 ELSE n.status END,
+        ses_message_id = coalesce(n.ses_message_id, nullif(s.ses_message_id, '')),
+        sent_at = CASE s.action WHEN 'release' THEN n.sent_at ELSE coalesce(n.sent_at, s.sent_at) END,
+        completed_at = CASE s.action WHEN 'final' THEN now() ELSE n.completed_at END,
+        failure_reason = CASE s.action WHEN 'final' THEN s.failure_reason ELSE n.failure_reason END,
+        updated_at = now()
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[],
+                $6::timestamptz[], $7::text[])
+         AS s(id, created_at, action, status, ses_message_id, sent_at, failure_reason)
+    WHERE n.id = s.id AND n.created_at = s.created_at
+      AND CASE s.action
+            WHEN 'sent' THEN n.ses_message_id IS NULL
+            WHEN 'release' THEN n.status = 'sending' AND n.claim_token = $8
+                                AND n.ses_message_id IS NULL AND n.sent_at IS NULL
+            WHEN 'final' THEN notification_status_rank(s.status) > notification_status_rank(n.status)
+            ELSE false
+          END
+    RETURNING n.id, n.created_at, n.service_id, n.status, n.client_reference, n.email_address,
+              n.completed_at, n.sent_at, n.template_id, n.template_version, s.action
+)
+SELECT (SELECT count(*) FROM settled),
+       (SELECT coalesce(json_agg(json_build_object(
+            'v', 1, 'kind', 'delivery-status', 'service_id', x.service_id,
+            'notification_id', x.id, 'url', sc.url,
+            'sealed_token', encode(sc.sealed_token, 'base64'),
+            'payload', json_build_object(
+                'id', x.id, 'reference', x.client_reference, 'to', x.email_address,
+                'status', x.status, 'created_at', notify_time(x.created_at),
+                'completed_at', notify_time(x.completed_at), 'sent_at', notify_time(x.sent_at),
+                'notification_type', 'email', 'template_id', x.template_id,
+                'template_version', x.template_version))), '[]'::json)
+        FROM settled x
+        JOIN service_callbacks sc ON sc.service_id = x.service_id AND sc.kind = 'delivery-status'
+        WHERE x.action = 'final')::text";
+
+/// What one settle statement did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settled {
+    pub rows: i64,
+    /// Delivery-status callbacks for the final statuses the settle set itself.
+    pub callbacks: Vec<CallbackJob>,
+}
 
 /// Records how each notification claimed under `token` ended — successes, releases and
-/// failures together, ONE statement. Returns the rows changed.
+/// failures together, ONE statement.
 pub async fn settle_sends(
     client: &Client,
     outcomes: &[(Uuid, DateTime<Utc>, Settlement)],
     token: Uuid,
-) -> Result<u64, DbError> {
+) -> Result<Settled, DbError> {
     if outcomes.is_empty() {
-        return Ok(0);
+        return Ok(Settled::default());
     }
     let n = outcomes.len();
     let mut ids = Vec::with_capacity(n);
@@ -223,8 +250,8 @@ pub async fn settle_sends(
             }
         }
     }
-    Ok(client
-        .execute_typed(
+    let row = client
+        .query_typed_one(
             SETTLE,
             &[
                 (&ids, Type::UUID_ARRAY),
@@ -237,7 +264,11 @@ pub async fn settle_sends(
                 (&token, Type::UUID),
             ],
         )
-        .await?)
+        .await?;
+    Ok(Settled {
+        rows: row.get(0),
+        callbacks: callback_jobs(row.get(1))?,
+    })
 }
 
 /// One statement for a whole batch of receipts. `t` holds one target per notification
@@ -253,7 +284,8 @@ WITH t AS (
         AS t(id, created_at, status, event_at, failure_reason, ses_message_id, sent_at)
 ),
 found AS (
-    SELECT n.id, n.created_at, n.service_id
+    SELECT n.id, n.created_at, n.service_id, n.status, n.timed_out, n.client_reference,
+           n.email_address, n.completed_at, n.sent_at, n.template_id, n.template_version
     FROM notifications n JOIN t ON n.id = t.id AND n.created_at = t.created_at
 ),
 updated AS (
@@ -289,10 +321,44 @@ complained AS (
     JOIN found f ON f.id = c.id
     ON CONFLICT (notification_id, feedback_id) DO NOTHING
     RETURNING 1
+),
+-- Callbacks for the services that have one: a final status this batch sets, or sets again
+-- (a repeated event: the callback is repeated too, so one whose enqueue failed comes back
+-- with its message); every complaint of the batch, likewise.
+callbacks AS (
+    SELECT json_build_object(
+        'v', 1, 'kind', 'delivery-status', 'service_id', f.service_id, 'notification_id', f.id,
+        'url', sc.url, 'sealed_token', encode(sc.sealed_token, 'base64'),
+        'payload', json_build_object(
+            'id', f.id, 'reference', f.client_reference, 'to', f.email_address,
+            'status', t.status, 'created_at', notify_time(f.created_at),
+            'completed_at', notify_time(CASE WHEN receipt_advances(f.status, f.timed_out, t.status)
+                                             THEN coalesce(t.event_at, now())
+                                             ELSE f.completed_at END),
+            'sent_at', notify_time(coalesce(f.sent_at, t.sent_at)),
+            'notification_type', 'email', 'template_id', f.template_id,
+            'template_version', f.template_version)) AS job
+    FROM found f
+    JOIN t ON t.id = f.id AND t.created_at = f.created_at
+    JOIN service_callbacks sc ON sc.service_id = f.service_id AND sc.kind = 'delivery-status'
+    WHERE t.status IN ('delivered', 'permanent-failure', 'temporary-failure', 'technical-failure')
+      AND (receipt_advances(f.status, f.timed_out, t.status) OR f.status = t.status)
+    UNION ALL
+    SELECT json_build_object(
+        'v', 1, 'kind', 'complaint', 'service_id', f.service_id, 'notification_id', f.id,
+        'url', sc.url, 'sealed_token', encode(sc.sealed_token, 'base64'),
+        'payload', json_build_object(
+            'notification_id', f.id, 'complaint_id', c.feedback_id,
+            'reference', f.client_reference, 'to', f.email_address,
+            'complaint_date', notify_time(coalesce(c.complained_at, now()))))
+    FROM unnest($8::uuid[], $9::text[], $12::timestamptz[]) AS c(id, feedback_id, complained_at)
+    JOIN found f ON f.id = c.id
+    JOIN service_callbacks sc ON sc.service_id = f.service_id AND sc.kind = 'complaint'
 )
 SELECT coalesce((SELECT array_agg(id) FROM found), '{}'::uuid[]),
        (SELECT count(*) FROM updated),
-       (SELECT count(*) FROM complained)";
+       (SELECT count(*) FROM complained),
+       (SELECT coalesce(json_agg(job), '[]'::json) FROM callbacks)::text";
 
 /// What one receipts statement did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -303,6 +369,8 @@ pub struct AppliedReceipts {
     pub updated: i64,
     /// Complaints newly recorded.
     pub complaints: i64,
+    /// Callbacks to make (see the statement).
+    pub callbacks: Vec<CallbackJob>,
 }
 
 /// Applies a batch's reduced receipts with ONE statement.
@@ -366,7 +434,13 @@ pub async fn apply_receipts(
         found: found.into_iter().collect(),
         updated: row.get(1),
         complaints: row.get(2),
+        callbacks: callback_jobs(row.get(3))?,
     })
+}
+
+/// The callbacks a statement built (a JSON array of [`CallbackJob`]s).
+fn callback_jobs(json: &str) -> Result<Vec<CallbackJob>, DbError> {
+    Ok(serde_json::from_str(json)?)
 }
 
 /// SQLSTATEs after which the same statement can simply run again: a deadlock between two
