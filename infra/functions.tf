@@ -205,6 +205,7 @@ resource "aws_iam_role_policy" "fn" {
 resource "aws_lambda_function" "fn" {
   #checkov:skip=CKV_AWS_116:ingest/status are synchronous (API Gateway), the queue consumers' failed messages go to each queue's own DLQ through its redrive policy (queues.tf); admin is invoked synchronously by deploy.sh and asynchronously by the maintenance schedule, whose failed runs are not worth keeping (the next run repeats them; maintenance.tf alarms on errors and on missed runs).
   #checkov:skip=CKV_AWS_272:Code signing needs AWS Signer profiles the deploy pipeline (cargo lambda + terraform) does not use; the zip's integrity is pinned by source_code_hash.
+  #checkov:skip=CKV_AWS_117:callbacks alone runs outside the VPC: it touches no database and calls clients' public https endpoints (see vpc_config below); every other function is in the VPC.
   #checkov:skip=CKV_AWS_50:X-Ray tracing from VPC functions would need an xray endpoint or a NAT; observability is structured logs plus CloudWatch embedded metrics.
   for_each = local.functions
 
@@ -229,9 +230,16 @@ resource "aws_lambda_function" "fn" {
     variables = local.fn_env[each.key]
   }
 
-  vpc_config {
-    subnet_ids         = aws_subnet.private[*].id
-    security_group_ids = [each.key == "admin" ? aws_security_group.admin.id : aws_security_group.lambda.id]
+  # Every function but callbacks runs in the VPC (the database is there). callbacks touches
+  # no database and must reach clients' https endpoints on the internet: outside the VPC it
+  # has Lambda's own egress, where inside it would need a NAT gateway (about $33 a month per
+  # AZ plus $0.045 per GB in eu-west-2) for no other use.
+  dynamic "vpc_config" {
+    for_each = contains(local.outside_vpc_functions, each.key) ? [] : [1]
+    content {
+      subnet_ids         = aws_subnet.private[*].id
+      security_group_ids = [each.key == "admin" ? aws_security_group.admin.id : aws_security_group.lambda.id]
+    }
   }
 
   logging_config {

@@ -16,7 +16,8 @@ locals {
 
   # Queues each function consumes (through its event source mappings) and produces to.
   # ingest enqueues on the intake lanes, persist forwards to the send lanes, admin's
-  # maintenance puts lost notifications back on the send lanes; and every consumer also
+  # maintenance puts lost notifications back on the send lanes, send and receipts put the
+  # callbacks of final statuses on the callbacks queue; and every consumer also
   # produces to the queues it consumes: work it cannot do yet (the database unavailable, the
   # SES budget spent) is deferred by re-enqueueing it there with a delay.
   fn_consumes = {
@@ -28,9 +29,13 @@ locals {
       local.fn_consumes[fn],
       fn == "ingest" ? sort([for q in keys(local.mappings) : q if startswith(q, "intake-")]) : [],
       contains(["persist", "admin"], fn) ? local.send_queues : [],
+      contains(["send", "receipts"], fn) ? ["callbacks"] : [],
     )))
   }
-  fn_queues = { for fn in keys(local.functions) : fn => distinct(concat(local.fn_consumes[fn], local.fn_produces[fn])) }
+
+  # Functions that run outside the VPC (functions.tf explains why).
+  outside_vpc_functions = ["callbacks"]
+  fn_queues             = { for fn in keys(local.functions) : fn => distinct(concat(local.fn_consumes[fn], local.fn_produces[fn])) }
 
   # ---------------------------------------------------------------- connection budget (SPEC §3)
   # A Lambda instance runs one invocation at a time, so a function holds at most

@@ -7,7 +7,7 @@
 # environment (functions.tf).
 
 locals {
-  api_key_functions = ["ingest", "status", "admin"]
+  api_key_functions = ["ingest", "status", "admin", "callbacks"]
 }
 
 resource "aws_secretsmanager_secret" "api_key_encryption_key" {

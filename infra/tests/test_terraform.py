@@ -27,11 +27,11 @@ INFRA = Path(__file__).resolve().parent.parent
 REPO = INFRA.parent
 FUNCTIONS_DIR = REPO / "functions"
 
-SPEC_FUNCTIONS = {"ingest", "status", "persist", "send", "receipts", "admin"}
+SPEC_FUNCTIONS = {"ingest", "status", "persist", "send", "receipts", "admin", "callbacks"}
 SPEC_QUEUES = {
     "intake-priority", "intake-normal", "intake-bulk",
     "send-priority", "send-normal", "send-bulk",
-    "receipts",
+    "receipts", "callbacks",
 }
 SPEC_ROUTES = {
     "POST /v2/notifications/email": "ingest",
@@ -288,8 +288,9 @@ def test_function_environment_names(tf):
 
 
 
-def test_api_key_encryption_key_reaches_exactly_ingest_status_admin(tf):
-    assert set(tf["locals"]["api_key_functions"]) == {"ingest", "status", "admin"}
+def test_api_key_encryption_key_reaches_exactly_ingest_status_admin_callbacks(tf):
+    # callbacks opens the sealed bearer tokens of the services' callbacks.
+    assert set(tf["locals"]["api_key_functions"]) == {"ingest", "status", "admin", "callbacks"}
     variable = tf["variable"]["api_key_encryption_key"]
     assert variable["sensitive"] is True
     assert "default" not in variable, "the key must not have a default"
@@ -477,3 +478,15 @@ def test_send_gets_the_account_rate_and_consumers_may_defer_to_their_own_queues(
     # admin's maintenance forward to the send queues.
     assert "local.fn_consumes[fn]" in produces
     assert '["persist", "admin"]' in produces and "local.send_queues" in produces
+
+
+def test_callbacks_run_outside_the_vpc_and_are_fed_by_send_and_receipts(tf, knobs):
+    assert tf["locals"]["outside_vpc_functions"] == ["callbacks"]
+    assert knobs["functions"]["callbacks"]["writer_lane"] == 0
+    assert knobs["functions"]["callbacks"]["reader_lane"] == 0, "outside the VPC: no database"
+    assert knobs["event_source_mappings"]["callbacks"]["function"] == "callbacks"
+    assert '["send", "receipts"], fn) ? ["callbacks"]' in tf["locals"]["fn_produces"]
+    filters = tf["resource"]["aws_cloudwatch_log_metric_filter"]
+    for name in ("callback_suspended", "callback_failed"):
+        assert name in filters[name]["pattern"]
+        assert name in tf["resource"]["aws_cloudwatch_metric_alarm"]
