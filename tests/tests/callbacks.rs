@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const TOKEN: &str = "client-bearer-token-1234";
+// Long enough that its sealed form spans more than one line of PostgreSQL base64.
+const TOKEN: &str = "client-bearer-token-1234-0123456789-abcdefghij-0123456789-abcdefghij";
 
 fn knobs() -> Arc<Knobs> {
     Arc::new(Knobs::embedded())

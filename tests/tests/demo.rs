@@ -27,9 +27,10 @@ async fn a_blast_with_duplicates_and_throttling_loses_and_duplicates_nothing() {
     let outcome = demo(DemoOptions {
         throttle_fraction: 0.2,
         duplicate_every: 7,
-        // Released (throttled) messages come back after this, not after 3 minutes; no
-        // shorter than the functions' 30 s timeout (see `Pipeline::start`).
-        visibility_timeout: Some(Duration::from_secs(30)),
+        // Every interval of the pipeline ÷ 10 (throttled notifications come back after
+        // their deferral, refused callbacks after 30 s instead of 5 minutes).
+        time_scale: 10.0,
+        callback_failures: Some(0.1),
         bulk_rows: 250,
         ..options(2_000, dir.path())
     })
@@ -68,6 +69,18 @@ async fn a_blast_with_duplicates_and_throttling_loses_and_duplicates_nothing() {
     );
     assert!(r.peak_lane_connections > 0, "the sampler saw the lanes");
     assert_eq!(outcome.dead_letters, 0, "DLQs empty");
+    let callbacks = outcome.callbacks.expect("callbacks were on");
+    println!("{}", callbacks.text());
+    assert_eq!(callbacks.lost, 0, "{callbacks:?}");
+    assert_eq!(
+        callbacks.expected_status, 2_020,
+        "every final status owes a callback"
+    );
+    assert!(callbacks.expected_complaints > 0, "{callbacks:?}");
+    assert!(
+        callbacks.retried > 0,
+        "refused callbacks were retried: {callbacks:?}"
+    );
     let png = std::fs::read(dir.path().join("report.png")).expect("report.png written");
     assert!(png.starts_with(b"\x89PNG"));
     let json: serde_json::Value =

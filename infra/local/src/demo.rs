@@ -53,6 +53,10 @@ pub struct DemoOptions {
     /// put straight on the intake queue during the blast, past ingest's validation: each
     /// must fail alone and end in the dead-letter queue.
     pub poison_messages: usize,
+    /// Service callbacks (delivery status and complaints) to a loopback receiver that
+    /// answers 500 to this fraction of calls (`None`: no callbacks). A refused callback is
+    /// retried after 5 minutes (scaled by `time_scale`).
+    pub callback_failures: Option<f64>,
 }
 
 impl Default for DemoOptions {
@@ -77,6 +81,7 @@ impl Default for DemoOptions {
             progress: true,
             time_scale: 1.0,
             poison_messages: 0,
+            callback_failures: Some(0.0),
         }
     }
 }
@@ -85,6 +90,54 @@ impl Default for DemoOptions {
 pub struct DemoOutcome {
     pub report: Report,
     pub dead_letters: u64,
+    pub callbacks: Option<CallbackTally>,
+}
+
+/// The callbacks of a demo run, as the receiver saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallbackTally {
+    /// Notifications with a final status, and complaints recorded: each owes a callback.
+    pub expected_status: u64,
+    pub expected_complaints: u64,
+    /// Distinct notifications / complaints whose callback the receiver accepted.
+    pub delivered_status: u64,
+    pub delivered_complaints: u64,
+    /// Accepted again (at-least-once delivery).
+    pub duplicates: u64,
+    /// Calls the receiver refused on purpose (each was retried).
+    pub retried: u64,
+    pub lost: u64,
+}
+
+impl CallbackTally {
+    pub fn text(&self) -> String {
+        format!(
+            "  {:<34} {} / {} status, {} / {} complaints (delivered / owed)\n  {:<34} {} lost, {} duplicates, {} refused and retried",
+            "callbacks",
+            self.delivered_status,
+            self.expected_status,
+            self.delivered_complaints,
+            self.expected_complaints,
+            "",
+            self.lost,
+            self.duplicates,
+            self.retried
+        )
+    }
+}
+
+const DEMO_CALLBACK_TOKEN: &str = "floodgate-demo-callback-token";
+
+async fn complaints_recorded(primary_url: &str, service_id: uuid::Uuid) -> Result<u64> {
+    let (c, conn) = tokio_postgres::connect(primary_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let row = c
+        .query_typed_one(
+            "SELECT count(*) FROM complaints WHERE service_id = $1",
+            &[(&service_id, tokio_postgres::types::Type::UUID)],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// Creates the demo's service, API key and one template per lane through the admin code.
@@ -204,6 +257,34 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let (service_id, key, templates, from) = seed(&admin, &secrets).await?;
+    let receiver = match opts.callback_failures {
+        Some(fraction) => {
+            let r = crate::receiver::CallbackReceiver::start(fraction).await?;
+            for (kind, path) in [
+                (
+                    floodgate_core::callback::CallbackKind::DeliveryStatus,
+                    "/ok/status",
+                ),
+                (
+                    floodgate_core::callback::CallbackKind::Complaint,
+                    "/ok/complaints",
+                ),
+            ] {
+                floodgate_admin::set_callback(
+                    &admin,
+                    &secrets,
+                    service_id,
+                    kind,
+                    &r.url(path),
+                    DEMO_CALLBACK_TOKEN,
+                    true,
+                )
+                .await?;
+            }
+            Some(r)
+        }
+        None => None,
+    };
     // The API reads keys and templates from the replica: let it replay the seed first, or
     // the first requests find no such service (and the instance caches that answer).
     stack
@@ -359,6 +440,27 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     }
     let timeline = sampler.stop().await;
     let stored = stored_counts(&stack.primary_url(), service_id).await?;
+    let callbacks = match receiver {
+        Some(r) => {
+            let (status, status_dups, status_retried) = r.tally("/ok/status", "id");
+            let (complaints, complaint_dups, complaint_retried) =
+                r.tally("/ok/complaints", "complaint_id");
+            let expected_status = stored.rows.saturating_sub(stored.not_final);
+            let expected_complaints = complaints_recorded(&stack.primary_url(), service_id).await?;
+            r.stop();
+            Some(CallbackTally {
+                expected_status,
+                expected_complaints,
+                delivered_status: status as u64,
+                delivered_complaints: complaints as u64,
+                duplicates: (status_dups + complaint_dups) as u64,
+                retried: (status_retried + complaint_retried) as u64,
+                lost: expected_status.saturating_sub(status as u64)
+                    + expected_complaints.saturating_sub(complaints as u64),
+            })
+        }
+        None => None,
+    };
     let duplicate_sends: u64 = pipeline
         .simulator
         .as_ref()
@@ -395,5 +497,6 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     Ok(DemoOutcome {
         report,
         dead_letters,
+        callbacks,
     })
 }

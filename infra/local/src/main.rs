@@ -85,6 +85,10 @@ enum Command {
         /// it (counts unchanged). Scale the SES rate with it to keep its ratios.
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
+        /// Fraction of callbacks the local receiver refuses with a 500 (each is retried
+        /// after 5 minutes ÷ time scale).
+        #[arg(long, default_value_t = 0.0)]
+        callback_failures: f64,
     },
     /// The reliability scoreboard: each fault scenario against the whole local topology
     /// with the shipped knobs; one row per fault (lost, duplicates, dead letters, stuck).
@@ -174,6 +178,7 @@ async fn main() -> Result<()> {
             visibility_timeout,
             ses_account_rate,
             time_scale,
+            callback_failures,
         } => {
             let state_dir = std::path::absolute(&state_dir)?;
             refuse_if_up(&state_dir)?;
@@ -192,10 +197,14 @@ async fn main() -> Result<()> {
                 concurrency,
                 ses_account_rate,
                 time_scale,
+                callback_failures: Some(callback_failures),
                 ..DemoOptions::default()
             })
             .await?;
             println!("{}", outcome.report.text());
+            if let Some(c) = &outcome.callbacks {
+                println!("{}", c.text());
+            }
             println!(
                 "  {:<34} {}\n  report: {} and {}",
                 "dead-letter messages",
@@ -206,6 +215,9 @@ async fn main() -> Result<()> {
             let r = &outcome.report;
             if r.lost != 0 || r.duplicate_rows != 0 || r.duplicate_sends != 0 {
                 bail!("lost or duplicated notifications: see the report");
+            }
+            if outcome.callbacks.as_ref().is_some_and(|c| c.lost != 0) {
+                bail!("lost callbacks: see the report");
             }
         }
         Command::Faults {

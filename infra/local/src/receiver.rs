@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// What the receiver answered.
+    pub status: u16,
     pub authorization: Option<String>,
     pub body: serde_json::Value,
     pub at: Instant,
@@ -82,6 +84,7 @@ async fn receive(
     };
     lock(&state.received).push(Received {
         path,
+        status: answer.as_u16(),
         authorization: headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -126,6 +129,18 @@ impl CallbackReceiver {
             .filter(|r| r.path.starts_with(prefix))
             .cloned()
             .collect()
+    }
+
+    /// Callbacks under `prefix` the receiver accepted (2xx): distinct notifications, and
+    /// repeats (at-least-once delivery: a callback whose acknowledgement was lost comes
+    /// again), plus the calls it failed on purpose (each retried later).
+    pub fn tally(&self, prefix: &str, id_field: &str) -> (usize, usize, usize) {
+        let got = self.received(prefix);
+        let ok: Vec<&Received> = got.iter().filter(|r| r.status < 300).collect();
+        let distinct: std::collections::HashSet<String> =
+            ok.iter().map(|r| r.body[id_field].to_string()).collect();
+        let failed_on_purpose = got.len() - ok.len();
+        (distinct.len(), ok.len() - distinct.len(), failed_on_purpose)
     }
 
     pub fn stop(self) {

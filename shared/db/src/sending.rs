@@ -179,7 +179,7 @@ SELECT (SELECT count(*) FROM settled),
        (SELECT coalesce(json_agg(json_build_object(
             'v', 1, 'kind', 'delivery-status', 'service_id', x.service_id,
             'notification_id', x.id, 'url', sc.url,
-            'sealed_token', encode(sc.sealed_token, 'base64'),
+            'sealed_token', translate(encode(sc.sealed_token, 'base64'), chr(10), ''),
             'payload', json_build_object(
                 'id', x.id, 'reference', x.client_reference, 'to', x.email_address,
                 'status', x.status, 'created_at', notify_time(x.created_at),
@@ -328,7 +328,7 @@ complained AS (
 callbacks AS (
     SELECT json_build_object(
         'v', 1, 'kind', 'delivery-status', 'service_id', f.service_id, 'notification_id', f.id,
-        'url', sc.url, 'sealed_token', encode(sc.sealed_token, 'base64'),
+        'url', sc.url, 'sealed_token', translate(encode(sc.sealed_token, 'base64'), chr(10), ''),
         'payload', json_build_object(
             'id', f.id, 'reference', f.client_reference, 'to', f.email_address,
             'status', t.status, 'created_at', notify_time(f.created_at),
@@ -346,7 +346,7 @@ callbacks AS (
     UNION ALL
     SELECT json_build_object(
         'v', 1, 'kind', 'complaint', 'service_id', f.service_id, 'notification_id', f.id,
-        'url', sc.url, 'sealed_token', encode(sc.sealed_token, 'base64'),
+        'url', sc.url, 'sealed_token', translate(encode(sc.sealed_token, 'base64'), chr(10), ''),
         'payload', json_build_object(
             'notification_id', f.id, 'complaint_id', c.feedback_id,
             'reference', f.client_reference, 'to', f.email_address,
