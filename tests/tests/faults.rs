@@ -22,6 +22,7 @@ fn assert_holds(row: &FaultRow) {
     assert_eq!(row.dead_letters, row.expected_dead_letters, "{row:?}");
     assert_eq!(row.stuck, 0, "nothing left created or sending: {row:?}");
     assert_eq!(row.sent, row.accepted, "{row:?}");
+    assert_eq!(row.callbacks_lost, 0, "{row:?}");
     assert!(row.holds());
 }
 

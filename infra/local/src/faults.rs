@@ -36,6 +36,8 @@ pub struct FaultRow {
     pub dead_letters: u64,
     pub expected_dead_letters: u64,
     pub stuck: u64,
+    /// Callbacks owed (a final status, a complaint) that never reached the receiver.
+    pub callbacks_lost: u64,
     pub wall: Duration,
 }
 
@@ -47,6 +49,7 @@ impl FaultRow {
             && self.duplicate_sends == 0
             && self.dead_letters == self.expected_dead_letters
             && self.stuck == 0
+            && self.callbacks_lost == 0
             && self.stored >= self.accepted
     }
 }
@@ -185,6 +188,7 @@ pub async fn run(s: Scenario) -> Result<FaultRow> {
         dead_letters: outcome.dead_letters,
         expected_dead_letters: s.expected_dead_letters,
         stuck: r.not_final,
+        callbacks_lost: outcome.callbacks.as_ref().map_or(0, |c| c.lost),
         wall: started.elapsed(),
     })
 }
@@ -192,12 +196,12 @@ pub async fn run(s: Scenario) -> Result<FaultRow> {
 /// The scoreboard as a Markdown table.
 pub fn table(rows: &[FaultRow]) -> String {
     let mut out = String::from(
-        "| scenario | accepted | stored | sent | lost | duplicate sends | dead letters (expected) | stuck | wall s | holds |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | accepted | stored | sent | lost | duplicate sends | dead letters (expected) | stuck | callbacks lost | wall s | holds |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {:.0} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {:.0} | {} |\n",
             r.name,
             r.accepted,
             r.stored,
@@ -207,6 +211,7 @@ pub fn table(rows: &[FaultRow]) -> String {
             r.dead_letters,
             r.expected_dead_letters,
             r.stuck,
+            r.callbacks_lost,
             r.wall.as_secs_f64(),
             if r.holds() { "yes" } else { "NO" }
         ));
