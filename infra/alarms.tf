@@ -371,48 +371,33 @@ resource "aws_cloudwatch_metric_alarm" "renotify_errors" {
 # Callbacks: a client's endpoint that keeps failing gets its service suspended, and a
 # callback out of retries is given up. Both are log events of the callbacks function
 # (`event` field of its JSON lines), counted by metric filters and alarmed.
-resource "aws_cloudwatch_log_metric_filter" "callback_suspended" {
-  name           = "${var.name_prefix}-callback-suspended"
+locals {
+  callback_events = {
+    callback_suspended = { metric = "CallbackSuspensions", description = "A service's callback endpoint kept failing and was suspended: its callbacks wait." }
+    callback_failed    = { metric = "CallbacksFailed", description = "Callbacks were given up after every retry (or could not be made at all)." }
+  }
+}
+
+resource "aws_cloudwatch_log_metric_filter" "callbacks" {
+  for_each = local.callback_events
+
+  name           = "${var.name_prefix}-${replace(each.key, "_", "-")}"
   log_group_name = aws_cloudwatch_log_group.fn["callbacks"].name
-  pattern        = "{ $.fields.event = \"callback_suspended\" }"
+  pattern        = "{ $.fields.event = \"${each.key}\" }"
   metric_transformation {
-    name      = "CallbackSuspensions"
+    name      = each.value.metric
     namespace = "Floodgate"
     value     = "1"
   }
 }
 
-resource "aws_cloudwatch_log_metric_filter" "callback_failed" {
-  name           = "${var.name_prefix}-callback-failed"
-  log_group_name = aws_cloudwatch_log_group.fn["callbacks"].name
-  pattern        = "{ $.fields.event = \"callback_failed\" }"
-  metric_transformation {
-    name      = "CallbacksFailed"
-    namespace = "Floodgate"
-    value     = "1"
-  }
-}
+resource "aws_cloudwatch_metric_alarm" "callbacks" {
+  for_each = local.callback_events
 
-resource "aws_cloudwatch_metric_alarm" "callback_suspended" {
-  alarm_name          = "${local.alarm_prefix}callback-suspended"
-  alarm_description   = "A service's callback endpoint kept failing and was suspended: its callbacks wait."
+  alarm_name          = "${local.alarm_prefix}${replace(each.key, "_", "-")}"
+  alarm_description   = each.value.description
   namespace           = "Floodgate"
-  metric_name         = "CallbackSuspensions"
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
-}
-
-resource "aws_cloudwatch_metric_alarm" "callback_failed" {
-  alarm_name          = "${local.alarm_prefix}callback-failed"
-  alarm_description   = "Callbacks were given up after every retry (or could not be made at all)."
-  namespace           = "Floodgate"
-  metric_name         = "CallbacksFailed"
+  metric_name         = each.value.metric
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1

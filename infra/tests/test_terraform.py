@@ -486,7 +486,12 @@ def test_callbacks_run_outside_the_vpc_and_are_fed_by_send_and_receipts(tf, knob
     assert knobs["functions"]["callbacks"]["reader_lane"] == 0, "outside the VPC: no database"
     assert knobs["event_source_mappings"]["callbacks"]["function"] == "callbacks"
     assert '["send", "receipts"], fn) ? ["callbacks"]' in tf["locals"]["fn_produces"]
-    filters = tf["resource"]["aws_cloudwatch_log_metric_filter"]
+    # The events the callbacks function logs (functions/callbacks/src/lib.rs) are the ones
+    # the metric filters count.
+    events = tf["locals"]["callback_events"]
+    source = (REPO / "functions" / "callbacks" / "src" / "lib.rs").read_text()
     for name in ("callback_suspended", "callback_failed"):
-        assert name in filters[name]["pattern"]
-        assert name in tf["resource"]["aws_cloudwatch_metric_alarm"]
+        assert name in events
+        assert f'event = "{name}"' in source, name
+    assert tf["resource"]["aws_cloudwatch_log_metric_filter"]["callbacks"]["for_each"] == "${local.callback_events}"
+    assert tf["resource"]["aws_cloudwatch_metric_alarm"]["callbacks"]["for_each"] == "${local.callback_events}"

@@ -177,6 +177,16 @@ async fn a_poisoned_notification_past_ingest_fails_only_its_message() {
 
 // ----- enqueueing is acknowledged explicitly -----
 
+/// The SQS adapter with its normal intake queue at a loopback endpoint.
+async fn intake_queue_at(url: &str) -> SqsQueue {
+    let sdk = local_aws_config(url).await;
+    let urls = HashMap::from([(
+        QueueName::Intake(TrafficLane::Normal),
+        format!("{url}/000000000000/intake-normal"),
+    )]);
+    SqsQueue::new(SqsQueue::client(&sdk), urls, HashMap::new())
+}
+
 #[tokio::test]
 async fn a_send_message_batch_entry_in_neither_list_is_a_503() {
     let stack = shared_stack().await;
@@ -188,13 +198,9 @@ async fn a_send_message_batch_entry_in_neither_list_is_a_503() {
             .to_string(),
     ))
     .await;
-    let sdk = local_aws_config(&url).await;
-    let urls = HashMap::from([(
-        QueueName::Intake(TrafficLane::Normal),
-        format!("{url}/000000000000/intake-normal"),
-    )]);
-    let sqs = SqsQueue::new(SqsQueue::client(&sdk), urls, HashMap::new());
-    let ingest = f.ingest(&stack, Arc::new(sqs)).await;
+    let ingest = f
+        .ingest(&stack, Arc::new(intake_queue_at(&url).await))
+        .await;
     let body = json!({"email_address": "a@example.com", "template_id": f.template_id,
                       "personalisation": {"name": "Ada"}});
     let (code, v) = f.post(&ingest, "/v2/notifications/email", &body).await;
@@ -208,13 +214,9 @@ async fn a_hanging_sqs_endpoint_is_a_503_within_the_attempt_bounds() {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, "normal").await;
     let (url, _) = loopback_http(Reply::Hang).await;
-    let sdk = local_aws_config(&url).await;
-    let urls = HashMap::from([(
-        QueueName::Intake(TrafficLane::Normal),
-        format!("{url}/000000000000/intake-normal"),
-    )]);
-    let sqs = SqsQueue::new(SqsQueue::client(&sdk), urls, HashMap::new());
-    let ingest = f.ingest(&stack, Arc::new(sqs)).await;
+    let ingest = f
+        .ingest(&stack, Arc::new(intake_queue_at(&url).await))
+        .await;
     let body = json!({"email_address": "a@example.com", "template_id": f.template_id,
                       "personalisation": {"name": "Ada"}});
     let started = Instant::now();
