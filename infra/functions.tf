@@ -21,7 +21,6 @@ locals {
         FLOODGATE_READER_MAX_SIZE           = tostring(f.reader_lane)
         FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS = tostring(var.writer_acquire_timeout_ms)
         FLOODGATE_READER_ACQUIRE_TIMEOUT_MS = tostring(var.reader_acquire_timeout_ms)
-        FLOODGATE_FROM_EMAIL                = var.from_email
       },
       {
         for k, v in {
@@ -60,6 +59,8 @@ locals {
           # The RDS CA bundle deploy.sh adds to the admin zip: the direct connection to
           # the cluster presents an Amazon RDS CA certificate, not a public one.
           FLOODGATE_DB_CA_FILE = "/var/task/rds-ca-bundle.pem"
+          # The domains a service's from_email may use: the SES identities send may send as.
+          FLOODGATE_SENDING_DOMAINS = var.ses_domain
         } : k => v if fn == "admin"
       },
     )
@@ -149,8 +150,10 @@ data "aws_iam_policy_document" "fn" {
   # ses:Recipients). The configuration set is a *resource* of SendEmail: a send that names a
   # configuration set is authorised against the identity AND that configuration set, so the
   # policy lists exactly our identity and our configuration set, and the identity's default
-  # configuration set (ses.tf) applies ours when a call names none. The From address is
-  # pinned with ses:FromAddress.
+  # configuration set (ses.tf) applies ours when a call names none. Each service sends from
+  # its own address (services.from_email), which must be in the verified domain: IAM allows
+  # any address there (ses:FromAddress), and `floodgate-admin create-service` refuses others
+  # (FLOODGATE_SENDING_DOMAINS), so IAM, code and admin agree.
   dynamic "statement" {
     for_each = each.key == "send" ? [1] : []
     content {
@@ -161,9 +164,9 @@ data "aws_iam_policy_document" "fn" {
         aws_sesv2_configuration_set.this.arn,
       ]
       condition {
-        test     = "StringEquals"
+        test     = "StringLike"
         variable = "ses:FromAddress"
-        values   = [var.from_email]
+        values   = ["*@${var.ses_domain}"]
       }
     }
   }

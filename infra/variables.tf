@@ -234,12 +234,6 @@ variable "ses_domain" {
   default     = "notify.example.com"
 }
 
-variable "from_email" {
-  description = "From address of every email (FLOODGATE_FROM_EMAIL); must be in ses_domain. The send function's IAM policy only allows this From address."
-  type        = string
-  default     = "no-reply@notify.example.com"
-}
-
 variable "ses_account_rate" {
   description = "The SES account's maximum sending rate in emails per second (FLOODGATE_SES_ACCOUNT_RATE), shared by every send instance so together they never exceed it. 14 is a new production account's quota; set it to the rate SES shows for the account (Service Quotas: 'Sending rate') after a quota increase."
   type        = number

@@ -278,7 +278,7 @@ def test_function_environment_names(tf):
         "FLOODGATE_WRITER_URL", "FLOODGATE_READER_URL", "FLOODGATE_DB_IAM_AUTH",
         "FLOODGATE_WRITER_MAX_SIZE", "FLOODGATE_READER_MAX_SIZE",
         "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS", "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS",
-        "FLOODGATE_QUEUE_URL_", "FLOODGATE_SES_CONFIGURATION_SET", "FLOODGATE_FROM_EMAIL", "RUST_LOG",
+        "FLOODGATE_QUEUE_URL_", "FLOODGATE_SES_CONFIGURATION_SET", "FLOODGATE_SENDING_DOMAINS", "RUST_LOG",
         "FLOODGATE_API_KEY_ENCRYPTION_KEY", "FLOODGATE_BOOTSTRAP_HOST", "FLOODGATE_BOOTSTRAP_SECRET_ARN",
         "FLOODGATE_DB_NAME", "FLOODGATE_DB_USERS",
     ):
@@ -495,3 +495,17 @@ def test_callbacks_run_outside_the_vpc_and_are_fed_by_send_and_receipts(tf, knob
         assert f'event = "{name}"' in source, name
     assert tf["resource"]["aws_cloudwatch_log_metric_filter"]["callbacks"]["for_each"] == "${local.callback_events}"
     assert tf["resource"]["aws_cloudwatch_metric_alarm"]["callbacks"]["for_each"] == "${local.callback_events}"
+
+
+def test_send_may_use_any_address_of_the_verified_domain_and_admin_checks_it(tf):
+    # Each service sends from its own address: IAM must not pin one From address, and the
+    # admin command that creates services is told the domain (functions/admin checks it).
+    env = tf["locals"]["fn_env"]
+    assert "FLOODGATE_FROM_EMAIL" not in env, "no code reads it"
+    assert "FLOODGATE_SENDING_DOMAINS" in env and "var.ses_domain" in env
+    admin_src = (REPO / "functions" / "admin" / "src" / "lib.rs").read_text()
+    assert '"FLOODGATE_SENDING_DOMAINS"' in admin_src
+    policy = tf["data"]["aws_iam_policy_document"]["fn"]
+    text = json.dumps(policy)
+    assert "*@${var.ses_domain}" in text
+    assert "var.from_email" not in text

@@ -158,6 +158,37 @@ pub struct IssuedKey {
     pub key: String,
 }
 
+/// The domains a service's `from_email` may use, comma-separated: the verified SES
+/// identities `send` is allowed to send as (Terraform sets it from `ses_domain`). Unset
+/// (locally): any domain.
+pub const SENDING_DOMAINS_ENV: &str = "FLOODGATE_SENDING_DOMAINS";
+
+/// Refuses a from address outside the sending domains (when there are any): SES would
+/// refuse every email of such a service (AccessDenied by the send role's policy).
+pub fn check_from_domain(from_email: &str, domains: &[String]) -> Result<(), AdminError> {
+    let domain = from_email
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default();
+    if domains.is_empty() || domains.iter().any(|d| d.eq_ignore_ascii_case(&domain)) {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "from_email must be an address in a verified sending domain ({})",
+            domains.join(", ")
+        )))
+    }
+}
+
+fn sending_domains() -> Vec<String> {
+    std::env::var(SENDING_DOMAINS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(|d| d.trim().to_string())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
 pub async fn create_service(
     writer: &WriterLane,
     id: Option<Uuid>,
@@ -169,6 +200,7 @@ pub async fn create_service(
             "a service needs a name and a from_email address".into(),
         ));
     }
+    check_from_domain(from_email, &sending_domains())?;
     let conn = writer.acquire().await?;
     Ok(conn
         .bounded(catalog::create_service(
@@ -795,6 +827,21 @@ async fn execute_bootstrapped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_addresses_must_be_in_a_sending_domain_when_there_are_any() {
+        let domains = vec![
+            "notify.example.gov".to_string(),
+            "other.example".to_string(),
+        ];
+        assert!(check_from_domain("a@notify.example.gov", &domains).is_ok());
+        assert!(check_from_domain("a@NOTIFY.example.gov", &domains).is_ok());
+        assert!(check_from_domain("a@other.example", &domains).is_ok());
+        let e = check_from_domain("a@evil.example", &domains).unwrap_err();
+        assert!(e.to_string().contains("notify.example.gov"), "{e}");
+        assert!(check_from_domain("a@sub.notify.example.gov", &domains).is_err());
+        assert!(check_from_domain("a@anything.example", &[]).is_ok());
+    }
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
