@@ -42,7 +42,11 @@ locals {
         )
         for page in pages:
             for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
-                age = (now - alarm["StateUpdatedTimestamp"]).total_seconds()
+                # The time the alarm entered ALARM: StateUpdatedTimestamp also moves when only
+                # the state reason is refreshed, which would make a lasting alarm look new
+                # and silence it for ever.
+                entered = alarm.get("StateTransitionedTimestamp", alarm["StateUpdatedTimestamp"])
+                age = (now - entered).total_seconds()
                 if age < min_age:
                     continue
                 minutes = int(age // 60)
@@ -56,7 +60,7 @@ locals {
                             "AlarmDescription": alarm.get("AlarmDescription", ""),
                             "NewStateValue": "ALARM",
                             "NewStateReason": alarm.get("StateReason", ""),
-                            "StateChangeTime": alarm["StateUpdatedTimestamp"],
+                            "StateChangeTime": entered,
                             "MinutesInAlarm": minutes,
                             "Renotification": True,
                         },

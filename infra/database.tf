@@ -164,6 +164,9 @@ resource "aws_rds_cluster_instance" "writer" {
   performance_insights_retention_period = 7
   monitoring_interval                   = 30
   monitoring_role_arn                   = aws_iam_role.rds_monitoring.arn
+
+  # Enhanced monitoring needs the role's policy attached first, or instance creation fails.
+  depends_on = [aws_iam_role_policy_attachment.rds_monitoring]
 }
 
 resource "aws_rds_cluster_instance" "reader" {
@@ -188,5 +191,5 @@ resource "aws_rds_cluster_instance" "reader" {
   monitoring_interval                   = 30
   monitoring_role_arn                   = aws_iam_role.rds_monitoring.arn
 
-  depends_on = [aws_rds_cluster_instance.writer]
+  depends_on = [aws_rds_cluster_instance.writer, aws_iam_role_policy_attachment.rds_monitoring]
 }

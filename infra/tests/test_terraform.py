@@ -509,3 +509,15 @@ def test_send_may_use_any_address_of_the_verified_domain_and_admin_checks_it(tf)
     text = json.dumps(policy)
     assert "*@${var.ses_domain}" in text
     assert "var.from_email" not in text
+
+
+def test_instances_with_enhanced_monitoring_wait_for_its_policy(tf):
+    for name, body in tf["resource"]["aws_rds_cluster_instance"].items():
+        if "monitoring_role_arn" in body:
+            assert "aws_iam_role_policy_attachment.rds_monitoring" in json.dumps(body.get("depends_on", [])), name
+
+
+def test_the_renotifier_measures_time_in_alarm_from_the_state_transition(tf):
+    source = tf["locals"]["renotify_source"]
+    assert "StateTransitionedTimestamp" in source
+    assert "(now - alarm[\"StateUpdatedTimestamp\"])" not in source
