@@ -284,16 +284,15 @@ impl ServiceFixture {
         stack: &LocalStack,
         queue: Arc<dyn floodgate_aws::Queue>,
     ) -> floodgate_ingest::Ingest {
-        floodgate_ingest::Ingest {
-            catalog: Arc::new(floodgate_api::ApiCatalog::new(
+        floodgate_ingest::Ingest::new(
+            Arc::new(floodgate_api::ApiCatalog::new(
                 reader_lane(stack).await,
                 self.secrets.clone(),
                 floodgate_api::CachePolicy::default(),
             )),
             queue,
-            limits: floodgate_aws::QueueLimits::default(),
-            retry: floodgate_ingest::RetryPolicy::default(),
-        }
+            &floodgate_core::Knobs::embedded(),
+        )
     }
 
     /// POSTs `body` to `path` through `ingest`, as API Gateway would hand it over.

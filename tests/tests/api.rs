@@ -13,7 +13,7 @@ use floodgate_admin::{
 use floodgate_api::gateway::{request, response_text};
 use floodgate_api::{ApiCatalog, CachePolicy};
 use floodgate_aws::{
-    EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueLimits, QueueStats, ReceivedMessage,
+    EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage,
 };
 use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
 use floodgate_core::{Knobs, QueueName, TrafficLane};
@@ -54,16 +54,11 @@ struct Api {
 
 fn api_on(reader: ReaderLane, queue: Arc<dyn Queue>, policy: CachePolicy) -> (Ingest, Status) {
     let catalog = Arc::new(ApiCatalog::new(reader, secrets(), policy));
-    let ingest = Ingest {
-        catalog: catalog.clone(),
-        queue,
-        limits: QueueLimits::from_knobs(&Knobs::embedded()),
-        retry: RetryPolicy {
-            attempts: 3,
-            first_backoff: Duration::from_millis(20),
-        },
-    };
-    (ingest, Status { catalog })
+    let ingest = Ingest::new(catalog.clone(), queue, &Knobs::embedded()).with_retry(RetryPolicy {
+        attempts: 3,
+        first_backoff: Duration::from_millis(20),
+    });
+    (ingest, Status::new(catalog))
 }
 
 /// A service with a key and a template, made by the admin code, visible on the replica.

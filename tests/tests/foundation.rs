@@ -378,7 +378,7 @@ async fn partitions_carry_hot_settings_and_retention_drops_whole_days() {
         .await
         .unwrap()
         .get(0);
-    assert!(opts.contains(&"fillfactor=33".to_string()), "{opts:?}");
+    assert!(opts.contains(&"fillfactor=30".to_string()), "{opts:?}");
     assert!(
         opts.iter()
             .any(|o| o.starts_with("autovacuum_vacuum_scale_factor")),

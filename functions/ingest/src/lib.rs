@@ -39,15 +39,36 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What `ingest` needs, built once per instance in `main`.
+/// What `ingest` needs, built once per instance.
 pub struct Ingest {
-    pub catalog: Arc<ApiCatalog>,
-    pub queue: Arc<dyn Queue>,
-    pub limits: QueueLimits,
-    pub retry: RetryPolicy,
+    catalog: Arc<ApiCatalog>,
+    queue: Arc<dyn Queue>,
+    limits: QueueLimits,
+    retry: RetryPolicy,
 }
 
 impl Ingest {
+    /// The one constructor: `main`, the local stack, the tests and the benchmark build it
+    /// here.
+    pub fn new(
+        catalog: Arc<ApiCatalog>,
+        queue: Arc<dyn Queue>,
+        knobs: &floodgate_core::Knobs,
+    ) -> Self {
+        Ingest {
+            catalog,
+            queue,
+            limits: QueueLimits::from_knobs(knobs),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the enqueue retry policy (tests make its back-off short).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// The handler: every outcome is an HTTP response (errors in the Notify shape).
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.route(&req).await {

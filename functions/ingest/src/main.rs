@@ -2,10 +2,10 @@
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use floodgate_api::{ApiCatalog, CachePolicy, secret_box_from_env};
-use floodgate_aws::{QueueLimits, SqsQueue};
+use floodgate_aws::SqsQueue;
 use floodgate_core::Knobs;
 use floodgate_db::ReaderLane;
-use floodgate_ingest::{Ingest, RetryPolicy};
+use floodgate_ingest::Ingest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 
@@ -16,12 +16,11 @@ async fn main() -> Result<(), Error> {
     let knobs = Knobs::embedded();
     let reader = ReaderLane::from_env("floodgate-ingest").await?;
     let secrets = Arc::new(secret_box_from_env()?);
-    let ingest = Ingest {
-        catalog: Arc::new(ApiCatalog::new(reader, secrets, CachePolicy::from_env())),
-        queue: Arc::new(SqsQueue::from_env(&sdk)),
-        limits: QueueLimits::from_knobs(&knobs),
-        retry: RetryPolicy::default(),
-    };
+    let ingest = Ingest::new(
+        Arc::new(ApiCatalog::new(reader, secrets, CachePolicy::from_env())),
+        Arc::new(SqsQueue::from_env(&sdk)),
+        &knobs,
+    );
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

@@ -41,7 +41,7 @@ const FILTER_STATUSES: &[&str] = &[
 ];
 
 pub struct Status {
-    pub catalog: Arc<ApiCatalog>,
+    catalog: Arc<ApiCatalog>,
 }
 
 enum Route {
@@ -211,6 +211,11 @@ fn form_encode(s: &str) -> String {
 }
 
 impl Status {
+    /// The one constructor.
+    pub fn new(catalog: Arc<ApiCatalog>) -> Self {
+        Status { catalog }
+    }
+
     pub async fn handle(&self, req: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         match self.serve(&req).await {
             Ok(body) => json_response(200, &body),

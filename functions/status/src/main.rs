@@ -13,9 +13,11 @@ async fn main() -> Result<(), Error> {
     floodgate_obs::init("status");
     let reader = ReaderLane::from_env("floodgate-status").await?;
     let secrets = Arc::new(secret_box_from_env()?);
-    let status = Status {
-        catalog: Arc::new(ApiCatalog::new(reader, secrets, CachePolicy::from_env())),
-    };
+    let status = Status::new(Arc::new(ApiCatalog::new(
+        reader,
+        secrets,
+        CachePolicy::from_env(),
+    )));
     let status = &status;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {

@@ -9,14 +9,14 @@ use anyhow::{Result, bail};
 use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
 use floodgate_api::gateway::request;
 use floodgate_api::{ApiCatalog, CachePolicy, ServiceEntry};
-use floodgate_aws::{EmbeddedQueue, Queue, QueueLimits};
+use floodgate_aws::{EmbeddedQueue, Queue};
 use floodgate_core::auth::{
     KeyForAuth, SecretBox, ServiceForAuth, generate_encryption_key, new_secret, sign_jwt,
 };
 use floodgate_core::{KeyType, Knobs, QueueName, TrafficLane};
 use floodgate_db::catalog::TemplateRow;
 use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane};
-use floodgate_ingest::{Ingest, RetryPolicy};
+use floodgate_ingest::Ingest;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -93,12 +93,7 @@ pub async fn bench_ingest(o: IngestBenchOptions) -> Result<(f64, f64)> {
         }],
     );
     let queue = Arc::new(EmbeddedQueue::from_knobs(&Knobs::embedded()));
-    let ingest = Ingest {
-        catalog,
-        queue: queue.clone(),
-        limits: QueueLimits::from_knobs(&Knobs::embedded()),
-        retry: RetryPolicy::default(),
-    };
+    let ingest = Ingest::new(catalog, queue.clone(), &Knobs::embedded());
     let headers = || {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("api.bench"));

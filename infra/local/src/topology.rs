@@ -9,7 +9,7 @@ use crate::services::LocalStack;
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::SqsEvent;
 use floodgate_aws::mail::{Mailer, SesMailer, SimulatorMailer};
-use floodgate_aws::{DeferPolicy, EmbeddedQueue, Queue, QueueLimits, SqsQueue};
+use floodgate_aws::{DeferPolicy, EmbeddedQueue, Queue, SqsQueue};
 use floodgate_core::{Knobs, QueueName};
 use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
@@ -478,28 +478,23 @@ impl ApiSide {
         for _ in 0..knobs.max_concurrency("ingest").max(1) {
             let reader =
                 instance_lane(stack.reader_url(), knobs, lanes, "ingest", LaneKind::Reader).await?;
-            ingests.push(Arc::new(floodgate_ingest::Ingest {
-                catalog: Arc::new(ApiCatalog::new(
+            ingests.push(Arc::new(floodgate_ingest::Ingest::new(
+                Arc::new(ApiCatalog::new(
                     ReaderLane(reader),
                     secrets.clone(),
                     CachePolicy::default(),
                 )),
-                queue: queue.clone(),
-                limits: QueueLimits::from_knobs(knobs),
-                retry: floodgate_ingest::RetryPolicy::default(),
-            }));
+                queue.clone(),
+                knobs,
+            )));
         }
         let mut statuses = Vec::new();
         for _ in 0..knobs.max_concurrency("status").max(1) {
             let reader =
                 instance_lane(stack.reader_url(), knobs, lanes, "status", LaneKind::Reader).await?;
-            statuses.push(Arc::new(floodgate_status::Status {
-                catalog: Arc::new(ApiCatalog::new(
-                    ReaderLane(reader),
-                    secrets.clone(),
-                    CachePolicy::default(),
-                )),
-            }));
+            statuses.push(Arc::new(floodgate_status::Status::new(Arc::new(
+                ApiCatalog::new(ReaderLane(reader), secrets.clone(), CachePolicy::default()),
+            ))));
         }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
