@@ -317,7 +317,15 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
             .unwrap()
             .starts_with("https://api.test/v2/notifications?")
     );
-    assert!(list["links"].get("next").is_none());
+    // alphagov/notifications-api app/v2/notifications/get_notifications.py (_build_links):
+    // every non-empty page links the next one.
+    assert!(
+        list["links"]["next"]
+            .as_str()
+            .unwrap()
+            .contains("older_than="),
+        "{list}"
+    );
     let (_, none) = status_call(
         &api,
         Method::GET,
@@ -424,7 +432,26 @@ async fn the_list_pages_newest_first_by_250() {
     let path = next.trim_start_matches("https://api.test");
     let (_, page2) = status_call(&api, Method::GET, path, None).await;
     assert_eq!(page2["notifications"].as_array().unwrap().len(), 10);
-    assert!(page2["links"].get("next").is_none());
+    // Notify links a next page from every non-empty page and stops at the empty one
+    // (alphagov/notifications-api app/v2/notifications/get_notifications.py).
+    let next = page2["links"]["next"].as_str().expect("a next link");
+    let (_, page3) = status_call(
+        &api,
+        Method::GET,
+        next.trim_start_matches("https://api.test"),
+        None,
+    )
+    .await;
+    assert_eq!(page3["notifications"].as_array().unwrap().len(), 0);
+    assert!(page3["links"].get("next").is_none(), "{page3}");
+    // An id Notify does not know is an empty page, not an error.
+    let unknown = format!(
+        "/v2/notifications?reference=paged&older_than={}",
+        uuid::Uuid::new_v4()
+    );
+    let (code, empty) = status_call(&api, Method::GET, &unknown, None).await;
+    assert_eq!(code, 200, "{empty}");
+    assert_eq!(empty["notifications"].as_array().unwrap().len(), 0);
 }
 
 #[tokio::test]

@@ -83,6 +83,7 @@ pub fn list_filter(
         ..Default::default()
     };
     let mut email_type = true;
+    let mut unknown_older_than = false;
     for (k, v) in pairs {
         match k.as_str() {
             "status" => {
@@ -123,9 +124,12 @@ pub fn list_filter(
             "reference" => f.reference = Some(v.clone()),
             "older_than" => {
                 let id = parse_id(v, "older_than")?;
-                let at = created_at_of(id)
-                    .ok_or_else(|| ApiError::validation("older_than is not a valid UUID"))?;
-                f.older_than = Some((at, id));
+                // Notify answers an id it does not know with an empty page, and an id
+                // that carries no creation time cannot be one of ours.
+                match created_at_of(id) {
+                    Some(at) => f.older_than = Some((at, id)),
+                    None => unknown_older_than = true,
+                }
             }
             "include_jobs" => {}
             other => {
@@ -145,7 +149,7 @@ pub fn list_filter(
         && !pairs
             .iter()
             .any(|(k, v)| k == "template_type" && v.split(',').any(|t| t.trim() == "email"));
-    Ok((!only_other_types).then_some(f))
+    Ok((!only_other_types && !unknown_older_than).then_some(f))
 }
 
 /// A stored notification in Notify's v2 shape. Pure.
@@ -289,9 +293,9 @@ impl Status {
         };
         let mut links = Map::new();
         links.insert("current".into(), json!(current));
-        if rows.len() as i64 == PAGE_SIZE
-            && let Some(last) = rows.last()
-        {
+        // Notify links a next page from every non-empty page; the client's iterator
+        // stops at the first empty one.
+        if let Some(last) = rows.last() {
             let mut next: Vec<(String, String)> = pairs
                 .into_iter()
                 .filter(|(k, _)| k != "older_than")
@@ -490,6 +494,12 @@ mod tests {
         );
         let e = list_filter(&p(&[("older_than", "x")]), "normal").unwrap_err();
         assert_eq!(e.message, "older_than is not a valid UUID");
+        // A v4 id can never be a stored notification: an empty page, not an error.
+        assert!(
+            list_filter(&p(&[("older_than", &Uuid::new_v4().to_string())]), "normal")
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(
             list_filter(&p(&[("colour", "x")]), "normal")
                 .unwrap_err()
