@@ -454,6 +454,45 @@ async fn the_list_pages_newest_first_by_250() {
     assert_eq!(empty["notifications"].as_array().unwrap().len(), 0);
 }
 
+/// alphagov/notifications-api app/v2/template/get_template.py (route
+/// `/<template_id>/version/<int:version>`) and tests/app/v2/template/test_get_template.py.
+#[tokio::test]
+async fn each_template_version_reads_back() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    put_template(
+        &api.writer,
+        api.service.id,
+        Some(api.template.id),
+        "welcome",
+        "Hi ((name))",
+        "Version two",
+        "normal",
+    )
+    .await
+    .expect("version 2");
+    replica_caught_up(&stack).await;
+    let path = |v: &str| format!("/v2/template/{}/version/{v}", api.template.id);
+    let (code, v1) = status_call(&api, Method::GET, &path("1"), None).await;
+    assert_eq!(code, 200, "{v1}");
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["subject"], "Hello ((name))");
+    assert_eq!(v1["body"], BODY);
+    assert!(v1["updated_at"].is_null(), "{v1}");
+    let (code, v2) = status_call(&api, Method::GET, &path("2"), None).await;
+    assert_eq!(code, 200, "{v2}");
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["subject"], "Hi ((name))");
+    assert_eq!(v2["body"], "Version two");
+    assert_eq!(v2["personalisation"], json!({"name": {"required": true}}));
+    assert!(v2["updated_at"].is_string(), "{v2}");
+    let (code, missing) = status_call(&api, Method::GET, &path("3"), None).await;
+    assert_eq!(code, 404, "{missing}");
+    assert_eq!(missing["errors"][0]["message"], "No result found");
+    let (code, _) = status_call(&api, Method::GET, &path("two"), None).await;
+    assert_eq!(code, 404);
+}
+
 #[tokio::test]
 async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     let stack = shared_stack().await;

@@ -17,7 +17,8 @@ use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_core::envelope::created_at_of;
 use floodgate_core::template::{Template, placeholder_names, render};
 use floodgate_db::catalog::{
-    NotificationFilter, NotificationRow, fetch_notification, list_notifications,
+    NotificationFilter, NotificationRow, TemplateRow, fetch_notification, fetch_template_version,
+    list_notifications,
 };
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -49,6 +50,7 @@ enum Route {
     Notification(String),
     Notifications,
     Template(String),
+    TemplateVersion(String, String),
     Preview(String),
 }
 
@@ -59,6 +61,10 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["v2", "notifications"] => (Route::Notifications, Method::GET),
         ["v2", "notifications", id] => (Route::Notification(id.to_string()), Method::GET),
         ["v2", "template", id] => (Route::Template(id.to_string()), Method::GET),
+        ["v2", "template", id, "version", v] => (
+            Route::TemplateVersion(id.to_string(), v.to_string()),
+            Method::GET,
+        ),
         ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), Method::POST),
         _ => return Err(ApiError::route_not_found()),
     };
@@ -242,6 +248,7 @@ impl Status {
             Route::Notification(id) => self.notification(&caller, &id, &base).await,
             Route::Notifications => self.notifications(&caller, req, &base).await,
             Route::Template(id) => self.template(&caller, &id).await,
+            Route::TemplateVersion(id, v) => self.template_version(&caller, &id, &v).await,
             Route::Preview(id) => self.preview(&caller, &id, req).await,
         }
     }
@@ -326,31 +333,33 @@ impl Status {
 
     async fn template(&self, caller: &Caller, id: &str) -> Result<Value, ApiError> {
         let t = self.owned_template(caller, id).await?;
-        let names = placeholder_names(&Template {
-            subject: t.subject.clone(),
-            body: t.body.clone(),
-        });
-        let personalisation: Map<String, Value> = names
-            .into_iter()
-            .map(|n| (n, json!({"required": true})))
-            .collect();
-        Ok(json!({
-            "id": t.id,
-            "type": "email",
-            "created_at": notify_time(t.created_at),
-            "updated_at": t.updated_at.map(notify_time),
-            "created_by": null,
-            "version": t.version,
-            "body": t.body,
-            "subject": t.subject,
-            "name": t.name,
-            "personalisation": personalisation,
-            "postage": null,
-            "letter_contact_block": null,
-            "process_type": t.process_type,
-        }))
+        Ok(template_json(&t))
     }
 
+    async fn template_version(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: &str,
+    ) -> Result<Value, ApiError> {
+        // Notify's route only matches an integer version; anything else is not a route.
+        let version: i32 = version.parse().map_err(|_| ApiError::route_not_found())?;
+        let t = self.owned_template(caller, id).await?;
+        let conn = self
+            .catalog
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| from_db(&e))?;
+        let row = conn
+            .bounded(fetch_template_version(&conn, t.id, version))
+            .await
+            .map_err(|e| from_db(&e))?;
+        match row {
+            Some(v) => Ok(template_json(&v)),
+            None => Err(ApiError::no_result()),
+        }
+    }
     async fn preview(
         &self,
         caller: &Caller,
@@ -403,6 +412,33 @@ pub fn preview_personalisation(body: &[u8]) -> Result<Map<String, Value>, ApiErr
             "personalisation is not of type object",
         )),
     }
+}
+
+/// A template (or one of its versions) in Notify's v2 shape. Pure.
+fn template_json(t: &TemplateRow) -> Value {
+    let names = placeholder_names(&Template {
+        subject: t.subject.clone(),
+        body: t.body.clone(),
+    });
+    let personalisation: Map<String, Value> = names
+        .into_iter()
+        .map(|n| (n, json!({"required": true})))
+        .collect();
+    json!({
+        "id": t.id,
+        "type": "email",
+        "created_at": notify_time(t.created_at),
+        "updated_at": t.updated_at.map(notify_time),
+        "created_by": null,
+        "version": t.version,
+        "body": t.body,
+        "subject": t.subject,
+        "name": t.name,
+        "personalisation": personalisation,
+        "postage": null,
+        "letter_contact_block": null,
+        "process_type": t.process_type,
+    })
 }
 
 #[cfg(test)]
