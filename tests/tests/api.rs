@@ -493,6 +493,56 @@ async fn each_template_version_reads_back() {
     assert_eq!(code, 404);
 }
 
+/// alphagov/notifications-api app/v2/templates/get_templates.py and
+/// app/v2/templates/templates_schemas.py (`type` enum, no other parameter).
+#[tokio::test]
+async fn the_templates_list_has_the_service_s_email_templates() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    let other = put_template(
+        &api.writer,
+        api.service.id,
+        None,
+        "another",
+        "Second ((x))",
+        "Body",
+        "bulk",
+    )
+    .await
+    .expect("template");
+    replica_caught_up(&stack).await;
+    for path in ["/v2/templates", "/v2/templates?type=email"] {
+        let (code, list) = status_call(&api, Method::GET, path, None).await;
+        assert_eq!(code, 200, "{list}");
+        let ids: Vec<&str> = list["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        let (a, w) = (other.id.to_string(), api.template.id.to_string());
+        // Ordered by name, as Notify's dao_get_all_templates_for_service.
+        assert_eq!(ids, vec![a.as_str(), w.as_str()], "{path}");
+        assert_eq!(list["templates"][0]["subject"], "Second ((x))");
+        assert_eq!(list["templates"][0]["type"], "email");
+    }
+    let (code, sms) = status_call(&api, Method::GET, "/v2/templates?type=sms", None).await;
+    assert_eq!(code, 200, "{sms}");
+    assert_eq!(sms["templates"], json!([]));
+    let (code, bad) = status_call(&api, Method::GET, "/v2/templates?type=fax", None).await;
+    assert_eq!(code, 400, "{bad}");
+    assert_eq!(
+        bad["errors"][0]["message"],
+        "type fax is not one of [sms, email, letter]"
+    );
+    let (code, bad) = status_call(&api, Method::GET, "/v2/templates?colour=red", None).await;
+    assert_eq!(code, 400, "{bad}");
+    assert_eq!(
+        bad["errors"][0]["message"],
+        "Additional properties are not allowed (colour was unexpected)"
+    );
+}
+
 #[tokio::test]
 async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     let stack = shared_stack().await;

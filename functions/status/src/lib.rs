@@ -18,7 +18,7 @@ use floodgate_core::envelope::created_at_of;
 use floodgate_core::template::{Template, placeholder_names, render};
 use floodgate_db::catalog::{
     NotificationFilter, NotificationRow, TemplateRow, fetch_notification, fetch_template_version,
-    list_notifications,
+    list_notifications, list_templates,
 };
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -51,6 +51,7 @@ enum Route {
     Notifications,
     Template(String),
     TemplateVersion(String, String),
+    Templates,
     Preview(String),
 }
 
@@ -60,6 +61,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["_status"] => (Route::Liveness, Method::GET),
         ["v2", "notifications"] => (Route::Notifications, Method::GET),
         ["v2", "notifications", id] => (Route::Notification(id.to_string()), Method::GET),
+        ["v2", "templates"] => (Route::Templates, Method::GET),
         ["v2", "template", id] => (Route::Template(id.to_string()), Method::GET),
         ["v2", "template", id, "version", v] => (
             Route::TemplateVersion(id.to_string(), v.to_string()),
@@ -249,6 +251,7 @@ impl Status {
             Route::Notifications => self.notifications(&caller, req, &base).await,
             Route::Template(id) => self.template(&caller, &id).await,
             Route::TemplateVersion(id, v) => self.template_version(&caller, &id, &v).await,
+            Route::Templates => self.templates(&caller, req).await,
             Route::Preview(id) => self.preview(&caller, &id, req).await,
         }
     }
@@ -336,6 +339,29 @@ impl Status {
         Ok(template_json(&t))
     }
 
+    async fn templates(
+        &self,
+        caller: &Caller,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<Value, ApiError> {
+        if !templates_filter(&gateway::query_pairs(req))? {
+            return Ok(json!({"templates": []}));
+        }
+        let conn = self
+            .catalog
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| from_db(&e))?;
+        let rows = conn
+            .bounded(list_templates(&conn, caller.service_id))
+            .await
+            .map_err(|e| from_db(&e))?;
+        Ok(json!({
+            "templates": rows.iter().filter(|t| !t.archived).map(template_json).collect::<Vec<_>>(),
+        }))
+    }
+
     async fn template_version(
         &self,
         caller: &Caller,
@@ -412,6 +438,41 @@ pub fn preview_personalisation(body: &[u8]) -> Result<Map<String, Value>, ApiErr
             "personalisation is not of type object",
         )),
     }
+}
+
+/// Validates `GET /v2/templates` parameters with Notify's messages; `false` when the
+/// type asked for can hold no email template. Pure.
+pub fn templates_filter(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut email = true;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "type" => match v.as_str() {
+                "email" => email = true,
+                "sms" | "letter" => email = false,
+                other => {
+                    let shown: String = other
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(100)
+                        .collect();
+                    return Err(ApiError::validation(format!(
+                        "type {shown} is not one of [sms, email, letter]"
+                    )));
+                }
+            },
+            other => {
+                let shown: String = other
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect();
+                return Err(ApiError::validation(format!(
+                    "Additional properties are not allowed ({shown} was unexpected)"
+                )));
+            }
+        }
+    }
+    Ok(email)
 }
 
 /// A template (or one of its versions) in Notify's v2 shape. Pure.
