@@ -554,7 +554,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     let cases: Vec<(&str, &str, Value, i64, &str, String)> = vec![
         ("malformed JSON", "/v2/notifications/email", Value::Null, 400, "BadRequestError", "Invalid JSON supplied in POST data".into()),
         ("unknown field", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "colour": "red"}), 400, "ValidationError", "Additional properties are not allowed (colour was unexpected)".into()),
-        ("wrong type", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": "x"}), 400, "ValidationError", "personalisation is not of type object".into()),
+        ("wrong type", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": "x"}), 400, "ValidationError", "personalisation x is not of type object".into()),
         ("invalid email", "/v2/notifications/email", json!({"email_address": "not-an-address", "template_id": tid}), 400, "ValidationError", "email_address Not a valid email address".into()),
         ("invalid uuid", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": "123"}), 400, "ValidationError", "template_id is not a valid UUID".into()),
         ("unknown template", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": Uuid::now_v7()}), 400, "BadRequestError", "Template not found".into()),
