@@ -254,7 +254,9 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
     assert_eq!(body["content"]["subject"], "Hello Ada &lt;b&gt;");
     assert_eq!(
         body["content"]["body"],
-        "Dear Ada &lt;b&gt;,\n\nYour code is 1234."
+        // Raw, as Notify's content.body (create_post_email_response_from_notification):
+        // escaping belongs to the HTML part only.
+        "Dear Ada <b>,\n\nYour code is 1234."
     );
     assert_eq!(body["content"]["from_email"], "notify@example.gov");
     // On the template's lane, and only there.

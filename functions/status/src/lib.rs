@@ -15,7 +15,7 @@ use floodgate_api::error::from_db;
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_core::envelope::created_at_of;
-use floodgate_core::template::{Template, placeholder_names, render};
+use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_db::catalog::{
     NotificationFilter, NotificationRow, TemplateRow, fetch_notification, fetch_template_version,
     list_notifications, list_templates,
@@ -167,7 +167,7 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         subject: n.template_subject.clone(),
         body: n.template_body.clone(),
     };
-    let (subject, body) = match render(&template, &personalisation) {
+    let (subject, body) = match render_text(&template, &personalisation) {
         Ok(r) => (r.subject, r.body),
         Err(_) => (template.subject, template.body),
     };
@@ -395,7 +395,7 @@ impl Status {
         let t = self.owned_template(caller, id).await?;
         let body = gateway::body_bytes(req)?;
         let personalisation = preview_personalisation(&body)?;
-        let rendered = render(
+        let rendered = render_text(
             &Template {
                 subject: t.subject.clone(),
                 body: t.body.clone(),
