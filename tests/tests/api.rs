@@ -245,7 +245,9 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
     assert_eq!(body["content"]["subject"], "Hello Ada &lt;b&gt;");
     assert_eq!(
         body["content"]["body"],
-        "Dear Ada &lt;b&gt;,\n\nYour code is 1234."
+        // Raw, as Notify's content.body (create_post_email_response_from_notification):
+        // escaping belongs to the HTML part only.
+        "Dear Ada <b>,\n\nYour code is 1234."
     );
     assert_eq!(body["content"]["from_email"], "notify@example.gov");
     // On the template's lane, and only there.
@@ -308,7 +310,15 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
             .unwrap()
             .starts_with("https://api.test/v2/notifications?")
     );
-    assert!(list["links"].get("next").is_none());
+    // alphagov/notifications-api app/v2/notifications/get_notifications.py (_build_links):
+    // every non-empty page links the next one.
+    assert!(
+        list["links"]["next"]
+            .as_str()
+            .unwrap()
+            .contains("older_than="),
+        "{list}"
+    );
     let (_, none) = status_call(
         &api,
         Method::GET,
@@ -415,7 +425,115 @@ async fn the_list_pages_newest_first_by_250() {
     let path = next.trim_start_matches("https://api.test");
     let (_, page2) = status_call(&api, Method::GET, path, None).await;
     assert_eq!(page2["notifications"].as_array().unwrap().len(), 10);
-    assert!(page2["links"].get("next").is_none());
+    // Notify links a next page from every non-empty page and stops at the empty one
+    // (alphagov/notifications-api app/v2/notifications/get_notifications.py).
+    let next = page2["links"]["next"].as_str().expect("a next link");
+    let (_, page3) = status_call(
+        &api,
+        Method::GET,
+        next.trim_start_matches("https://api.test"),
+        None,
+    )
+    .await;
+    assert_eq!(page3["notifications"].as_array().unwrap().len(), 0);
+    assert!(page3["links"].get("next").is_none(), "{page3}");
+    // An id Notify does not know is an empty page, not an error.
+    let unknown = format!(
+        "/v2/notifications?reference=paged&older_than={}",
+        uuid::Uuid::new_v4()
+    );
+    let (code, empty) = status_call(&api, Method::GET, &unknown, None).await;
+    assert_eq!(code, 200, "{empty}");
+    assert_eq!(empty["notifications"].as_array().unwrap().len(), 0);
+}
+
+/// alphagov/notifications-api app/v2/template/get_template.py (route
+/// `/<template_id>/version/<int:version>`) and tests/app/v2/template/test_get_template.py.
+#[tokio::test]
+async fn each_template_version_reads_back() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    put_template(
+        &api.writer,
+        api.service.id,
+        Some(api.template.id),
+        "welcome",
+        "Hi ((name))",
+        "Version two",
+        "normal",
+    )
+    .await
+    .expect("version 2");
+    replica_caught_up(&stack).await;
+    let path = |v: &str| format!("/v2/template/{}/version/{v}", api.template.id);
+    let (code, v1) = status_call(&api, Method::GET, &path("1"), None).await;
+    assert_eq!(code, 200, "{v1}");
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["subject"], "Hello ((name))");
+    assert_eq!(v1["body"], BODY);
+    assert!(v1["updated_at"].is_null(), "{v1}");
+    let (code, v2) = status_call(&api, Method::GET, &path("2"), None).await;
+    assert_eq!(code, 200, "{v2}");
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["subject"], "Hi ((name))");
+    assert_eq!(v2["body"], "Version two");
+    assert_eq!(v2["personalisation"], json!({"name": {"required": true}}));
+    assert!(v2["updated_at"].is_string(), "{v2}");
+    let (code, missing) = status_call(&api, Method::GET, &path("3"), None).await;
+    assert_eq!(code, 404, "{missing}");
+    assert_eq!(missing["errors"][0]["message"], "No result found");
+    let (code, _) = status_call(&api, Method::GET, &path("two"), None).await;
+    assert_eq!(code, 404);
+}
+
+/// alphagov/notifications-api app/v2/templates/get_templates.py and
+/// app/v2/templates/templates_schemas.py (`type` enum, no other parameter).
+#[tokio::test]
+async fn the_templates_list_has_the_service_s_email_templates() {
+    let stack = shared_stack().await;
+    let api = setup(&stack, "normal").await;
+    let other = put_template(
+        &api.writer,
+        api.service.id,
+        None,
+        "another",
+        "Second ((x))",
+        "Body",
+        "bulk",
+    )
+    .await
+    .expect("template");
+    replica_caught_up(&stack).await;
+    for path in ["/v2/templates", "/v2/templates?type=email"] {
+        let (code, list) = status_call(&api, Method::GET, path, None).await;
+        assert_eq!(code, 200, "{list}");
+        let ids: Vec<&str> = list["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        let (a, w) = (other.id.to_string(), api.template.id.to_string());
+        // Ordered by name, as Notify's dao_get_all_templates_for_service.
+        assert_eq!(ids, vec![a.as_str(), w.as_str()], "{path}");
+        assert_eq!(list["templates"][0]["subject"], "Second ((x))");
+        assert_eq!(list["templates"][0]["type"], "email");
+    }
+    let (code, sms) = status_call(&api, Method::GET, "/v2/templates?type=sms", None).await;
+    assert_eq!(code, 200, "{sms}");
+    assert_eq!(sms["templates"], json!([]));
+    let (code, bad) = status_call(&api, Method::GET, "/v2/templates?type=fax", None).await;
+    assert_eq!(code, 400, "{bad}");
+    assert_eq!(
+        bad["errors"][0]["message"],
+        "type fax is not one of [sms, email, letter]"
+    );
+    let (code, bad) = status_call(&api, Method::GET, "/v2/templates?colour=red", None).await;
+    assert_eq!(code, 400, "{bad}");
+    assert_eq!(
+        bad["errors"][0]["message"],
+        "Additional properties are not allowed (colour was unexpected)"
+    );
 }
 
 #[tokio::test]
@@ -429,7 +547,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     let cases: Vec<(&str, &str, Value, i64, &str, String)> = vec![
         ("malformed JSON", "/v2/notifications/email", Value::Null, 400, "BadRequestError", "Invalid JSON supplied in POST data".into()),
         ("unknown field", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "colour": "red"}), 400, "ValidationError", "Additional properties are not allowed (colour was unexpected)".into()),
-        ("wrong type", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": "x"}), 400, "ValidationError", "personalisation is not of type object".into()),
+        ("wrong type", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": tid, "personalisation": "x"}), 400, "ValidationError", "personalisation x is not of type object".into()),
         ("invalid email", "/v2/notifications/email", json!({"email_address": "not-an-address", "template_id": tid}), 400, "ValidationError", "email_address Not a valid email address".into()),
         ("invalid uuid", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": "123"}), 400, "ValidationError", "template_id is not a valid UUID".into()),
         ("unknown template", "/v2/notifications/email", json!({"email_address": "a@b.co", "template_id": Uuid::now_v7()}), 400, "BadRequestError", "Template not found".into()),

@@ -14,7 +14,7 @@ use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_aws::{Queue, QueueError, QueueLimits, send_all};
 use floodgate_core::envelope::new_notification_id;
-use floodgate_core::template::{Template, placeholder_names, render};
+use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_core::{IntakeEnvelope, IntakeNotification, QueueName, TrafficLane, pack_intake};
 use floodgate_db::catalog::TemplateRow;
 use serde_json::{Value, json};
@@ -119,7 +119,7 @@ impl Ingest {
     ) -> Result<(u16, Value), ApiError> {
         let r = validate::email_request(body, now)?;
         let template = self.template(caller, r.template_id).await?;
-        let rendered = render(
+        let rendered = render_text(
             &Template {
                 subject: template.subject.clone(),
                 body: template.body.clone(),

@@ -73,8 +73,38 @@ fn required<'a>(m: &'a Map<String, Value>, field: &str) -> Result<&'a Value, Api
 }
 
 fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ApiError> {
-    v.as_str()
-        .ok_or_else(|| ApiError::validation(format!("{field} is not of type string")))
+    v.as_str().ok_or_else(|| type_error(field, v, "string"))
+}
+
+/// Notify's type error: jsonschema's message names the value as Python prints it, and
+/// Notify strips every apostrophe from it (app/schema_validation/__init__.py).
+fn type_error(field: &str, v: &Value, expected: &str) -> ApiError {
+    let mut shown = py_repr(v).replace('\'', "");
+    if shown.chars().count() > 100 {
+        shown = shown.chars().take(100).collect::<String>() + "...";
+    }
+    let shown: String = shown.chars().filter(|c| !c.is_control()).collect();
+    ApiError::validation(format!("{field} {shown} is not of type {expected}"))
+}
+
+/// `repr()` of the value Python's json module would decode `v` into.
+fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if s.contains('\'') && !s.contains('"') => format!("\"{s}\""),
+        Value::String(s) => format!("'{s}'"),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(o) => format!(
+            "{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 fn optional_string<'a>(
@@ -100,8 +130,14 @@ fn optional_uuid(m: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, Ap
     }
 }
 
-fn reference(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
-    let r = optional_string(m, "reference")?;
+fn reference(m: &Map<String, Value>, nullable: bool) -> Result<Option<String>, ApiError> {
+    // Notify's email schema types reference as a string only: there null is an error, not
+    // an absence. The bulk API keeps accepting null.
+    let r = match m.get("reference") {
+        None => None,
+        Some(Value::Null) if nullable => None,
+        Some(v) => Some(string(v, "reference")?),
+    };
     if let Some(r) = r
         && r.chars().count() > MAX_REFERENCE_CHARS
     {
@@ -200,9 +236,7 @@ fn personalisation(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
             }
             Ok(p.clone())
         }
-        Some(_) => Err(ApiError::validation(
-            "personalisation is not of type object",
-        )),
+        Some(v) => Err(type_error("personalisation", v, "object")),
     }
 }
 
@@ -231,7 +265,7 @@ pub fn email_request(body: &[u8], now: DateTime<Utc>) -> Result<EmailRequest, Ap
         email_address: email.trim().to_string(),
         template_id,
         personalisation: personalisation(&m)?,
-        reference: reference(&m)?,
+        reference: reference(&m, false)?,
         email_reply_to_id: optional_uuid(&m, "email_reply_to_id")?,
         scheduled_for: scheduled_for(&m, now)?,
     })
@@ -283,7 +317,7 @@ pub fn bulk_request(body: &[u8], now: DateTime<Utc>) -> Result<BulkRequest, ApiE
         name,
         template_id,
         rows,
-        reference: reference(&m)?,
+        reference: reference(&m, true)?,
         reply_to_id: optional_uuid(&m, "reply_to_id")?,
         scheduled_for: scheduled_for(&m, now)?,
     })
@@ -483,14 +517,36 @@ mod tests {
         );
         assert_eq!(
             e(&format!(r#"{{"email_address":5,"template_id":"{tid}"}}"#)).2,
-            "email_address is not of type string"
+            "email_address 5 is not of type string"
+        );
+        // alphagov/notifications-api tests/app/v2/notifications/test_notification_schemas.py
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":"a@b.co","template_id":"{tid}","reference":null}}"#
+            ))
+            .2,
+            "reference None is not of type string"
+        );
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":["it's"],"template_id":"{tid}"}}"#
+            ))
+            .2,
+            "email_address [\"its\"] is not of type string"
+        );
+        assert_eq!(
+            e(&format!(
+                r#"{{"email_address":"a@b.co","template_id":"{tid}","personalisation":"x"}}"#
+            ))
+            .2,
+            "personalisation x is not of type object"
         );
         assert_eq!(
             e(&format!(
                 r#"{{"email_address":"a@b.co","template_id":"{tid}","personalisation":[]}}"#
             ))
             .2,
-            "personalisation is not of type object"
+            "personalisation [] is not of type object"
         );
         let big = "x".repeat(MAX_PERSONALISATION_BYTES);
         assert!(

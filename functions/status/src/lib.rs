@@ -15,9 +15,10 @@ use floodgate_api::error::from_db;
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_core::envelope::created_at_of;
-use floodgate_core::template::{Template, placeholder_names, render};
+use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_db::catalog::{
-    NotificationFilter, NotificationRow, fetch_notification, list_notifications,
+    NotificationFilter, NotificationRow, TemplateRow, fetch_notification, fetch_template_version,
+    list_notifications, list_templates,
 };
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -49,6 +50,8 @@ enum Route {
     Notification(String),
     Notifications,
     Template(String),
+    TemplateVersion(String, String),
+    Templates,
     Preview(String),
 }
 
@@ -58,7 +61,12 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["_status"] => (Route::Liveness, Method::GET),
         ["v2", "notifications"] => (Route::Notifications, Method::GET),
         ["v2", "notifications", id] => (Route::Notification(id.to_string()), Method::GET),
+        ["v2", "templates"] => (Route::Templates, Method::GET),
         ["v2", "template", id] => (Route::Template(id.to_string()), Method::GET),
+        ["v2", "template", id, "version", v] => (
+            Route::TemplateVersion(id.to_string(), v.to_string()),
+            Method::GET,
+        ),
         ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), Method::POST),
         _ => return Err(ApiError::route_not_found()),
     };
@@ -83,6 +91,7 @@ pub fn list_filter(
         ..Default::default()
     };
     let mut email_type = true;
+    let mut unknown_older_than = false;
     for (k, v) in pairs {
         match k.as_str() {
             "status" => {
@@ -123,9 +132,12 @@ pub fn list_filter(
             "reference" => f.reference = Some(v.clone()),
             "older_than" => {
                 let id = parse_id(v, "older_than")?;
-                let at = created_at_of(id)
-                    .ok_or_else(|| ApiError::validation("older_than is not a valid UUID"))?;
-                f.older_than = Some((at, id));
+                // Notify answers an id it does not know with an empty page, and an id
+                // that carries no creation time cannot be one of ours.
+                match created_at_of(id) {
+                    Some(at) => f.older_than = Some((at, id)),
+                    None => unknown_older_than = true,
+                }
             }
             "include_jobs" => {}
             other => {
@@ -145,7 +157,7 @@ pub fn list_filter(
         && !pairs
             .iter()
             .any(|(k, v)| k == "template_type" && v.split(',').any(|t| t.trim() == "email"));
-    Ok((!only_other_types).then_some(f))
+    Ok((!only_other_types && !unknown_older_than).then_some(f))
 }
 
 /// A stored notification in Notify's v2 shape. Pure.
@@ -155,7 +167,7 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         subject: n.template_subject.clone(),
         body: n.template_body.clone(),
     };
-    let (subject, body) = match render(&template, &personalisation) {
+    let (subject, body) = match render_text(&template, &personalisation) {
         Ok(r) => (r.subject, r.body),
         Err(_) => (template.subject, template.body),
     };
@@ -243,6 +255,8 @@ impl Status {
             Route::Notification(id) => self.notification(&caller, &id, &base).await,
             Route::Notifications => self.notifications(&caller, req, &base).await,
             Route::Template(id) => self.template(&caller, &id).await,
+            Route::TemplateVersion(id, v) => self.template_version(&caller, &id, &v).await,
+            Route::Templates => self.templates(&caller, req).await,
             Route::Preview(id) => self.preview(&caller, &id, req).await,
         }
     }
@@ -294,9 +308,9 @@ impl Status {
         };
         let mut links = Map::new();
         links.insert("current".into(), json!(current));
-        if rows.len() as i64 == PAGE_SIZE
-            && let Some(last) = rows.last()
-        {
+        // Notify links a next page from every non-empty page; the client's iterator
+        // stops at the first empty one.
+        if let Some(last) = rows.last() {
             let mut next: Vec<(String, String)> = pairs
                 .into_iter()
                 .filter(|(k, _)| k != "older_than")
@@ -327,31 +341,56 @@ impl Status {
 
     async fn template(&self, caller: &Caller, id: &str) -> Result<Value, ApiError> {
         let t = self.owned_template(caller, id).await?;
-        let names = placeholder_names(&Template {
-            subject: t.subject.clone(),
-            body: t.body.clone(),
-        });
-        let personalisation: Map<String, Value> = names
-            .into_iter()
-            .map(|n| (n, json!({"required": true})))
-            .collect();
+        Ok(template_json(&t))
+    }
+
+    async fn templates(
+        &self,
+        caller: &Caller,
+        req: &ApiGatewayV2httpRequest,
+    ) -> Result<Value, ApiError> {
+        if !templates_filter(&gateway::query_pairs(req))? {
+            return Ok(json!({"templates": []}));
+        }
+        let conn = self
+            .catalog
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| from_db(&e))?;
+        let rows = conn
+            .bounded(list_templates(&conn, caller.service_id))
+            .await
+            .map_err(|e| from_db(&e))?;
         Ok(json!({
-            "id": t.id,
-            "type": "email",
-            "created_at": notify_time(t.created_at),
-            "updated_at": t.updated_at.map(notify_time),
-            "created_by": null,
-            "version": t.version,
-            "body": t.body,
-            "subject": t.subject,
-            "name": t.name,
-            "personalisation": personalisation,
-            "postage": null,
-            "letter_contact_block": null,
-            "process_type": t.process_type,
+            "templates": rows.iter().filter(|t| !t.archived).map(template_json).collect::<Vec<_>>(),
         }))
     }
 
+    async fn template_version(
+        &self,
+        caller: &Caller,
+        id: &str,
+        version: &str,
+    ) -> Result<Value, ApiError> {
+        // Notify's route only matches an integer version; anything else is not a route.
+        let version: i32 = version.parse().map_err(|_| ApiError::route_not_found())?;
+        let t = self.owned_template(caller, id).await?;
+        let conn = self
+            .catalog
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| from_db(&e))?;
+        let row = conn
+            .bounded(fetch_template_version(&conn, t.id, version))
+            .await
+            .map_err(|e| from_db(&e))?;
+        match row {
+            Some(v) => Ok(template_json(&v)),
+            None => Err(ApiError::no_result()),
+        }
+    }
     async fn preview(
         &self,
         caller: &Caller,
@@ -361,7 +400,7 @@ impl Status {
         let t = self.owned_template(caller, id).await?;
         let body = gateway::body_bytes(req)?;
         let personalisation = preview_personalisation(&body)?;
-        let rendered = render(
+        let rendered = render_text(
             &Template {
                 subject: t.subject.clone(),
                 body: t.body.clone(),
@@ -404,6 +443,68 @@ pub fn preview_personalisation(body: &[u8]) -> Result<Map<String, Value>, ApiErr
             "personalisation is not of type object",
         )),
     }
+}
+
+/// Validates `GET /v2/templates` parameters with Notify's messages; `false` when the
+/// type asked for can hold no email template. Pure.
+pub fn templates_filter(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+    let mut email = true;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "type" => match v.as_str() {
+                "email" => email = true,
+                "sms" | "letter" => email = false,
+                other => {
+                    let shown: String = other
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(100)
+                        .collect();
+                    return Err(ApiError::validation(format!(
+                        "type {shown} is not one of [sms, email, letter]"
+                    )));
+                }
+            },
+            other => {
+                let shown: String = other
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(100)
+                    .collect();
+                return Err(ApiError::validation(format!(
+                    "Additional properties are not allowed ({shown} was unexpected)"
+                )));
+            }
+        }
+    }
+    Ok(email)
+}
+
+/// A template (or one of its versions) in Notify's v2 shape. Pure.
+fn template_json(t: &TemplateRow) -> Value {
+    let names = placeholder_names(&Template {
+        subject: t.subject.clone(),
+        body: t.body.clone(),
+    });
+    let personalisation: Map<String, Value> = names
+        .into_iter()
+        .map(|n| (n, json!({"required": true})))
+        .collect();
+    json!({
+        "id": t.id,
+        "type": "email",
+        "created_at": notify_time(t.created_at),
+        "updated_at": t.updated_at.map(notify_time),
+        "created_by": null,
+        "version": t.version,
+        "body": t.body,
+        "subject": t.subject,
+        "name": t.name,
+        "personalisation": personalisation,
+        "postage": null,
+        "letter_contact_block": null,
+        "process_type": t.process_type,
+    })
 }
 
 #[cfg(test)]
@@ -495,6 +596,12 @@ mod tests {
         );
         let e = list_filter(&p(&[("older_than", "x")]), "normal").unwrap_err();
         assert_eq!(e.message, "older_than is not a valid UUID");
+        // A v4 id can never be a stored notification: an empty page, not an error.
+        assert!(
+            list_filter(&p(&[("older_than", &Uuid::new_v4().to_string())]), "normal")
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(
             list_filter(&p(&[("colour", "x")]), "normal")
                 .unwrap_err()

@@ -124,18 +124,21 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-fn value_text(v: &Value, in_body: bool) -> String {
+fn value_text(v: &Value, in_body: bool, escape: bool) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Array(items) if in_body => items
             .iter()
-            .map(|i| format!("\n* {}", html_escape(&value_text(i, false))))
+            .map(|i| {
+                let t = value_text(i, false, escape);
+                format!("\n* {}", if escape { html_escape(&t) } else { t })
+            })
             .collect::<String>()
             .trim_start_matches('\n')
             .to_string(),
         Value::Array(items) => items
             .iter()
-            .map(|i| value_text(i, false))
+            .map(|i| value_text(i, false, escape))
             .collect::<Vec<_>>()
             .join(", "),
         Value::Bool(true) => "yes".into(),
@@ -154,7 +157,12 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn substitute(text: &str, personalisation: &Map<String, Value>, in_body: bool) -> String {
+fn substitute(
+    text: &str,
+    personalisation: &Map<String, Value>,
+    in_body: bool,
+    escape: bool,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last = 0;
     for p in placeholders(text) {
@@ -164,9 +172,9 @@ fn substitute(text: &str, personalisation: &Map<String, Value>, in_body: bool) -
                 Some(shown) if truthy(v) => out.push_str(shown),
                 Some(_) => {}
                 None => {
-                    let t = value_text(v, in_body);
+                    let t = value_text(v, in_body, escape);
                     // A list in the body is markdown already escaped item by item.
-                    if in_body && v.is_array() {
+                    if !escape || (in_body && v.is_array()) {
                         out.push_str(&t);
                     } else {
                         out.push_str(&html_escape(&t));
@@ -183,6 +191,23 @@ fn substitute(text: &str, personalisation: &Map<String, Value>, in_body: bool) -
 /// Renders `t` with `personalisation`. Every placeholder needs a (non-null) value; the
 /// error names all the missing ones.
 pub fn render(t: &Template, personalisation: &Map<String, Value>) -> Result<Rendered, RenderError> {
+    render_with(t, personalisation, true)
+}
+
+/// As [`render`], but the body carries the values as given, unescaped: what Notify returns
+/// as a notification's `body` (escaping belongs to the HTML part of the email only).
+pub fn render_text(
+    t: &Template,
+    personalisation: &Map<String, Value>,
+) -> Result<Rendered, RenderError> {
+    render_with(t, personalisation, false)
+}
+
+fn render_with(
+    t: &Template,
+    personalisation: &Map<String, Value>,
+    escape_body: bool,
+) -> Result<Rendered, RenderError> {
     let missing: Vec<String> = placeholder_names(t)
         .into_iter()
         .filter(|n| lookup(personalisation, n).is_none())
@@ -191,11 +216,11 @@ pub fn render(t: &Template, personalisation: &Map<String, Value>) -> Result<Rend
         return Err(RenderError::MissingPersonalisation(missing));
     }
     Ok(Rendered {
-        subject: substitute(&t.subject, personalisation, false)
+        subject: substitute(&t.subject, personalisation, false, true)
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" "),
-        body: substitute(&t.body, personalisation, true),
+        body: substitute(&t.body, personalisation, true, escape_body),
     })
 }
 
@@ -227,6 +252,14 @@ mod tests {
         .unwrap();
         assert_eq!(r.subject, "Hello Ada &lt;script&gt;");
         assert_eq!(r.body, "Dear Ada &lt;script&gt;,\nyour code is 1234.");
+    }
+
+    #[test]
+    fn the_text_body_carries_values_unescaped() {
+        let tpl = t("Hi ((n))", "Dear ((n)):\n((items))");
+        let r = render_text(&tpl, &p(json!({"n": "A&B <x>", "items": ["<c>"]}))).unwrap();
+        assert_eq!(r.body, "Dear A&B <x>:\n* <c>");
+        assert_eq!(r.subject, "Hi A&amp;B &lt;x&gt;");
     }
 
     #[test]

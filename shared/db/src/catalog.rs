@@ -333,6 +333,27 @@ pub async fn fetch_template(client: &Client, id: Uuid) -> Result<Option<Template
     Ok(row.as_ref().map(template_row))
 }
 
+/// One stored version of a template, in the shape of the current template; its
+/// `updated_at` is when that version was made (none for version 1, as Notify).
+pub async fn fetch_template_version(
+    client: &Client,
+    id: Uuid,
+    version: i32,
+) -> Result<Option<TemplateRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            "/* floodgate:status */ SELECT t.id, t.service_id, v.name, v.subject, v.body,
+                    v.process_type, v.version, t.archived, t.created_at,
+                    CASE WHEN v.version = 1 THEN NULL ELSE v.created_at END
+               FROM templates t
+               JOIN template_versions v ON v.template_id = t.id
+              WHERE t.id = $1 AND v.version = $2",
+            &[(&id, Type::UUID), (&version, Type::INT4)],
+        )
+        .await?;
+    Ok(row.as_ref().map(template_row))
+}
+
 pub async fn list_templates(
     client: &Client,
     service_id: Uuid,
