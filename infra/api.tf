@@ -4,13 +4,15 @@
 
 locals {
   api_routes = {
-    "POST /v2/notifications/email"   = "ingest"
-    "POST /v2/notifications/bulk"    = "ingest"
-    "GET /v2/notifications"          = "status"
-    "GET /v2/notifications/{id}"     = "status"
-    "GET /v2/template/{id}"          = "status"
-    "POST /v2/template/{id}/preview" = "status"
-    "GET /_status"                   = "status"
+    "POST /v2/notifications/email"            = "ingest"
+    "POST /v2/notifications/bulk"             = "ingest"
+    "GET /v2/notifications"                   = "status"
+    "GET /v2/notifications/{id}"              = "status"
+    "GET /v2/template/{id}"                   = "status"
+    "GET /v2/template/{id}/version/{version}" = "status"
+    "GET /v2/templates"                       = "status"
+    "POST /v2/template/{id}/preview"          = "status"
+    "GET /_status"                            = "status"
   }
   api_functions = toset(distinct(values(local.api_routes)))
 }

@@ -39,6 +39,8 @@ SPEC_ROUTES = {
     "GET /v2/notifications": "status",
     "GET /v2/notifications/{id}": "status",
     "GET /v2/template/{id}": "status",
+    "GET /v2/template/{id}/version/{version}": "status",
+    "GET /v2/templates": "status",
     "POST /v2/template/{id}/preview": "status",
     "GET /_status": "status",
 }
