@@ -223,6 +223,15 @@ fn form_encode(s: &str) -> String {
 }
 
 impl Status {
+    /// A reader-lane connection, or the error the client sees when none can be had.
+    async fn reader(&self) -> Result<floodgate_db::LaneConnection, ApiError> {
+        self.catalog
+            .reader()
+            .acquire()
+            .await
+            .map_err(|e| from_db(&e))
+    }
+
     /// The one constructor.
     pub fn new(catalog: Arc<ApiCatalog>) -> Self {
         Status { catalog }
@@ -263,12 +272,7 @@ impl Status {
 
     async fn notification(&self, caller: &Caller, id: &str, base: &str) -> Result<Value, ApiError> {
         let id = parse_id(id, "notification_id")?;
-        let conn = self
-            .catalog
-            .reader()
-            .acquire()
-            .await
-            .map_err(|e| from_db(&e))?;
+        let conn = self.reader().await?;
         let row = conn
             .bounded(fetch_notification(&conn, caller.service_id, id))
             .await
@@ -290,12 +294,7 @@ impl Status {
         let rows = match &filter {
             None => Vec::new(),
             Some(f) => {
-                let conn = self
-                    .catalog
-                    .reader()
-                    .acquire()
-                    .await
-                    .map_err(|e| from_db(&e))?;
+                let conn = self.reader().await?;
                 conn.bounded(list_notifications(&conn, caller.service_id, f))
                     .await
                     .map_err(|e| from_db(&e))?
@@ -352,12 +351,7 @@ impl Status {
         if !templates_filter(&gateway::query_pairs(req))? {
             return Ok(json!({"templates": []}));
         }
-        let conn = self
-            .catalog
-            .reader()
-            .acquire()
-            .await
-            .map_err(|e| from_db(&e))?;
+        let conn = self.reader().await?;
         let rows = conn
             .bounded(list_templates(&conn, caller.service_id))
             .await
@@ -376,12 +370,7 @@ impl Status {
         // Notify's route only matches an integer version; anything else is not a route.
         let version: i32 = version.parse().map_err(|_| ApiError::route_not_found())?;
         let t = self.owned_template(caller, id).await?;
-        let conn = self
-            .catalog
-            .reader()
-            .acquire()
-            .await
-            .map_err(|e| from_db(&e))?;
+        let conn = self.reader().await?;
         let row = conn
             .bounded(fetch_template_version(&conn, t.id, version))
             .await
