@@ -614,6 +614,8 @@ impl Queue for EmbeddedQueue {
 /// up to 20 s) get their wait on top.
 pub const SQS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2_500);
+/// One attempt of a setup call (creating queues for a local run).
+const SETUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The queue port over Amazon SQS (or any SQS-compatible endpoint such as moto server).
 #[derive(Clone, Debug)]
@@ -733,17 +735,34 @@ impl SqsQueue {
         max_receive_count: u32,
     ) -> Result<Self, QueueError> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
+        // Setup, not a request path: the bounds of `SqsQueue::client` (one 2.5 s attempt)
+        // are for callers that retry themselves; a cold endpoint may take longer to create
+        // the first queue, so setup gets retries and a longer attempt. The queue keeps the
+        // bounded client for its work.
+        let setup = aws_sdk_sqs::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(SETUP_ATTEMPT_TIMEOUT)
+                        .operation_timeout(SETUP_ATTEMPT_TIMEOUT * 3)
+                        .build(),
+                )
+                .build(),
+        );
         let mut urls = HashMap::new();
         let mut dlq_urls = HashMap::new();
         for q in QueueName::ALL {
-            let dlq = client
+            let dlq = setup
                 .create_queue()
                 .queue_name(format!("{prefix}-{q}-dlq"))
                 .send()
                 .await
                 .map_err(|e| sdk_error(q, e))?;
             let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
-            let attrs = client
+            let attrs = setup
                 .get_queue_attributes()
                 .queue_url(&dlq_url)
                 .attribute_names(A::QueueArn)
@@ -759,7 +778,7 @@ impl SqsQueue {
                 "deadLetterTargetArn": dlq_arn,
                 "maxReceiveCount": max_receive_count.to_string(),
             });
-            let main = client
+            let main = setup
                 .create_queue()
                 .queue_name(format!("{prefix}-{q}"))
                 .attributes(
