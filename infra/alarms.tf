@@ -132,7 +132,7 @@ resource "aws_cloudwatch_metric_alarm" "queue_age" {
   for_each = local.queues
 
   alarm_name          = "${local.alarm_prefix}oldest-message-${each.key}"
-  alarm_description   = "The oldest message in ${each.key} is older than ${var.queue_age_alarm_seconds[each.key]} s: the lane is not draining."
+  alarm_description   = "The oldest message in ${each.key} is older than ${var.queue_age_alarm_seconds[each.key]} s: the queue is not draining."
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateAgeOfOldestMessage"
   dimensions          = { QueueName = aws_sqs_queue.main[each.key].name }

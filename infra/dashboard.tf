@@ -1,4 +1,4 @@
-# One CloudWatch dashboard: lanes (queue depth and age, DLQs), functions (invocations,
+# One CloudWatch dashboard: queues (depth and age, DLQs), functions (invocations,
 # errors, throttles, concurrency, duration), the proxy (connections, borrow latency) and the
 # API (requests, 4xx/5xx, latency).
 

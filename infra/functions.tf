@@ -17,20 +17,20 @@ locals {
         RUST_LOG                            = var.rust_log
         FLOODGATE_FUNCTION                  = fn
         FLOODGATE_DB_IAM_AUTH               = "true"
-        FLOODGATE_WRITER_MAX_SIZE           = tostring(f.writer_lane)
-        FLOODGATE_READER_MAX_SIZE           = tostring(f.reader_lane)
+        FLOODGATE_WRITER_MAX_SIZE           = tostring(f.writer_lane_size)
+        FLOODGATE_READER_MAX_SIZE           = tostring(f.reader_lane_size)
         FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS = tostring(var.writer_acquire_timeout_ms)
         FLOODGATE_READER_ACQUIRE_TIMEOUT_MS = tostring(var.reader_acquire_timeout_ms)
       },
       {
         for k, v in {
           FLOODGATE_WRITER_URL = "postgres://${local.db_users[fn]}@${aws_db_proxy.this.endpoint}:5432/${var.db_name}?sslmode=require"
-        } : k => v if f.writer_lane > 0
+        } : k => v if f.writer_lane_size > 0
       },
       {
         for k, v in {
           FLOODGATE_READER_URL = "postgres://${local.db_users[fn]}@${aws_db_proxy_endpoint.read_only.endpoint}:5432/${var.db_name}?sslmode=require"
-        } : k => v if f.reader_lane > 0
+        } : k => v if f.reader_lane_size > 0
       },
       {
         for q in local.fn_queues[fn] : "FLOODGATE_QUEUE_URL_${upper(replace(q, "-", "_"))}" => aws_sqs_queue.main[q].url
@@ -114,7 +114,7 @@ data "aws_iam_policy_document" "fn" {
 
   # rds-db:connect as the function's own database user through the proxy, nothing else.
   dynamic "statement" {
-    for_each = each.value.writer_lane + each.value.reader_lane > 0 ? [local.db_users[each.key]] : []
+    for_each = each.value.writer_lane_size + each.value.reader_lane_size > 0 ? [local.db_users[each.key]] : []
     content {
       sid       = "ConnectAsOwnDbUser"
       actions   = ["rds-db:connect"]
@@ -258,7 +258,7 @@ resource "aws_lambda_function" "fn" {
 }
 
 # ---------------------------------------------------------------- event source mappings
-# One per queue: batch size, batching window and maximum concurrency per lane, all from
+# One per queue: batch size, batching window and maximum concurrency per queue, all from
 # knobs.json; partial batch responses so only the failed messages are retried (SPEC §6).
 
 resource "aws_lambda_event_source_mapping" "queue" {

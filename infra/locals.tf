@@ -6,7 +6,7 @@
 locals {
   knobs = jsondecode(file("${path.module}/knobs.json"))
 
-  functions = local.knobs.functions             # name -> timeout, memory, lanes, reservation
+  functions = local.knobs.functions             # name -> timeout, memory, lane sizes, reservation
   mappings  = local.knobs.event_source_mappings # queue -> function, batch, window, concurrency
   queues    = toset(keys(local.knobs.event_source_mappings))
 
@@ -15,8 +15,8 @@ locals {
   artifacts_dir = var.lambda_artifacts_dir != "" ? var.lambda_artifacts_dir : abspath("${path.module}/../target/lambda")
 
   # Queues each function consumes (through its event source mappings) and produces to.
-  # ingest enqueues on the intake lanes, persist forwards to the send lanes, admin's
-  # maintenance puts lost notifications back on the send lanes, send and receipts put the
+  # ingest enqueues on the intake queues, persist forwards to the send queues, admin's
+  # maintenance puts lost notifications back on the send queues, send and receipts put the
   # callbacks of final statuses on the callbacks queue; and every consumer also
   # produces to the queues it consumes: work it cannot do yet (the database unavailable, the
   # SES budget spent) is deferred by re-enqueueing it there with a delay.
@@ -57,8 +57,8 @@ locals {
     for fn, f in local.functions : fn => (f.reserved_concurrency > 0 ? f.reserved_concurrency : local.fn_max_concurrency[fn])
   }
 
-  writer_connections = sum([for fn, f in local.functions : local.fn_max_concurrency[fn] * f.writer_lane])
-  reader_connections = sum([for fn, f in local.functions : local.fn_max_concurrency[fn] * f.reader_lane])
+  writer_connections = sum([for fn, f in local.functions : local.fn_max_concurrency[fn] * f.writer_lane_size])
+  reader_connections = sum([for fn, f in local.functions : local.fn_max_concurrency[fn] * f.reader_lane_size])
 
   # What the proxy may open to ONE instance. The writer lane only reaches the writer; the
   # reader lane is checked against a single reader too, so the budget still fits when only
@@ -67,7 +67,7 @@ locals {
 
   # Shortest timeout of a function that talks to the database: the proxy borrow timeout, the
   # statement timeout and the acquire timeouts must all end before it does.
-  min_db_function_timeout = min([for fn, f in local.functions : f.timeout_seconds if f.writer_lane + f.reader_lane > 0]...)
+  min_db_function_timeout = min([for fn, f in local.functions : f.timeout_seconds if f.writer_lane_size + f.reader_lane_size > 0]...)
 
   # ---------------------------------------------------------------- names
   db_users = { for fn in keys(local.functions) : fn => "floodgate_${fn}" }
@@ -95,11 +95,11 @@ resource "terraform_data" "knob_guards" {
   lifecycle {
     precondition {
       condition     = local.writer_connections <= local.knobs.connection_budget.writer
-      error_message = "Writer connections (sum of max concurrency x writer_lane = ${local.writer_connections}) exceed connection_budget.writer (${local.knobs.connection_budget.writer})."
+      error_message = "Writer connections (sum of max concurrency x writer_lane_size = ${local.writer_connections}) exceed connection_budget.writer (${local.knobs.connection_budget.writer})."
     }
     precondition {
       condition     = local.reader_connections <= local.knobs.connection_budget.reader
-      error_message = "Reader connections (sum of max concurrency x reader_lane = ${local.reader_connections}) exceed connection_budget.reader (${local.knobs.connection_budget.reader})."
+      error_message = "Reader connections (sum of max concurrency x reader_lane_size = ${local.reader_connections}) exceed connection_budget.reader (${local.knobs.connection_budget.reader})."
     }
     precondition {
       condition     = local.knobs.connection_budget.writer <= local.proxy_connection_limit && local.knobs.connection_budget.reader <= local.proxy_connection_limit

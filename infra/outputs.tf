@@ -14,12 +14,12 @@ output "function_names" {
 }
 
 output "queue_urls" {
-  description = "SQS queue URL per lane queue."
+  description = "SQS queue URL per queue."
   value       = { for q, queue in aws_sqs_queue.main : q => queue.url }
 }
 
 output "dlq_urls" {
-  description = "Dead-letter queue URL per lane queue."
+  description = "Dead-letter queue URL per queue."
   value       = { for q, queue in aws_sqs_queue.dlq : q => queue.url }
 }
 

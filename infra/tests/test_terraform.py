@@ -154,8 +154,8 @@ def connection_totals(knobs: dict) -> tuple[int, int]:
     for name, f in knobs["functions"].items():
         mapped = [m["maximum_concurrency"] for m in knobs["event_source_mappings"].values() if m["function"] == name]
         conc = sum(mapped) if mapped else f["reserved_concurrency"]
-        writer += conc * f["writer_lane"]
-        reader += conc * f["reader_lane"]
+        writer += conc * f["writer_lane_size"]
+        reader += conc * f["reader_lane_size"]
     return writer, reader
 
 
@@ -189,7 +189,7 @@ def queue_knob_violations(knobs: dict) -> list[str]:
             out.append(f"{name}: timeout outside 1..900")
         if not 128 <= f["memory_mb"] <= 10240:
             out.append(f"{name}: memory outside 128..10240")
-        if f["writer_lane"] < 0 or f["reader_lane"] < 0 or f["reserved_concurrency"] < 0:
+        if f["writer_lane_size"] < 0 or f["reader_lane_size"] < 0 or f["reserved_concurrency"] < 0:
             out.append(f"{name}: negative lane size or concurrency")
     return out
 
@@ -286,7 +286,7 @@ def test_function_environment_names(tf):
     ):
         assert name in env, f"{name} is not passed to the functions"
     assert "sslmode=require" in env
-    assert "tostring(f.writer_lane)" in env and "tostring(f.reader_lane)" in env
+    assert "tostring(f.writer_lane_size)" in env and "tostring(f.reader_lane_size)" in env
 
 
 
@@ -361,8 +361,8 @@ def test_connection_budget_is_enforced_in_terraform(tf):
     assert "local.writer_connections <= local.knobs.connection_budget.writer" in conditions
     assert "local.reader_connections <= local.knobs.connection_budget.reader" in conditions
     assert "local.proxy_connection_limit" in conditions
-    assert "local.fn_max_concurrency[fn] * f.writer_lane" in tf["locals"]["writer_connections"]
-    assert "local.fn_max_concurrency[fn] * f.reader_lane" in tf["locals"]["reader_connections"]
+    assert "local.fn_max_concurrency[fn] * f.writer_lane_size" in tf["locals"]["writer_connections"]
+    assert "local.fn_max_concurrency[fn] * f.reader_lane_size" in tf["locals"]["reader_connections"]
 
 
 # ----------------------------------------------------------------------------- database, IAM, API, SES, alarms
@@ -484,8 +484,8 @@ def test_send_gets_the_account_rate_and_consumers_may_defer_to_their_own_queues(
 
 def test_callbacks_run_outside_the_vpc_and_are_fed_by_send_and_receipts(tf, knobs):
     assert tf["locals"]["outside_vpc_functions"] == ["callbacks"]
-    assert knobs["functions"]["callbacks"]["writer_lane"] == 0
-    assert knobs["functions"]["callbacks"]["reader_lane"] == 0, "outside the VPC: no database"
+    assert knobs["functions"]["callbacks"]["writer_lane_size"] == 0
+    assert knobs["functions"]["callbacks"]["reader_lane_size"] == 0, "outside the VPC: no database"
     assert knobs["event_source_mappings"]["callbacks"]["function"] == "callbacks"
     assert '["send", "receipts"], fn) ? ["callbacks"]' in tf["locals"]["fn_produces"]
     # The events the callbacks function logs (functions/callbacks/src/lib.rs) are the ones

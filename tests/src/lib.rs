@@ -6,7 +6,7 @@
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_core::envelope::new_notification_id;
-use floodgate_core::{IntakeNotification, KeyType, TrafficLane};
+use floodgate_core::{IntakeNotification, KeyType, ProcessType};
 use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_local::{LocalStack, StackOptions};
 use std::sync::Arc;
@@ -60,8 +60,8 @@ pub async fn reader_lane(stack: &LocalStack) -> ReaderLane {
     ReaderLane(Lane::open(c).await.expect("reader lane"))
 }
 
-/// A valid notification for `service_id` in `lane`.
-pub fn notification(service_id: Uuid, lane: TrafficLane, i: usize) -> IntakeNotification {
+/// A valid notification for `service_id` in `process_type`.
+pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> IntakeNotification {
     let (id, created_at) = new_notification_id();
     let mut p = serde_json::Map::new();
     p.insert("name".into(), format!("Person {i}").into());
@@ -70,7 +70,7 @@ pub fn notification(service_id: Uuid, lane: TrafficLane, i: usize) -> IntakeNoti
         service_id,
         template_id: Uuid::from_u128(7),
         template_version: 1,
-        lane,
+        process_type,
         email_address: format!("success+{i}@simulator.amazonses.com"),
         personalisation: p,
         reference: Some(format!("ref-{i}")),

@@ -16,7 +16,7 @@ use floodgate_aws::{
     EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage,
 };
 use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
-use floodgate_core::{Knobs, QueueName, TrafficLane};
+use floodgate_core::{Knobs, ProcessType, QueueName};
 use floodgate_db::catalog::{ServiceRow, TemplateRow};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
@@ -184,14 +184,22 @@ fn email_body(api: &Api, email: &str) -> Value {
     })
 }
 
-/// Receives everything on `lane`'s intake queue, runs `persist` over it in batches of 10,
+/// Receives everything on `process_type`'s intake queue, runs `persist` over it in batches of 10,
 /// deletes what it stored; returns the notifications persisted.
-async fn persist_all(queue: &Arc<EmbeddedQueue>, writer: WriterLane, lane: TrafficLane) -> u64 {
+async fn persist_all(
+    queue: &Arc<EmbeddedQueue>,
+    writer: WriterLane,
+    process_type: ProcessType,
+) -> u64 {
     let persist = Persist::new(writer, queue.clone(), Arc::new(Knobs::embedded()));
     let mut inserted = 0;
     loop {
         let msgs = queue
-            .receive(QueueName::Intake(lane), 10, Duration::from_millis(100))
+            .receive(
+                QueueName::Intake(process_type),
+                10,
+                Duration::from_millis(100),
+            )
             .await
             .expect("receive");
         if msgs.is_empty() {
@@ -203,7 +211,7 @@ async fn persist_all(queue: &Arc<EmbeddedQueue>, writer: WriterLane, lane: Traff
         inserted += report.inserted;
         let handles: Vec<String> = msgs.iter().map(|m| m.receipt_handle.clone()).collect();
         queue
-            .delete_batch(QueueName::Intake(lane), &handles)
+            .delete_batch(QueueName::Intake(process_type), &handles)
             .await
             .expect("delete");
     }
@@ -250,17 +258,17 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
         "Dear Ada <b>,\n\nYour code is 1234."
     );
     assert_eq!(body["content"]["from_email"], "notify@example.gov");
-    // On the template's lane, and only there.
+    // On the template's process type, and only there.
     let depth = |q: QueueName| api.queue.stats(q);
     assert_eq!(
-        depth(QueueName::Intake(TrafficLane::Priority))
+        depth(QueueName::Intake(ProcessType::Priority))
             .await
             .unwrap()
             .visible,
         1
     );
     assert_eq!(
-        depth(QueueName::Intake(TrafficLane::Normal))
+        depth(QueueName::Intake(ProcessType::Normal))
             .await
             .unwrap()
             .visible,
@@ -275,7 +283,7 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
     );
 
     assert_eq!(
-        persist_all(&api.queue, api.writer.clone(), TrafficLane::Priority).await,
+        persist_all(&api.queue, api.writer.clone(), ProcessType::Priority).await,
         1
     );
     replica_caught_up(&stack).await;
@@ -389,7 +397,7 @@ async fn the_list_pages_newest_first_by_250() {
     // Store 260 notifications directly (what persist does), all for this service.
     let mut batch: Vec<_> = (0..260)
         .map(|i| {
-            let mut n = notification(api.service.id, TrafficLane::Normal, i);
+            let mut n = notification(api.service.id, ProcessType::Normal, i);
             n.template_id = api.template.id;
             n.personalisation.insert("code".into(), json!(i));
             n
@@ -679,7 +687,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     assert_eq!(code, 201, "{v}");
     let accepted = api
         .queue
-        .stats(QueueName::Intake(TrafficLane::Normal))
+        .stats(QueueName::Intake(ProcessType::Normal))
         .await
         .unwrap()
         .visible;
@@ -752,10 +760,10 @@ async fn a_bulk_job_is_packed_into_few_messages_and_every_row_persists() {
     assert_eq!(v["data"]["notification_count"], 3000);
     assert_eq!(v["data"]["job_status"], "pending");
     let job_id = Uuid::parse_str(v["data"]["id"].as_str().unwrap()).unwrap();
-    // The bulk API always uses the bulk lane, whatever the template's process type.
+    // The bulk API always uses the bulk process type, whatever the template's process type.
     let stats = api
         .queue
-        .stats(QueueName::Intake(TrafficLane::Bulk))
+        .stats(QueueName::Intake(ProcessType::Bulk))
         .await
         .unwrap();
     assert!(
@@ -770,21 +778,21 @@ async fn a_bulk_job_is_packed_into_few_messages_and_every_row_persists() {
     );
     assert_eq!(
         api.queue
-            .stats(QueueName::Intake(TrafficLane::Priority))
+            .stats(QueueName::Intake(ProcessType::Priority))
             .await
             .unwrap()
             .visible,
         0
     );
     assert_eq!(
-        persist_all(&api.queue, api.writer.clone(), TrafficLane::Bulk).await,
+        persist_all(&api.queue, api.writer.clone(), ProcessType::Bulk).await,
         3000
     );
     let conn = api.writer.acquire().await.unwrap();
     let row = conn
         .bounded(conn.query_typed_one(
             "SELECT count(*), count(DISTINCT job_row_number), min(job_row_number), max(job_row_number), \
-             bool_and(lane = 'bulk' AND client_reference = 'job-ref') FROM notifications WHERE job_id = $1",
+             bool_and(process_type = 'bulk' AND client_reference = 'job-ref') FROM notifications WHERE job_id = $1",
             &[(&job_id, Type::UUID)],
         ))
         .await
@@ -865,10 +873,10 @@ async fn sqs_unreachable_is_a_503_and_nothing_is_reported_accepted() {
     assert_eq!(v["accepted_count"], 0);
     assert_eq!(v["accepted_rows"], json!([]));
     api.queue.set_unavailable(false);
-    for lane in TrafficLane::ALL {
+    for process_type in ProcessType::ALL {
         assert_eq!(
             api.queue
-                .stats(QueueName::Intake(lane))
+                .stats(QueueName::Intake(process_type))
                 .await
                 .unwrap()
                 .visible,
@@ -907,7 +915,7 @@ async fn sqs_unreachable_is_a_503_and_nothing_is_reported_accepted() {
         .sum();
     assert_eq!(listed, accepted);
     inner.set_unavailable(false);
-    let persisted = persist_all(&inner, api.writer.clone(), TrafficLane::Bulk).await;
+    let persisted = persist_all(&inner, api.writer.clone(), ProcessType::Bulk).await;
     assert_eq!(
         persisted, accepted,
         "exactly the reported rows are delivered"
@@ -1032,7 +1040,7 @@ async fn database_down_after_a_warm_cache_ingest_accepts_and_status_is_a_quick_5
     }
     assert_eq!(
         api.queue
-            .stats(QueueName::Intake(TrafficLane::Normal))
+            .stats(QueueName::Intake(ProcessType::Normal))
             .await
             .unwrap()
             .visible,
@@ -1111,7 +1119,7 @@ async fn the_published_notify_python_client_sends_and_reads_back() {
     assert_eq!(sent["content"]["subject"], "Hello Ada &lt;Lovelace&gt;");
     assert_eq!(sent["uri"], format!("{base}/v2/notifications/{id}"));
     assert_eq!(
-        persist_all(&api.queue, api.writer.clone(), TrafficLane::Normal).await,
+        persist_all(&api.queue, api.writer.clone(), ProcessType::Normal).await,
         1
     );
     replica_caught_up(&stack).await;
@@ -1178,7 +1186,7 @@ async fn the_sample_events_run_through_their_handlers() {
     )
     .await
     .unwrap();
-    let mut n = notification(EVENTS_SERVICE, TrafficLane::Normal, 1);
+    let mut n = notification(EVENTS_SERVICE, ProcessType::Normal, 1);
     n.id = EVENTS_NOTIFICATION;
     n.created_at = floodgate_core::envelope::created_at_of(EVENTS_NOTIFICATION).unwrap();
     n.template_id = EVENTS_TEMPLATE;
@@ -1210,7 +1218,7 @@ async fn the_sample_events_run_through_their_handlers() {
     assert_eq!(v["data"]["notification_count"], 3);
     assert_eq!(
         queue
-            .stats(QueueName::Intake(TrafficLane::Bulk))
+            .stats(QueueName::Intake(ProcessType::Bulk))
             .await
             .unwrap()
             .visible,

@@ -9,7 +9,7 @@ use floodgate_aws::{EmbeddedQueue, Queue, ReceivedMessage};
 use floodgate_callbacks::{Callbacks, CallbacksReport};
 use floodgate_core::callback::{CALLBACK_VERSION, CallbackJob, CallbackKind};
 use floodgate_core::envelope::KeyType;
-use floodgate_core::{IntakeNotification, Knobs, QueueName, TrafficLane, pack_intake};
+use floodgate_core::{IntakeNotification, Knobs, ProcessType, QueueName, pack_intake};
 use floodgate_e2e::*;
 use floodgate_local::esm::to_event;
 use floodgate_local::receiver::CallbackReceiver;
@@ -152,12 +152,12 @@ async fn final_statuses_and_a_complaint_reach_the_client_with_notify_s_payload_a
     assert!(refused.is_err());
 
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let lane = TrafficLane::Priority;
-    let mut live = notification(f.service_id, lane, 0);
+    let process_type = ProcessType::Priority;
+    let mut live = notification(f.service_id, process_type, 0);
     live.template_id = f.template_id;
     live.email_address = "complaint@simulator.amazonses.com".into();
     live.reference = Some("ref-live".into());
-    let mut test_key = notification(f.service_id, lane, 1);
+    let mut test_key = notification(f.service_id, process_type, 1);
     test_key.template_id = f.template_id;
     test_key.email_address = "success@simulator.amazonses.com".into();
     test_key.key_type = KeyType::Test;
@@ -184,10 +184,15 @@ async fn final_statuses_and_a_complaint_reach_the_client_with_notify_s_payload_a
             throttle_retries: 0,
         },
     );
-    let msgs = take(&queue, QueueName::Send(lane), Duration::from_secs(2)).await;
+    let msgs = take(
+        &queue,
+        QueueName::Send(process_type),
+        Duration::from_secs(2),
+    )
+    .await;
     let (_, report) = send
         .handle(
-            to_event(QueueName::Send(lane), &msgs),
+            to_event(QueueName::Send(process_type), &msgs),
             Instant::now() + Duration::from_secs(10),
         )
         .await

@@ -7,7 +7,7 @@ use floodgate_aws::mail::{Email, MailError, Mailer, SesMailer, SimulatorMailer};
 use floodgate_aws::{EmbeddedQueue, Queue, SqsQueue};
 use floodgate_core::ses_event::{SesEventType, decode_receipt};
 use floodgate_core::{
-    IntakeNotification, Knobs, QueueName, SendEnvelope, TrafficLane, pack_intake,
+    IntakeNotification, Knobs, ProcessType, QueueName, SendEnvelope, pack_intake,
 };
 use floodgate_db::WriterLane;
 use floodgate_db::sending::{SendingTimeouts, sweep_sending};
@@ -50,11 +50,11 @@ async fn stored(
     let bodies = pack_intake(batch, 262_144).expect("packs");
     let (resp, _) = persist.handle(sqs_event(&bodies)).await.expect("handled");
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
-    let lane = batch[0].lane;
+    let process_type = batch[0].process_type;
     let mut out = Vec::new();
     loop {
         let got = queue
-            .receive(QueueName::Send(lane), 10, Duration::from_millis(50))
+            .receive(QueueName::Send(process_type), 10, Duration::from_millis(50))
             .await
             .expect("receive");
         if got.is_empty() {
@@ -65,10 +65,14 @@ async fn stored(
 }
 
 /// `n` notifications of the fixture's service and template, to the simulator's `success@`.
-fn fixture_batch(f: &ServiceFixture, lane: TrafficLane, n: usize) -> Vec<IntakeNotification> {
+fn fixture_batch(
+    f: &ServiceFixture,
+    process_type: ProcessType,
+    n: usize,
+) -> Vec<IntakeNotification> {
     (0..n)
         .map(|i| {
-            let mut x = notification(f.service_id, lane, i);
+            let mut x = notification(f.service_id, process_type, i);
             x.template_id = f.template_id;
             x.email_address = "success@simulator.amazonses.com".into();
             x
@@ -135,7 +139,7 @@ async fn a_nul_in_reference_personalisation_or_a_bulk_cell_is_a_400_and_nothing_
         .await;
     assert_eq!(code, 201, "{v}");
     let s = queue
-        .stats(QueueName::Intake(TrafficLane::Normal))
+        .stats(QueueName::Intake(ProcessType::Normal))
         .await
         .unwrap();
     assert_eq!(s.visible, 1, "only the valid request was enqueued");
@@ -149,7 +153,7 @@ async fn a_poisoned_notification_past_ingest_fails_only_its_message() {
     let mut bodies = Vec::new();
     for m in 0..20 {
         let mut batch: Vec<IntakeNotification> = (0..5)
-            .map(|i| notification(service, TrafficLane::Normal, m * 5 + i))
+            .map(|i| notification(service, ProcessType::Normal, m * 5 + i))
             .collect();
         if m == 7 {
             batch[2].reference = Some("poison\u{0}".into());
@@ -181,7 +185,7 @@ async fn a_poisoned_notification_past_ingest_fails_only_its_message() {
 async fn intake_queue_at(url: &str) -> SqsQueue {
     let sdk = local_aws_config(url).await;
     let urls = HashMap::from([(
-        QueueName::Intake(TrafficLane::Normal),
+        QueueName::Intake(ProcessType::Normal),
         format!("{url}/000000000000/intake-normal"),
     )]);
     SqsQueue::new(SqsQueue::client(&sdk), urls, HashMap::new())
@@ -236,7 +240,7 @@ async fn a_hanging_sqs_endpoint_is_a_503_within_the_attempt_bounds() {
 async fn an_ses_500_or_a_timeout_is_never_sent_a_second_time() {
     let stack = shared_stack().await;
     let writer = writer_lane(&stack, |_| {}).await;
-    let lane = TrafficLane::Priority;
+    let process_type = ProcessType::Priority;
     for reply in [
         Reply::With(http_response(
             "500 Internal Server Error",
@@ -247,7 +251,7 @@ async fn an_ses_500_or_a_timeout_is_never_sent_a_second_time() {
     ] {
         let f = service_fixture(&stack, "priority").await;
         let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-        let mut n = notification(f.service_id, lane, 0);
+        let mut n = notification(f.service_id, process_type, 0);
         n.template_id = f.template_id;
         let msgs = stored(&writer, &queue, std::slice::from_ref(&n)).await;
         let (url, requests) = loopback_http(reply.clone()).await;
@@ -257,7 +261,7 @@ async fn an_ses_500_or_a_timeout_is_never_sent_a_second_time() {
             Arc::new(SesMailer::from_sdk(&sdk, None)),
             queue.clone(),
         );
-        let event = floodgate_local::esm::to_event(QueueName::Send(lane), &msgs);
+        let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
         let deadline = Instant::now() + Duration::from_secs(20);
         let (resp, report) = send.handle(event.clone(), deadline).await.unwrap();
         assert!(resp.batch_item_failures.is_empty(), "{reply:?}: {resp:?}");
@@ -272,7 +276,7 @@ async fn an_ses_500_or_a_timeout_is_never_sent_a_second_time() {
             "{reply:?}: one SES request"
         );
         assert_eq!(status_of(&writer, n.id).await.0, "sending");
-        let s = queue.stats(QueueName::Send(lane)).await.unwrap();
+        let s = queue.stats(QueueName::Send(process_type)).await.unwrap();
         assert_eq!(s.visible + s.delayed, 0, "nothing deferred: {s:?}");
     }
 }
@@ -295,12 +299,12 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
  {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, "priority").await;
-    let lane = TrafficLane::Priority;
+    let process_type = ProcessType::Priority;
     // The simulator publishes its events on this queue; nothing consumes it but the test.
     let events = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let sim = SimulatorMailer::new(events.clone());
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let mut n = notification(f.service_id, lane, 0);
+    let mut n = notification(f.service_id, process_type, 0);
     n.template_id = f.template_id;
     n.email_address = "success@simulator.amazonses.com".into();
     let msgs = stored(&f.writer, &queue, std::slice::from_ref(&n)).await;
@@ -309,7 +313,7 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
         Arc::new(CrashAfterAccept(sim.clone())),
         queue.clone(),
     ));
-    let event = floodgate_local::esm::to_event(QueueName::Send(lane), &msgs);
+    let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
     let crashed = tokio::spawn({
         let send = send.clone();
         async move {
@@ -394,7 +398,7 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
         ("delivered".into(), ses_id, false)
     );
     // Exactly one SES send, and the redelivered send message sends nothing.
-    let event = floodgate_local::esm::to_event(QueueName::Send(lane), &msgs);
+    let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
     let healthy = sender(&f.writer, Arc::new(sim.clone()), queue.clone());
     let (_, report) = healthy
         .handle(event, Instant::now() + Duration::from_secs(20))
@@ -410,9 +414,9 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
 async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_ses() {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, "normal").await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let batch = fixture_batch(&f, lane, 3);
+    let batch = fixture_batch(&f, process_type, 3);
     stored(&f.writer, &queue, &batch).await;
     // As a claim whose commit outcome was unknown, or whose release failed, leaves them:
     // `sending` under token T; the third one with SES's message id already recorded.
@@ -435,7 +439,7 @@ async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_s
     let envelope = |tokens: Vec<Uuid>| {
         SendEnvelope {
             v: 1,
-            lane,
+            process_type,
             notification_ids: ids.clone(),
             claim_tokens: tokens,
         }
@@ -470,9 +474,9 @@ async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_s
 async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a_failure() {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, "bulk").await;
-    let lane = TrafficLane::Bulk;
+    let process_type = ProcessType::Bulk;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let batch = fixture_batch(&f, lane, 200);
+    let batch = fixture_batch(&f, process_type, 200);
     let msgs = stored(&f.writer, &queue, &batch).await;
     assert_eq!(msgs.len(), 4, "bulk: 50 ids per message");
     let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
@@ -488,7 +492,7 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
             throttle_retries: 0,
         },
     );
-    let event = floodgate_local::esm::to_event(QueueName::Send(lane), &msgs);
+    let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
     let (resp, report) = send
         .handle(event, Instant::now() + Duration::from_secs(1))
         .await
@@ -503,7 +507,7 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
     );
     assert_eq!(report.sent, report.claimed, "everything claimed was sent");
     assert_eq!(report.deferred, 200 - report.claimed);
-    let s = queue.stats(QueueName::Send(lane)).await.unwrap();
+    let s = queue.stats(QueueName::Send(process_type)).await.unwrap();
     assert_eq!(s.visible, 0);
     assert_eq!(
         s.delayed, 4,
@@ -536,9 +540,9 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
 async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_their_queue() {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, "normal").await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let batch = fixture_batch(&f, lane, 30);
+    let batch = fixture_batch(&f, process_type, 30);
     // Stored and forwarded; then the send messages are lost (taken and dropped).
     let lost = stored(&f.writer, &queue, &batch).await;
     assert!(!lost.is_empty());
@@ -553,7 +557,7 @@ async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_thei
     .await
     .unwrap();
     assert_eq!(n, 0);
-    // Stale (the 5 minutes taken as 0 here): every one is back on its lane's send queue
+    // Stale (the 5 minutes taken as 0 here): every one is back on its process type's send queue
     // — other tests' stale rows may come too, so count this service's ids.
     let n = floodgate_admin::reforward_created(&f.writer, queue.as_ref(), &knobs, Duration::ZERO)
         .await
@@ -562,7 +566,7 @@ async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_thei
     let mut ids = std::collections::BTreeSet::new();
     loop {
         let got = queue
-            .receive(QueueName::Send(lane), 10, Duration::from_millis(50))
+            .receive(QueueName::Send(process_type), 10, Duration::from_millis(50))
             .await
             .unwrap();
         if got.is_empty() {
@@ -588,7 +592,7 @@ async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_thei
     let send = sender(&f.writer, Arc::new(sim.clone()), queue.clone());
     let envelope = SendEnvelope {
         v: 1,
-        lane,
+        process_type,
         notification_ids: batch.iter().map(|n| n.id).collect(),
         claim_tokens: vec![],
     }

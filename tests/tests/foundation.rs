@@ -3,7 +3,7 @@
 
 use floodgate_aws::{EmbeddedQueue, OutgoingMessage, Queue, QueueLimits, SqsQueue};
 use floodgate_core::{
-    IntakeEnvelope, Knobs, NotificationStatus, QueueName, SendEnvelope, TrafficLane, pack_intake,
+    IntakeEnvelope, Knobs, NotificationStatus, ProcessType, QueueName, SendEnvelope, pack_intake,
 };
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{DbError, Lane, LaneConfig, LaneKind};
@@ -51,7 +51,7 @@ async fn a_batch_of_1000_is_one_transaction_and_a_redelivery_changes_nothing() {
     let stack = shared_stack().await;
     let service = Uuid::now_v7();
     let batch: Vec<_> = (0..1000)
-        .map(|i| notification(service, TrafficLane::Bulk, i))
+        .map(|i| notification(service, ProcessType::Bulk, i))
         .collect();
     let event = sqs_event(&bodies_for(&batch, 100));
     assert_eq!(event.records.len(), 10);
@@ -90,7 +90,7 @@ async fn one_malformed_message_fails_alone() {
     let stack = shared_stack().await;
     let service = Uuid::now_v7();
     let batch: Vec<_> = (0..99)
-        .map(|i| notification(service, TrafficLane::Normal, i))
+        .map(|i| notification(service, ProcessType::Normal, i))
         .collect();
     let mut bodies = bodies_for(&batch, 1);
     bodies.insert(
@@ -115,13 +115,13 @@ async fn one_malformed_message_fails_alone() {
 }
 
 #[tokio::test]
-async fn forwarded_ids_land_on_their_lanes_send_queue_embedded() {
+async fn forwarded_ids_land_on_their_process_types_send_queue_embedded() {
     let queue: Arc<dyn Queue> = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    forwarded_ids_land_on_their_lanes_send_queue(queue).await;
+    forwarded_ids_land_on_their_process_types_send_queue(queue).await;
 }
 
 #[tokio::test]
-async fn forwarded_ids_land_on_their_lanes_send_queue_moto() {
+async fn forwarded_ids_land_on_their_process_types_send_queue_moto() {
     let stack = shared_stack().await;
     let sdk = local_aws_config(&stack.moto_endpoint().expect("moto")).await;
     let prefix = format!("fwd-{}", Uuid::now_v7().simple());
@@ -133,16 +133,16 @@ async fn forwarded_ids_land_on_their_lanes_send_queue_moto() {
     )
     .await
     .expect("queues created in moto");
-    forwarded_ids_land_on_their_lanes_send_queue(Arc::new(queue)).await;
+    forwarded_ids_land_on_their_process_types_send_queue(Arc::new(queue)).await;
 }
 
-async fn forwarded_ids_land_on_their_lanes_send_queue(queue: Arc<dyn Queue>) {
+async fn forwarded_ids_land_on_their_process_types_send_queue(queue: Arc<dyn Queue>) {
     let stack = shared_stack().await;
     let service = Uuid::now_v7();
     let mut batch = Vec::new();
-    for (k, lane) in TrafficLane::ALL.into_iter().enumerate() {
+    for (k, process_type) in ProcessType::ALL.into_iter().enumerate() {
         for i in 0..(5 + 7 * k) {
-            batch.push(notification(service, lane, i));
+            batch.push(notification(service, process_type, i));
         }
     }
     let persist = persist_with(writer_lane(&stack, |_| {}).await, queue.clone());
@@ -153,20 +153,20 @@ async fn forwarded_ids_land_on_their_lanes_send_queue(queue: Arc<dyn Queue>) {
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
     assert_eq!(report.forwarded, batch.len());
     let knobs = Knobs::embedded();
-    for lane in TrafficLane::ALL {
+    for process_type in ProcessType::ALL {
         let expected: BTreeSet<Uuid> = batch
             .iter()
-            .filter(|n| n.lane == lane)
+            .filter(|n| n.process_type == process_type)
             .map(|n| n.id)
             .collect();
-        let envelopes = drain_send(queue.as_ref(), QueueName::Send(lane)).await;
+        let envelopes = drain_send(queue.as_ref(), QueueName::Send(process_type)).await;
         let mut got = BTreeSet::new();
         for e in &envelopes {
-            assert_eq!(e.lane, lane);
-            assert!(e.notification_ids.len() <= knobs.send_ids_per_message(lane));
+            assert_eq!(e.process_type, process_type);
+            assert!(e.notification_ids.len() <= knobs.send_ids_per_message(process_type));
             got.extend(e.notification_ids.iter().copied());
         }
-        assert_eq!(got, expected, "send-{lane}");
+        assert_eq!(got, expected, "send-{process_type}");
     }
 }
 
@@ -175,7 +175,7 @@ async fn persisted_rows_are_readable_through_the_reader_lane() {
     let stack = shared_stack().await;
     let service = Uuid::now_v7();
     let batch: Vec<_> = (0..50)
-        .map(|i| notification(service, TrafficLane::Priority, i))
+        .map(|i| notification(service, ProcessType::Priority, i))
         .collect();
     let persist = persist_with(
         writer_lane(&stack, |_| {}).await,
@@ -419,7 +419,7 @@ async fn a_missing_partition_is_created_on_demand() {
     let stack = shared_stack().await;
     let service = Uuid::now_v7();
     // A notification dated 20 days ahead: no partition exists for that day yet.
-    let mut n = notification(service, TrafficLane::Normal, 0);
+    let mut n = notification(service, ProcessType::Normal, 0);
     let future = chrono::Utc::now() + chrono::Duration::days(20);
     let ms = future.timestamp_millis() as u64;
     let ts =
@@ -441,7 +441,7 @@ async fn a_missing_partition_is_created_on_demand() {
 // ----- queue contract: the same behaviour from both adapters -----
 
 async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
-    let q = QueueName::Intake(TrafficLane::Priority);
+    let q = QueueName::Intake(ProcessType::Priority);
     // Limits.
     let eleven: Vec<OutgoingMessage> = (0..11)
         .map(|i| OutgoingMessage::now(format!("b{i}")))
@@ -507,7 +507,7 @@ async fn queue_contract(queue: &dyn Queue, visibility: Duration) {
 async fn queue_contract_embedded() {
     let q = EmbeddedQueue::uniform(Duration::from_secs(1), 2);
     queue_contract(&q, Duration::from_secs(1)).await;
-    let dead = q.dead_letters(QueueName::Intake(TrafficLane::Priority));
+    let dead = q.dead_letters(QueueName::Intake(ProcessType::Priority));
     assert_eq!(dead.len(), 1);
     assert!(dead[0].starts_with("body-"), "{dead:?}");
 }
@@ -543,11 +543,11 @@ async fn intake_envelopes_round_trip_through_moto_at_the_size_limit() {
     .unwrap();
     let service = Uuid::now_v7();
     let batch: Vec<_> = (0..2000)
-        .map(|i| notification(service, TrafficLane::Bulk, i))
+        .map(|i| notification(service, ProcessType::Bulk, i))
         .collect();
     let bodies = pack_intake(&batch, 262_144).unwrap();
     assert!(bodies.len() >= 2);
-    let name = QueueName::Intake(TrafficLane::Bulk);
+    let name = QueueName::Intake(ProcessType::Bulk);
     let results = floodgate_aws::send_all(&q, name, &bodies, QueueLimits::default()).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let mut ids = Vec::new();
@@ -580,7 +580,7 @@ async fn with_the_primary_stopped_the_batch_is_deferred_fast_and_succeeds_after_
     .await;
     let service = Uuid::now_v7();
     let batch: Vec<_> = (0..200)
-        .map(|i| notification(service, TrafficLane::Normal, i))
+        .map(|i| notification(service, ProcessType::Normal, i))
         .collect();
     let event = sqs_event(&bodies_for(&batch, 20));
     let writer = writer_lane(&stack, |c| {
@@ -590,7 +590,7 @@ async fn with_the_primary_stopped_the_batch_is_deferred_fast_and_succeeds_after_
     .await;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let persist = persist_with(writer.clone(), queue.clone());
-    // Warm the lane so a pooled connection exists when the database goes away.
+    // Warm the process type so a pooled connection exists when the database goes away.
     assert_eq!(count_rows(&writer, service).await, 0);
 
     stack.stop_primary();
@@ -602,16 +602,16 @@ async fn with_the_primary_stopped_the_batch_is_deferred_fast_and_succeeds_after_
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
     assert_eq!(report.deferred, event.records.len());
     assert_eq!(report.inserted, 0);
-    let q = QueueName::Intake(TrafficLane::Normal);
+    let q = QueueName::Intake(ProcessType::Normal);
     let stats = queue.stats(q).await.unwrap();
     assert_eq!(stats.delayed, event.records.len() as u64, "{stats:?}");
-    // Bounded by the lane (acquire 0.5 s + operation 3 s), far below a 30 s function timeout.
+    // Bounded by the process type (acquire 0.5 s + operation 3 s), far below a 30 s function timeout.
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
     stack.start_primary().await.expect("primary restarts");
     // The deferred messages come back after the first backoff delay (10 s as shipped;
     // taken here without waiting) carrying their deferral count; PgBouncer reconnects on
-    // its own and the lane replaced its broken connection.
+    // its own and the process type replaced its broken connection.
     let mut deferred = Vec::new();
     while deferred.len() < event.records.len() {
         let got = queue.receive(q, 10, Duration::from_secs(15)).await.unwrap();
@@ -643,7 +643,7 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
     let service = Uuid::now_v7();
     let batch: Arc<Vec<_>> = Arc::new(
         (0..300)
-            .map(|i| notification(service, TrafficLane::Normal, i))
+            .map(|i| notification(service, ProcessType::Normal, i))
             .collect(),
     );
     // Invocation A has inserted the batch but not committed yet when invocation B, holding
@@ -762,7 +762,7 @@ async fn function_roles_bootstrap_idempotently_with_row_privileges_and_role_defa
     let as_role = lane.acquire().await.unwrap();
     let service = Uuid::now_v7();
     let batch: Vec<_> = (0..3)
-        .map(|i| notification(service, TrafficLane::Normal, i))
+        .map(|i| notification(service, ProcessType::Normal, i))
         .collect();
     let out = as_role
         .bounded(floodgate_db::insert_notifications(&as_role, &batch))

@@ -12,7 +12,7 @@ use floodgate_core::ses_event::{
 };
 use floodgate_core::status::fold_statuses;
 use floodgate_core::{
-    IntakeNotification, KeyType, Knobs, NotificationStatus, QueueName, TrafficLane, pack_intake,
+    IntakeNotification, KeyType, Knobs, NotificationStatus, ProcessType, QueueName, pack_intake,
 };
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{Lane, WriterLane};
@@ -43,10 +43,10 @@ fn far_deadline() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
-/// A service with one template (version 1) in `lane`.
-async fn create_service(writer: &Lane, lane: TrafficLane, from: &str) -> (Uuid, Uuid) {
+/// A service with one template (version 1) in `process_type`.
+async fn create_service(writer: &Lane, process_type: ProcessType, from: &str) -> (Uuid, Uuid) {
     let (service, template) = (Uuid::now_v7(), Uuid::now_v7());
-    create_service_with_ids(writer, service, template, lane, from).await;
+    create_service_with_ids(writer, service, template, process_type, from).await;
     (service, template)
 }
 
@@ -54,14 +54,14 @@ async fn create_service_with_ids(
     writer: &Lane,
     service: Uuid,
     template: Uuid,
-    lane: TrafficLane,
+    process_type: ProcessType,
     from: &str,
 ) {
     let conn = writer.acquire().await.unwrap();
     let name = format!("pipeline-{}", service.simple());
     let subject = "Hello ((name))";
     let body = "Dear ((name)),\n\nThis is **Floodgate**.";
-    let lane = lane.as_str();
+    let process_type = process_type.as_str();
     conn.bounded(conn.execute_typed(
         "INSERT INTO services (id, name, from_email) VALUES ($1, $2, $3)
          ON CONFLICT (id) DO NOTHING",
@@ -82,7 +82,7 @@ async fn create_service_with_ids(
             (&name, Type::TEXT),
             (&subject, Type::TEXT),
             (&body, Type::TEXT),
-            (&lane, Type::TEXT),
+            (&process_type, Type::TEXT),
         ],
     ))
     .await
@@ -95,7 +95,7 @@ async fn create_service_with_ids(
             (&name, Type::TEXT),
             (&subject, Type::TEXT),
             (&body, Type::TEXT),
-            (&lane, Type::TEXT),
+            (&process_type, Type::TEXT),
         ],
     ))
     .await
@@ -105,12 +105,12 @@ async fn create_service_with_ids(
 fn notifications(
     service: Uuid,
     template: Uuid,
-    lane: TrafficLane,
+    process_type: ProcessType,
     n: usize,
 ) -> Vec<IntakeNotification> {
     (0..n)
         .map(|i| {
-            let mut x = notification(service, lane, i);
+            let mut x = notification(service, process_type, i);
             x.template_id = template;
             x
         })
@@ -144,7 +144,7 @@ fn receipts_with(writer: &WriterLane, queue: Arc<dyn Queue>) -> Receipts {
     Receipts::new(writer.clone(), queue, &Knobs::embedded())
 }
 
-/// Stores `batch` through `persist`, which forwards the ids to the lane's send queue.
+/// Stores `batch` through `persist`, which forwards the ids to the process type's send queue.
 async fn persist_all(persist: &Persist, batch: &[IntakeNotification]) {
     let bodies: Vec<String> = batch
         .chunks(100)
@@ -309,7 +309,7 @@ fn event_body(kind: SimulatedEvent, n: &IntakeNotification, sns: bool, at_ms: i6
     let meta = MailMeta {
         ses_message_id: &mid,
         notification_id: n.id,
-        lane: n.lane.as_str(),
+        process_type: n.process_type.as_str(),
         from: FROM,
         to: &n.email_address,
         subject: "Hello",
@@ -336,11 +336,11 @@ struct World {
     template: Uuid,
 }
 
-async fn world(stack: &LocalStack, lane: TrafficLane, queue: EmbeddedQueue) -> World {
+async fn world(stack: &LocalStack, process_type: ProcessType, queue: EmbeddedQueue) -> World {
     let writer = writer_lane(stack, |c| c.max_size = 3).await;
     let queue = Arc::new(queue);
     let sim = SimulatorMailer::new(queue.clone());
-    let (service, template) = create_service(&writer, lane, FROM).await;
+    let (service, template) = create_service(&writer, process_type, FROM).await;
     World {
         persist: persist_with(writer.clone(), queue.clone()),
         send: sender(&writer, Arc::new(sim.clone()), queue.clone()),
@@ -354,13 +354,13 @@ async fn world(stack: &LocalStack, lane: TrafficLane, queue: EmbeddedQueue) -> W
 }
 
 impl World {
-    /// Drains the lane's send queue through `send`; returns the summed reports.
-    async fn drive_send(&self, lane: TrafficLane) -> SendReport {
+    /// Drains the process type's send queue through `send`; returns the summed reports.
+    async fn drive_send(&self, process_type: ProcessType) -> SendReport {
         let total = std::sync::Mutex::new(SendReport::default());
         let (send, total_ref) = (&self.send, &total);
         drive(
             &self.queue,
-            QueueName::Send(lane),
+            QueueName::Send(process_type),
             20,
             Duration::from_secs(120),
             |event| async move {
@@ -432,7 +432,7 @@ async fn every_sqs_fixture_in_events_runs_through_its_handler() {
         &writer,
         service,
         FIXTURE_TEMPLATE.parse().unwrap(),
-        TrafficLane::Normal,
+        ProcessType::Normal,
         FROM,
     )
     .await;
@@ -533,17 +533,21 @@ impl Mailer for CrashAfterSend {
 #[tokio::test]
 async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() {
     let stack = shared_stack().await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     let w = world(
         &stack,
-        lane,
+        process_type,
         EmbeddedQueue::uniform(Duration::from_secs(30), 5),
     )
     .await;
-    let batch = notifications(w.service, w.template, lane, 500);
+    let batch = notifications(w.service, w.template, process_type, 500);
     persist_all(&w.persist, &batch).await;
-    let msgs = take_all(&w.queue, QueueName::Send(lane)).await;
-    assert_eq!(msgs.len(), 50, "10 ids per send message in the normal lane");
+    let msgs = take_all(&w.queue, QueueName::Send(process_type)).await;
+    assert_eq!(
+        msgs.len(),
+        50,
+        "10 ids per send message in the normal process_type"
+    );
     // Ten invocations of five messages; three of them crash after SES accepted one id.
     let events: Vec<SqsEvent> = msgs.chunks(5).map(event_of).collect();
     let ids_of = |e: &SqsEvent| -> Vec<Uuid> {
@@ -685,17 +689,17 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
 #[tokio::test]
 async fn with_30_percent_throttling_nothing_fails_and_all_are_sent_once() {
     let stack = shared_stack().await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     // Short visibility so released messages come back quickly; a high receive count so the
     // test measures the retries, not the DLQ.
     let w = world(
         &stack,
-        lane,
+        process_type,
         EmbeddedQueue::uniform(Duration::from_millis(500), 100),
     )
     .await;
     w.sim.set_throttle_fraction(0.3);
-    let batch = notifications(w.service, w.template, lane, 500);
+    let batch = notifications(w.service, w.template, process_type, 500);
     persist_all(&w.persist, &batch).await;
 
     let mut released = 0;
@@ -710,7 +714,11 @@ async fn with_30_percent_throttling_nothing_fails_and_all_are_sent_once() {
             let mut m = Vec::new();
             while m.len() < 20 {
                 let got = queue
-                    .receive(QueueName::Send(lane), 10, Duration::from_millis(100))
+                    .receive(
+                        QueueName::Send(process_type),
+                        10,
+                        Duration::from_millis(100),
+                    )
                     .await
                     .unwrap();
                 if got.is_empty() {
@@ -721,7 +729,7 @@ async fn with_30_percent_throttling_nothing_fails_and_all_are_sent_once() {
             m
         };
         if msgs.is_empty() {
-            let s = queue.stats(QueueName::Send(lane)).await.unwrap();
+            let s = queue.stats(QueueName::Send(process_type)).await.unwrap();
             if s.visible + s.in_flight + s.delayed == 0 {
                 break;
             }
@@ -740,7 +748,7 @@ async fn with_30_percent_throttling_nothing_fails_and_all_are_sent_once() {
             .map(|m| m.receipt_handle.clone())
             .collect();
         queue
-            .delete_batch(QueueName::Send(lane), &done)
+            .delete_batch(QueueName::Send(process_type), &done)
             .await
             .unwrap();
     }
@@ -781,10 +789,10 @@ async fn with_30_percent_throttling_nothing_fails_and_all_are_sent_once() {
 #[tokio::test]
 async fn every_receipt_type_lands_on_its_status() {
     let stack = shared_stack().await;
-    let lane = TrafficLane::Priority;
+    let process_type = ProcessType::Priority;
     let w = world(
         &stack,
-        lane,
+        process_type,
         EmbeddedQueue::uniform(Duration::from_secs(30), 5),
     )
     .await;
@@ -798,7 +806,7 @@ async fn every_receipt_type_lands_on_its_status() {
         "suppressionlist",
         "someone",
     ];
-    let mut batch = notifications(w.service, w.template, lane, addresses.len() * 2);
+    let mut batch = notifications(w.service, w.template, process_type, addresses.len() * 2);
     for (i, n) in batch.iter_mut().enumerate() {
         let local = addresses[i % addresses.len()];
         n.email_address = if local == "someone" {
@@ -811,7 +819,7 @@ async fn every_receipt_type_lands_on_its_status() {
         }
     }
     persist_all(&w.persist, &batch).await;
-    w.drive_send(lane).await;
+    w.drive_send(process_type).await;
     w.sim.settled().await;
     let receipts = &w.receipts;
     drive(
@@ -860,8 +868,8 @@ async fn every_receipt_type_lands_on_its_status() {
         (SimulatedEvent::Delivery, "delivered"),
         (SimulatedEvent::BouncePermanent, "permanent-failure"),
     ];
-    let (service2, template2) = create_service(&w.writer, lane, FROM).await;
-    let more = notifications(service2, template2, lane, cases.len() * 2);
+    let (service2, template2) = create_service(&w.writer, process_type, FROM).await;
+    let more = notifications(service2, template2, process_type, cases.len() * 2);
     let persist = persist_with(
         w.writer.clone(),
         Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
@@ -919,7 +927,7 @@ fn status_of(kind: SimulatedEvent) -> NotificationStatus {
 #[tokio::test]
 async fn a_shuffled_duplicated_stream_for_1000_gives_the_in_order_statuses() {
     let stack = shared_stack().await;
-    let lane = TrafficLane::Bulk;
+    let process_type = ProcessType::Bulk;
     let writer = writer_lane(&stack, |c| c.max_size = 2).await;
     let persist = persist_with(
         writer.clone(),
@@ -930,8 +938,8 @@ async fn a_shuffled_duplicated_stream_for_1000_gives_the_in_order_statuses() {
     // shuffled and repeated.
     let mut sets = Vec::new();
     for _ in 0..2 {
-        let (service, template) = create_service(&writer, lane, FROM).await;
-        let batch = notifications(service, template, lane, 1000);
+        let (service, template) = create_service(&writer, process_type, FROM).await;
+        let batch = notifications(service, template, process_type, 1000);
         persist_all(&persist, &batch).await;
         mark_sent(&writer, service).await;
         sets.push((service, batch));
@@ -1016,15 +1024,15 @@ async fn a_shuffled_duplicated_stream_for_1000_gives_the_in_order_statuses() {
 #[tokio::test]
 async fn a_receipt_before_its_notification_is_deferred_then_applies_and_is_never_dropped() {
     let stack = shared_stack().await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     let writer = writer_lane(&stack, |_| {}).await;
-    let (service, template) = create_service(&writer, lane, FROM).await;
+    let (service, template) = create_service(&writer, process_type, FROM).await;
     let persist = persist_with(
         writer.clone(),
         Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
     );
-    let stored = notifications(service, template, lane, 5);
-    let early = notifications(service, template, lane, 20);
+    let stored = notifications(service, template, process_type, 5);
+    let early = notifications(service, template, process_type, 20);
     persist_all(&persist, &stored).await;
     let mut bodies: Vec<String> = stored
         .iter()
@@ -1081,7 +1089,7 @@ async fn a_receipt_before_its_notification_is_deferred_then_applies_and_is_never
     let queue = Arc::new(EmbeddedQueue::scaled(&Knobs::embedded(), scale));
     let policy = floodgate_aws::DeferPolicy::from_knobs(&Knobs::embedded()).scaled(scale);
     let receipts = receipts_with(&writer, queue.clone()).with_defer_policy(policy);
-    let ghost = notifications(service, template, lane, 1).remove(0);
+    let ghost = notifications(service, template, process_type, 1).remove(0);
     let body = event_body(SimulatedEvent::Delivery, &ghost, true, 10);
     floodgate_aws::send_all(
         queue.as_ref(),
@@ -1110,14 +1118,14 @@ async fn a_receipt_before_its_notification_is_deferred_then_applies_and_is_never
 #[tokio::test]
 async fn an_undecodable_receipt_fails_alone() {
     let stack = shared_stack().await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     let writer = writer_lane(&stack, |_| {}).await;
-    let (service, template) = create_service(&writer, lane, FROM).await;
+    let (service, template) = create_service(&writer, process_type, FROM).await;
     let persist = persist_with(
         writer.clone(),
         Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
     );
-    let batch = notifications(service, template, lane, 10);
+    let batch = notifications(service, template, process_type, 10);
     persist_all(&persist, &batch).await;
     let mut bodies: Vec<String> = batch
         .iter()
@@ -1224,10 +1232,10 @@ async fn wal_lsn(url: &str) -> i64 {
 #[tokio::test]
 async fn status_updates_are_hot_updates() {
     let stack = start_migrated(StackOptions::default()).await;
-    let lane = TrafficLane::Normal;
+    let process_type = ProcessType::Normal;
     let w = world(
         &stack,
-        lane,
+        process_type,
         EmbeddedQueue::uniform(Duration::from_secs(30), 5),
     )
     .await;
@@ -1235,9 +1243,9 @@ async fn status_updates_are_hot_updates() {
     let primary = stack.primary_url();
     let (upd0, hot0) = update_stats(&primary).await;
     let wal0 = wal_lsn(&primary).await;
-    let batch = notifications(w.service, w.template, lane, n);
+    let batch = notifications(w.service, w.template, process_type, n);
     persist_all(&w.persist, &batch).await;
-    let sent = w.drive_send(lane).await;
+    let sent = w.drive_send(process_type).await;
     assert_eq!(sent.sent, n);
     // SES's events come seconds after the send; by then the primary can prune the versions
     // the claim left dead. Here they would come within milliseconds, while the replica's
@@ -1289,7 +1297,7 @@ async fn status_updates_are_hot_updates() {
 fn email_to(to: &str, from: &str) -> Email {
     Email {
         notification_id: Uuid::now_v7(),
-        lane: TrafficLane::Priority,
+        process_type: ProcessType::Priority,
         from: from.into(),
         to: to.into(),
         subject: "Hello".into(),
@@ -1332,7 +1340,7 @@ async fn ses_mailer_sends_through_moto_and_send_records_its_message_ids() {
     // Through `send`: a verified service gets message ids; an unverified one fails with
     // the reason stored, as technical-failure.
     let writer = writer_lane(&stack, |_| {}).await;
-    let lane = TrafficLane::Priority;
+    let process_type = ProcessType::Priority;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let persist = persist_with(writer.clone(), queue.clone());
     let send = sender(&writer, Arc::new(mailer), queue.clone());
@@ -1340,10 +1348,10 @@ async fn ses_mailer_sends_through_moto_and_send_records_its_message_ids() {
         (verified.as_str(), "sending"),
         ("x@unverified.example", "technical-failure"),
     ] {
-        let (service, template) = create_service(&writer, lane, from).await;
-        let batch = notifications(service, template, lane, 3);
+        let (service, template) = create_service(&writer, process_type, from).await;
+        let batch = notifications(service, template, process_type, 3);
         persist_all(&persist, &batch).await;
-        let msgs = take_all(&queue, QueueName::Send(lane)).await;
+        let msgs = take_all(&queue, QueueName::Send(process_type)).await;
         let (resp, report) = send.handle(event_of(&msgs), far_deadline()).await.unwrap();
         assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
         assert_eq!(report.claimed, 3);
@@ -1431,7 +1439,7 @@ async fn ses_errors_from_the_real_sdk_map_to_the_right_outcome() {
         );
         assert!(
             tags.iter()
-                .any(|t| t["Name"] == "lane" && t["Value"] == "priority")
+                .any(|t| t["Name"] == "process_type" && t["Value"] == "priority")
         );
         assert!(req["Content"]["Simple"]["Body"]["Html"]["Data"].is_string());
         assert!(req["Content"]["Simple"]["Body"]["Text"]["Data"].is_string());
@@ -1459,13 +1467,13 @@ async fn an_ses_throttle_releases_the_notification_and_defers_it_without_spendin
     .await;
     let sdk = local_aws_config(&url).await;
     let writer = writer_lane(&stack, |_| {}).await;
-    let lane = TrafficLane::Priority;
+    let process_type = ProcessType::Priority;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let persist = persist_with(writer.clone(), queue.clone());
-    let (service, template) = create_service(&writer, lane, FROM).await;
-    let batch = notifications(service, template, lane, 3);
+    let (service, template) = create_service(&writer, process_type, FROM).await;
+    let batch = notifications(service, template, process_type, 3);
     persist_all(&persist, &batch).await;
-    let msgs = take_all(&queue, QueueName::Send(lane)).await;
+    let msgs = take_all(&queue, QueueName::Send(process_type)).await;
     assert_eq!(msgs.len(), 3, "priority: one id per message");
     let send = sender(
         &writer,
@@ -1486,9 +1494,9 @@ async fn an_ses_throttle_releases_the_notification_and_defers_it_without_spendin
             .all(|r| !r.sent_at && r.ses_message_id.is_none())
     );
     // Each id is back on the send queue, with the claim token that released it.
-    let s = queue.stats(QueueName::Send(lane)).await.unwrap();
+    let s = queue.stats(QueueName::Send(process_type)).await.unwrap();
     assert_eq!(s.visible + s.delayed, 3, "{s:?}");
-    let back = take_all(&queue, QueueName::Send(lane)).await;
+    let back = take_all(&queue, QueueName::Send(process_type)).await;
     let mut ids = BTreeSet::new();
     for m in &back {
         let env = floodgate_core::SendEnvelope::decode(&m.body).unwrap();

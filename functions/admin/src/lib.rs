@@ -13,7 +13,7 @@ use chrono::Utc;
 use floodgate_aws::{Queue, QueueLimits, forward_to_send};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
 use floodgate_core::callback::{CallbackKind, check_callback_url};
-use floodgate_core::{Knobs, TrafficLane};
+use floodgate_core::{Knobs, ProcessType};
 use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
 use floodgate_db::sending::SendingTimeouts;
 use floodgate_db::{
@@ -363,7 +363,7 @@ pub async fn put_template(
     body: &str,
     process_type: &str,
 ) -> Result<TemplateRow, AdminError> {
-    if process_type.parse::<TrafficLane>().is_err() {
+    if process_type.parse::<ProcessType>().is_err() {
         return Err(AdminError::Invalid(format!(
             "process type {process_type:?} is not one of priority, normal, bulk"
         )));

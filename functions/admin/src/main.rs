@@ -9,7 +9,7 @@ use clap::Parser;
 use floodgate_admin::{AdminCommand, Bootstrap, execute_with_bootstrap};
 use floodgate_api::secret_box_from_env;
 use floodgate_aws::{Queue, SqsQueue};
-use floodgate_core::{QueueName, TrafficLane};
+use floodgate_core::{ProcessType, QueueName};
 use floodgate_db::WriterLane;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
@@ -45,7 +45,7 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = SqsQueue::from_env(&sdk);
     let queue: Option<&dyn Queue> = sqs
-        .url(QueueName::Send(TrafficLane::Normal))
+        .url(QueueName::Send(ProcessType::Normal))
         .is_ok()
         .then_some(&sqs as &dyn Queue);
     if let Some(command) = command {

@@ -1,6 +1,6 @@
 //! `ingest`: `POST /v2/notifications/email` and `POST /v2/notifications/bulk` behind API
 //! Gateway. Authenticates (keys cached from the reader lane), validates, renders, and puts
-//! the notifications on the intake queue of their lane. It never writes to the database
+//! the notifications on the intake queue of their process type. It never writes to the database
 //! (seed 003: the API only enqueues), and answers 201 only once SQS has acknowledged every
 //! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
 
@@ -15,7 +15,7 @@ use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_aws::{Queue, QueueError, QueueLimits, send_all};
 use floodgate_core::envelope::new_notification_id;
 use floodgate_core::template::{Template, placeholder_names, render_text};
-use floodgate_core::{IntakeEnvelope, IntakeNotification, QueueName, TrafficLane, pack_intake};
+use floodgate_core::{IntakeEnvelope, IntakeNotification, ProcessType, QueueName, pack_intake};
 use floodgate_db::catalog::TemplateRow;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -127,7 +127,7 @@ impl Ingest {
             &r.personalisation,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let lane: TrafficLane = template.process_type.parse().map_err(|_| {
+        let process_type: ProcessType = template.process_type.parse().map_err(|_| {
             tracing::error!(template_id = %template.id, "template has an unknown process type");
             ApiError::internal()
         })?;
@@ -137,7 +137,7 @@ impl Ingest {
             service_id: caller.service_id,
             template_id: template.id,
             template_version: template.version,
-            lane,
+            process_type,
             email_address: r.email_address,
             personalisation: r.personalisation,
             reference: r.reference.clone(),
@@ -151,13 +151,13 @@ impl Ingest {
         };
         let bodies = pack_intake(std::slice::from_ref(&n), self.limits.max_message_bytes)
             .map_err(|_| ApiError::validation("Notification is too large"))?;
-        let accepted = self.enqueue(lane, &bodies).await;
+        let accepted = self.enqueue(process_type, &bodies).await;
         if !accepted.iter().all(|a| *a) {
             return Err(ApiError::unavailable(
                 "Service temporarily unavailable: the notification was not accepted, please retry",
             ));
         }
-        tracing::info!(notification_id = %id, lane = %lane, "notification accepted");
+        tracing::info!(notification_id = %id, process_type = %process_type, "notification accepted");
         Ok((
             201,
             json!({
@@ -204,8 +204,8 @@ impl Ingest {
                     service_id: caller.service_id,
                     template_id: template.id,
                     template_version: template.version,
-                    // The bulk API always uses the bulk lane, whatever the template's type.
-                    lane: TrafficLane::Bulk,
+                    // The bulk API always uses the bulk process type, whatever the template's type.
+                    process_type: ProcessType::Bulk,
                     email_address: row.email_address,
                     personalisation: row.personalisation,
                     reference: r.reference.clone(),
@@ -223,7 +223,7 @@ impl Ingest {
         let bodies = pack_intake(&notifications, self.limits.max_message_bytes).map_err(|_| {
             ApiError::validation("A row is too large to send (personalisation above the limit)")
         })?;
-        let accepted = self.enqueue(TrafficLane::Bulk, &bodies).await;
+        let accepted = self.enqueue(ProcessType::Bulk, &bodies).await;
         let count = notifications.len();
         if !accepted.iter().all(|a| *a) {
             return Err(partial_failure(job_id, count, &bodies, &accepted));
@@ -249,10 +249,10 @@ impl Ingest {
         ))
     }
 
-    /// Sends the bodies to the lane's intake queue, retrying what SQS did not take (with
+    /// Sends the bodies to the process type's intake queue, retrying what SQS did not take (with
     /// back-off, a bounded number of times). Returns, per body, whether SQS acknowledged it.
-    pub async fn enqueue(&self, lane: TrafficLane, bodies: &[String]) -> Vec<bool> {
-        let queue = QueueName::Intake(lane);
+    pub async fn enqueue(&self, process_type: ProcessType, bodies: &[String]) -> Vec<bool> {
+        let queue = QueueName::Intake(process_type);
         let mut accepted = vec![false; bodies.len()];
         let mut pending: Vec<usize> = (0..bodies.len()).collect();
         let mut backoff = self.retry.first_backoff;
@@ -352,7 +352,7 @@ mod tests {
                 service_id: Uuid::from_u128(1),
                 template_id: Uuid::from_u128(2),
                 template_version: 1,
-                lane: TrafficLane::Bulk,
+                process_type: ProcessType::Bulk,
                 email_address: "a@b.co".into(),
                 personalisation: Default::default(),
                 reference: None,

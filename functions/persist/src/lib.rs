@@ -2,7 +2,7 @@
 //!
 //! An invocation stores every valid notification of its batch with ONE statement (never a
 //! commit per row: per-row commits feed autovacuum storms), then forwards their ids to the
-//! send queue of their traffic lane. What happens to each message:
+//! send queue of their process type. What happens to each message:
 //!
 //! | situation | message |
 //! |---|---|
@@ -99,7 +99,7 @@ impl Persist {
                 .and_then(|b| IntakeEnvelope::decode(b).map_err(|_| "undecodable envelope"));
             match decoded {
                 Ok(env) => {
-                    let queue = QueueName::Intake(env.notifications[0].lane);
+                    let queue = QueueName::Intake(env.notifications[0].process_type);
                     // The same notification twice in one batch (a duplicate delivery
                     // landing in the same batch) is stored once.
                     let notifications: Vec<IntakeNotification> = env
@@ -127,9 +127,14 @@ impl Persist {
         let stored = self
             .store_isolating(&groups, &mut ledger, &mut report)
             .await;
-        let ids: Vec<(Uuid, floodgate_core::TrafficLane)> = stored
+        let ids: Vec<(Uuid, floodgate_core::ProcessType)> = stored
             .iter()
-            .flat_map(|&g| groups[g].notifications.iter().map(|n| (n.id, n.lane)))
+            .flat_map(|&g| {
+                groups[g]
+                    .notifications
+                    .iter()
+                    .map(|n| (n.id, n.process_type))
+            })
             .collect();
         let lost = forward_to_send(self.queue.as_ref(), self.limits, &self.knobs, ids).await;
         for &g in &stored {

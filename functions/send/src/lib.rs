@@ -30,7 +30,7 @@ use floodgate_core::callback::CallbackJob;
 use floodgate_core::envelope::{created_at_of, pack_send_claimed};
 use floodgate_core::ses_event::SimulatedRecipient;
 use floodgate_core::{
-    KeyType, Knobs, NotificationStatus, QueueName, SendEnvelope, Template, TrafficLane, render,
+    KeyType, Knobs, NotificationStatus, ProcessType, QueueName, SendEnvelope, Template, render,
 };
 use floodgate_db::sending::{
     ClaimKey, Claimed, Settled, Settlement, claim_for_sending, retry_conflicts, settle_sends,
@@ -236,24 +236,24 @@ enum Outcome {
 struct Wanted {
     id: Uuid,
     created_at: DateTime<Utc>,
-    lane: TrafficLane,
+    process_type: ProcessType,
     tokens: BTreeSet<Uuid>,
 }
 
-/// Ids to put back on their send queue, grouped by lane and claim tokens.
+/// Ids to put back on their send queue, grouped by process type and claim tokens.
 #[derive(Default)]
 struct Deferred {
-    planned: BTreeMap<(TrafficLane, Vec<Uuid>), Vec<Uuid>>,
-    backoff: BTreeMap<(TrafficLane, Vec<Uuid>), Vec<Uuid>>,
+    planned: BTreeMap<(ProcessType, Vec<Uuid>), Vec<Uuid>>,
+    backoff: BTreeMap<(ProcessType, Vec<Uuid>), Vec<Uuid>>,
 }
 
 /// Renders a claimed notification into its email. `Err` is the failure reason to store
 /// (`technical-failure`: the row cannot be sent as stored, retrying cannot help).
 pub fn build_email(c: &Claimed) -> Result<Email, String> {
-    let lane: TrafficLane = c
-        .lane
+    let process_type: ProcessType = c
+        .process_type
         .clone()
-        .map_err(|l| format!("unknown traffic lane {l:?}"))?;
+        .map_err(|l| format!("unknown process type {l:?}"))?;
     let from = c
         .from_email
         .clone()
@@ -275,7 +275,7 @@ pub fn build_email(c: &Claimed) -> Result<Email, String> {
     .map_err(|e| e.to_string())?;
     Ok(Email {
         notification_id: c.id,
-        lane,
+        process_type,
         from,
         to: c.email_address.clone(),
         subject: unescape_html(&rendered.subject),
@@ -341,13 +341,13 @@ impl Sender {
             .unwrap_or_else(Instant::now)
     }
 
-    /// The send rate of a whole traffic lane: this instance's share × the lane's maximum
+    /// The send rate of a whole process type: this instance's share × its queue's maximum
     /// concurrency. Deferred work is spread over time at this rate.
-    fn lane_rate(&self, lane: TrafficLane) -> f64 {
+    fn process_type_rate(&self, process_type: ProcessType) -> f64 {
         let concurrency = self
             .knobs
             .event_source_mappings
-            .get(&QueueName::Send(lane).as_string())
+            .get(&QueueName::Send(process_type).as_string())
             .map_or(1, |m| m.maximum_concurrency.max(1));
         self.config.rate_per_second * f64::from(concurrency)
     }
@@ -389,7 +389,7 @@ impl Sender {
                             wanted.push(Wanted {
                                 id,
                                 created_at: at,
-                                lane: env.lane,
+                                process_type: env.process_type,
                                 tokens: BTreeSet::new(),
                             });
                             wanted.len() - 1
@@ -456,7 +456,7 @@ impl Sender {
                         report.deferred += 1;
                         deferred
                             .backoff
-                            .entry((w.lane, tokens))
+                            .entry((w.process_type, tokens))
                             .or_default()
                             .push(w.id);
                     }
@@ -495,7 +495,8 @@ impl Sender {
         deferred: &mut Deferred,
         report: &mut SendReport,
     ) -> Vec<CallbackJob> {
-        let lanes: BTreeMap<Uuid, TrafficLane> = wanted.iter().map(|w| (w.id, w.lane)).collect();
+        let process_types: BTreeMap<Uuid, ProcessType> =
+            wanted.iter().map(|w| (w.id, w.process_type)).collect();
         let outcomes: Vec<(Uuid, DateTime<Utc>, Outcome, usize)> = futures::stream::iter(claimed)
             .map(|c| async move {
                 let (outcome, retries) = self.send_one(&c, sending_deadline).await;
@@ -514,10 +515,13 @@ impl Sender {
                         Settlement::Sent { .. } => report.sent += 1,
                         Settlement::Release => {
                             report.released += 1;
-                            let lane = lanes.get(&id).copied().unwrap_or(TrafficLane::Normal);
+                            let process_type = process_types
+                                .get(&id)
+                                .copied()
+                                .unwrap_or(ProcessType::Normal);
                             deferred
                                 .planned
-                                .entry((lane, vec![token]))
+                                .entry((process_type, vec![token]))
                                 .or_default()
                                 .push(id);
                         }
@@ -543,25 +547,25 @@ impl Sender {
     }
 
     /// Turns deferred ids into new send messages standing in for the messages that
-    /// carried them. Planned deferrals (the budget) are spread over the time the lane
+    /// carried them. Planned deferrals (the budget) are spread over the time the process type
     /// needs to send what came before them; retries after a failure back off.
     fn defer_ids(&self, deferred: Deferred, carriers: &Carriers<Uuid>, ledger: &mut Ledger) {
         for (backoff, groups) in [(false, deferred.planned), (true, deferred.backoff)] {
-            for ((lane, tokens), ids) in groups {
-                let per_message = self.knobs.send_ids_per_message(lane);
-                let lane_rate = self.lane_rate(lane).max(1e-3);
+            for ((process_type, tokens), ids) in groups {
+                let per_message = self.knobs.send_ids_per_message(process_type);
+                let rate = self.process_type_rate(process_type).max(1e-3);
                 let mut ahead = 0usize;
-                for env in pack_send_claimed(lane, &ids, &tokens, per_message) {
+                for env in pack_send_claimed(process_type, &ids, &tokens, per_message) {
                     let sources = carriers.of_all(&env.notification_ids);
                     ahead += env.notification_ids.len();
                     let delay = if backoff {
                         ledger.backoff_delay(&sources)
                     } else {
-                        Duration::from_secs_f64(ahead as f64 / lane_rate)
+                        Duration::from_secs_f64(ahead as f64 / rate)
                     };
                     ledger.replace(
                         &sources,
-                        QueueName::Send(lane),
+                        QueueName::Send(process_type),
                         vec![(env.encode(), delay)],
                         backoff,
                     );
@@ -686,7 +690,10 @@ impl Sender {
 
 impl Deferred {
     fn add_planned(&mut self, w: &Wanted, tokens: Vec<Uuid>) {
-        self.planned.entry((w.lane, tokens)).or_default().push(w.id);
+        self.planned
+            .entry((w.process_type, tokens))
+            .or_default()
+            .push(w.id);
     }
 }
 
@@ -703,7 +710,7 @@ mod tests {
             service_id: Uuid::from_u128(1),
             template_id: Uuid::from_u128(2),
             template_version: 1,
-            lane: Ok(TrafficLane::Bulk),
+            process_type: Ok(ProcessType::Bulk),
             key_type: Ok(KeyType::Normal),
             email_address: "ada@example.com".into(),
             personalisation,
@@ -718,7 +725,7 @@ mod tests {
         let c = claimed(json!({"name": "Ada <b>", "code": "A&B", "items": ["x", "y"]}));
         let e = build_email(&c).unwrap();
         assert_eq!(e.subject, "Hello Ada <b>");
-        assert_eq!(e.lane, TrafficLane::Bulk);
+        assert_eq!(e.process_type, ProcessType::Bulk);
         assert!(e.html.contains("<p>Dear Ada &lt;b&gt;,</p>"), "{}", e.html);
         assert!(
             e.html.contains("<strong>Your code</strong>: A&amp;B"),

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_aws::EmbeddedQueue;
-use floodgate_core::{IntakeNotification, KeyType, Knobs, TrafficLane, pack_intake};
+use floodgate_core::{IntakeNotification, KeyType, Knobs, ProcessType, pack_intake};
 use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
 use futures::SinkExt;
@@ -69,7 +69,7 @@ pub fn sample_notifications(
                 service_id,
                 template_id,
                 template_version: 1,
-                lane: TrafficLane::Bulk,
+                process_type: ProcessType::Bulk,
                 email_address: format!("success+{i}@simulator.amazonses.com"),
                 personalisation: p,
                 reference: Some(format!("bench-{i}")),
@@ -121,7 +121,7 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 const INSERT_ONE: &str = "INSERT INTO notifications (
-    id, created_at, service_id, template_id, template_version, lane, key_type, api_key_id,
+    id, created_at, service_id, template_id, template_version, process_type, key_type, api_key_id,
     job_id, job_row_number, email_address, personalisation, client_reference,
     email_reply_to_id, scheduled_for)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
@@ -136,7 +136,7 @@ async fn insert_one(c: &tokio_postgres::Client, n: &IntakeNotification) -> Resul
             (&n.service_id, Type::UUID),
             (&n.template_id, Type::UUID),
             (&n.template_version, Type::INT4),
-            (&n.lane.as_str(), Type::TEXT),
+            (&n.process_type.as_str(), Type::TEXT),
             (&n.key_type.as_str(), Type::TEXT),
             (&n.api_key_id, Type::UUID),
             (&n.job_id, Type::UUID),
@@ -168,7 +168,7 @@ fn copy_line(n: &IntakeNotification) -> String {
         n.service_id.to_string(),
         n.template_id.to_string(),
         n.template_version.to_string(),
-        n.lane.as_str().to_string(),
+        n.process_type.as_str().to_string(),
         n.key_type.as_str().to_string(),
         opt(n.api_key_id.map(|v| v.to_string())),
         opt(n.job_id.map(|v| v.to_string())),
@@ -325,7 +325,7 @@ async fn measure_copy(stack: &LocalStack, rows: &[IntakeNotification]) -> Result
     let sink = c
         .copy_in::<_, bytes::Bytes>(
             "COPY notifications (id, created_at, service_id, template_id, template_version, \
-             lane, key_type, api_key_id, job_id, job_row_number, email_address, \
+             process_type, key_type, api_key_id, job_id, job_row_number, email_address, \
              personalisation, client_reference, email_reply_to_id, scheduled_for) FROM STDIN",
         )
         .await?;

@@ -13,7 +13,7 @@ use floodgate_aws::{EmbeddedQueue, Queue};
 use floodgate_core::auth::{
     KeyForAuth, SecretBox, ServiceForAuth, generate_encryption_key, new_secret, sign_jwt,
 };
-use floodgate_core::{KeyType, Knobs, QueueName, TrafficLane};
+use floodgate_core::{KeyType, Knobs, ProcessType, QueueName};
 use floodgate_db::catalog::TemplateRow;
 use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane};
 use floodgate_ingest::Ingest;
@@ -37,11 +37,11 @@ fn thread_cpu_micros() -> u64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-async fn drain(queue: &EmbeddedQueue, lane: TrafficLane) -> Result<usize> {
+async fn drain(queue: &EmbeddedQueue, process_type: ProcessType) -> Result<usize> {
     let mut n = 0;
     loop {
         let msgs = queue
-            .receive(QueueName::Intake(lane), 10, Duration::ZERO)
+            .receive(QueueName::Intake(process_type), 10, Duration::ZERO)
             .await?;
         if msgs.is_empty() {
             return Ok(n);
@@ -49,7 +49,7 @@ async fn drain(queue: &EmbeddedQueue, lane: TrafficLane) -> Result<usize> {
         n += msgs.len();
         let handles: Vec<String> = msgs.into_iter().map(|m| m.receipt_handle).collect();
         queue
-            .delete_batch(QueueName::Intake(lane), &handles)
+            .delete_batch(QueueName::Intake(process_type), &handles)
             .await?;
     }
 }
@@ -133,10 +133,10 @@ pub async fn bench_ingest(o: IngestBenchOptions) -> Result<(f64, f64)> {
         }
         accepted += 1;
         if i % 1000 == 999 {
-            drain(&queue, TrafficLane::Normal).await?;
+            drain(&queue, ProcessType::Normal).await?;
         }
     }
-    drain(&queue, TrafficLane::Normal).await?;
+    drain(&queue, ProcessType::Normal).await?;
     let single = single_cpu as f64 / accepted.max(1) as f64;
 
     // Bulk requests: `bulk_rows` notifications each.
@@ -168,7 +168,7 @@ pub async fn bench_ingest(o: IngestBenchOptions) -> Result<(f64, f64)> {
             );
         }
         bulk_accepted += o.bulk_rows;
-        drain(&queue, TrafficLane::Bulk).await?;
+        drain(&queue, ProcessType::Bulk).await?;
     }
     let bulk = bulk_cpu as f64 / bulk_accepted.max(1) as f64;
     println!("ingest single: {single:.1} µs CPU per accepted notification ({accepted} requests)");

@@ -5,7 +5,7 @@
 //! the blast, and during it.
 
 use anyhow::{Context, Result, bail};
-use floodgate_core::{NotificationStatus, TrafficLane};
+use floodgate_core::{NotificationStatus, ProcessType};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,12 +71,12 @@ impl SimulatorOutcome {
     }
 }
 
-/// Which lane the `i`-th notification goes to: 10% priority, 40% normal, 50% bulk.
-pub fn lane_for_index(i: usize) -> TrafficLane {
+/// Which process type the `i`-th notification goes to: 10% priority, 40% normal, 50% bulk.
+pub fn process_type_for_index(i: usize) -> ProcessType {
     match i % 10 {
-        0 => TrafficLane::Priority,
-        1..=4 => TrafficLane::Normal,
-        _ => TrafficLane::Bulk,
+        0 => ProcessType::Priority,
+        1..=4 => ProcessType::Normal,
+        _ => ProcessType::Bulk,
     }
 }
 
@@ -86,13 +86,13 @@ pub struct BlastOptions {
     pub api: String,
     /// An API key as handed out: `<name>-<service_id>-<secret>`.
     pub key: String,
-    pub templates: LaneTemplates,
+    pub templates: ProcessTypeTemplates,
     pub notifications: usize,
     /// Concurrent single-email requests in flight.
     pub concurrency: usize,
     /// Target single-email request rate (requests/s); `None` = as fast as allowed.
     pub rate: Option<f64>,
-    /// Rows per bulk request (the bulk lane's notifications are sent this way).
+    /// Rows per bulk request (the bulk process type's notifications are sent this way).
     pub bulk_rows: usize,
     /// Critical reads per second during the idle baseline and the blast.
     pub critical_reads_per_s: f64,
@@ -101,18 +101,18 @@ pub struct BlastOptions {
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct LaneTemplates {
+pub struct ProcessTypeTemplates {
     pub priority: Uuid,
     pub normal: Uuid,
     pub bulk: Uuid,
 }
 
-impl LaneTemplates {
-    pub fn for_lane(&self, lane: TrafficLane) -> Uuid {
-        match lane {
-            TrafficLane::Priority => self.priority,
-            TrafficLane::Normal => self.normal,
-            TrafficLane::Bulk => self.bulk,
+impl ProcessTypeTemplates {
+    pub fn for_process_type(&self, process_type: ProcessType) -> Uuid {
+        match process_type {
+            ProcessType::Priority => self.priority,
+            ProcessType::Normal => self.normal,
+            ProcessType::Bulk => self.bulk,
         }
     }
 }
@@ -121,7 +121,7 @@ impl LaneTemplates {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Accepted {
     pub id: Uuid,
-    pub lane: TrafficLane,
+    pub process_type: ProcessType,
     pub outcome: SimulatorOutcome,
 }
 
@@ -320,7 +320,7 @@ async fn critical_reads(
 /// Sends the seed notifications for critical reads and waits until each can be read.
 async fn seed_critical(
     client: &Client,
-    templates: &LaneTemplates,
+    templates: &ProcessTypeTemplates,
     count: usize,
 ) -> Result<Vec<Uuid>> {
     let mut ids = Vec::new();
@@ -397,7 +397,7 @@ pub async fn run_blast(
             .iter()
             .map(|id| Accepted {
                 id: *id,
-                lane: TrafficLane::Priority,
+                process_type: ProcessType::Priority,
                 outcome: SimulatorOutcome::Success,
             })
             .collect(),
@@ -405,12 +405,12 @@ pub async fn run_blast(
     let api_latency = Arc::new(Mutex::new(histogram()));
     let rejected = Arc::new(AtomicU64::new(0));
 
-    // Single emails (priority + normal lanes) with bounded concurrency and optional rate.
+    // Single emails (priority + normal process types) with bounded concurrency and optional rate.
     let singles: Vec<usize> = (0..opts.notifications)
-        .filter(|i| lane_for_index(*i) != TrafficLane::Bulk)
+        .filter(|i| process_type_for_index(*i) != ProcessType::Bulk)
         .collect();
     let bulk: Vec<usize> = (0..opts.notifications)
-        .filter(|i| lane_for_index(*i) == TrafficLane::Bulk)
+        .filter(|i| process_type_for_index(*i) == ProcessType::Bulk)
         .collect();
     let next = Arc::new(AtomicU64::new(0));
     let singles = Arc::new(singles);
@@ -433,11 +433,11 @@ pub async fn run_blast(
             loop {
                 let k = next.fetch_add(1, Ordering::SeqCst) as usize;
                 let Some(&i) = singles.get(k) else { break };
-                let lane = lane_for_index(i);
+                let process_type = process_type_for_index(i);
                 let outcome = SimulatorOutcome::for_index(i);
                 let t = Instant::now();
                 let r = client
-                    .post_email(templates.for_lane(lane), outcome, i)
+                    .post_email(templates.for_process_type(process_type), outcome, i)
                     .await;
                 let micros = t.elapsed().as_micros() as u64;
                 if let Ok(mut h) = api_latency.lock() {
@@ -447,7 +447,11 @@ pub async fn run_blast(
                     Ok((201, Some(id))) => {
                         progress.accepted.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut a) = accepted.lock() {
-                            a.push(Accepted { id, lane, outcome });
+                            a.push(Accepted {
+                                id,
+                                process_type,
+                                outcome,
+                            });
                         }
                     }
                     _ => {
@@ -493,7 +497,7 @@ pub async fn run_blast(
                         // after persist (see `resolve_bulk_ids`), so record placeholders.
                         a.extend(rows.iter().map(|(_, o)| Accepted {
                             id: Uuid::nil(),
-                            lane: TrafficLane::Bulk,
+                            process_type: ProcessType::Bulk,
                             outcome: *o,
                         }));
                     }
@@ -540,13 +544,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_mix_covers_every_outcome_and_lane() {
+    fn the_mix_covers_every_outcome_and_process_type() {
         let outcomes: std::collections::HashSet<_> = (0..20)
             .map(|i| format!("{:?}", SimulatorOutcome::for_index(i)))
             .collect();
         assert_eq!(outcomes.len(), 5);
-        let lanes: std::collections::HashSet<_> = (0..10).map(lane_for_index).collect();
-        assert_eq!(lanes.len(), 3);
+        let process_types: std::collections::HashSet<_> =
+            (0..10).map(process_type_for_index).collect();
+        assert_eq!(process_types.len(), 3);
         assert_eq!(
             SimulatorOutcome::Complaint.expected_status(),
             NotificationStatus::Delivered

@@ -1,7 +1,7 @@
 //! `floodgate-local demo`: the whole topology on this machine and a blast through it,
 //! with progress bars and a report (text, `report.json`, `report.png`).
 
-use crate::blast::{BlastOptions, BlastProgress, LaneTemplates, run_blast};
+use crate::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
 use crate::report::{Report, SampleSources, Sampler, stored_counts};
 use crate::services::{LocalStack, StackOptions};
 use crate::topology::{ApiSide, Pipeline, PipelineOptions};
@@ -140,25 +140,25 @@ async fn complaints_recorded(primary_url: &str, service_id: uuid::Uuid) -> Resul
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// Creates the demo's service, API key and one template per lane through the admin code.
+/// Creates the demo's service, API key and one template per process type through the admin code.
 pub async fn seed(
     writer: &WriterLane,
     secrets: &floodgate_core::auth::SecretBox,
-) -> Result<(uuid::Uuid, String, LaneTemplates, String)> {
+) -> Result<(uuid::Uuid, String, ProcessTypeTemplates, String)> {
     let name = format!("floodgate-demo-{}", uuid::Uuid::now_v7().simple());
     let from = "notify@floodgate.example.gov".to_string();
     let service = floodgate_admin::create_service(writer, None, &name, &from).await?;
     let key = floodgate_admin::issue_key(writer, secrets, service.id, "demo", "normal").await?;
     let mut ids = Vec::new();
-    for lane in ["priority", "normal", "bulk"] {
+    for process_type in ["priority", "normal", "bulk"] {
         let t = floodgate_admin::put_template(
             writer,
             service.id,
             None,
-            &format!("demo {lane}"),
+            &format!("demo {process_type}"),
             "Your reference ((reference_number))",
-            "Hello ((name)),\n\nThis is a **Floodgate** demo message on the ((reference_number)) lane.",
-            lane,
+            "Hello ((name)),\n\nThis is a **Floodgate** demo message on the ((reference_number)) process type.",
+            process_type,
         )
         .await?;
         ids.push(t.id);
@@ -166,7 +166,7 @@ pub async fn seed(
     Ok((
         service.id,
         key.key,
-        LaneTemplates {
+        ProcessTypeTemplates {
             priority: ids[0],
             normal: ids[1],
             bulk: ids[2],
@@ -206,7 +206,7 @@ fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> V
                 service_id,
                 template_id,
                 template_version: 1,
-                lane: floodgate_core::TrafficLane::Normal,
+                process_type: floodgate_core::ProcessType::Normal,
                 email_address: "success@simulator.amazonses.com".into(),
                 personalisation: serde_json::Map::new(),
                 reference: Some(format!("poison\u{0}{i}")),
@@ -360,7 +360,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
 
     if opts.poison_messages > 0 {
         let bodies = poison_bodies(service_id, templates.normal, opts.poison_messages);
-        let q = floodgate_core::QueueName::Intake(floodgate_core::TrafficLane::Normal);
+        let q = floodgate_core::QueueName::Intake(floodgate_core::ProcessType::Normal);
         let results = floodgate_aws::send_all(
             pipeline.queue.as_ref(),
             q,

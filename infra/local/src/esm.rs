@@ -316,10 +316,10 @@ async fn poll_loop(
 mod tests {
     use super::*;
     use floodgate_aws::{EmbeddedQueue, QueueLimits, send_all};
-    use floodgate_core::TrafficLane;
+    use floodgate_core::ProcessType;
     use std::sync::Mutex;
 
-    const Q: QueueName = QueueName::Intake(TrafficLane::Normal);
+    const Q: QueueName = QueueName::Intake(ProcessType::Normal);
 
     fn recorder(seen: Arc<Mutex<Vec<usize>>>, fail_body: &'static str) -> InstanceFactory {
         Arc::new(move |_n| {

@@ -57,7 +57,7 @@ impl FaultRow {
 /// The SES account rate Terraform ships (a new production account's quota).
 pub const SHIPPED_SES_RATE: f64 = 14.0;
 
-/// What `send` claims per invocation today on the bulk lane, at most: the mapping's batch
+/// What `send` claims per invocation today for bulk, at most: the mapping's batch
 /// size × the ids one send message carries.
 pub fn bulk_claim_per_invocation() -> usize {
     let k = floodgate_core::Knobs::embedded();
@@ -65,7 +65,7 @@ pub fn bulk_claim_per_invocation() -> usize {
         .event_source_mappings
         .get("send-bulk")
         .map_or(1, |m| m.batch_size as usize);
-    batch * k.send_ids_per_message(floodgate_core::TrafficLane::Bulk)
+    batch * k.send_ids_per_message(floodgate_core::ProcessType::Bulk)
 }
 
 fn base(report_dir: &Path, notifications: usize) -> DemoOptions {

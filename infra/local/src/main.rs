@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use floodgate_local::bench::{BenchOptions, bench_persist};
-use floodgate_local::blast::{BlastOptions, BlastProgress, LaneTemplates, run_blast};
+use floodgate_local::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
 use floodgate_local::demo::{DemoOptions, Outage, demo};
 use floodgate_local::report::Percentiles;
 use floodgate_local::topology::{ApiSide, Pipeline, PipelineOptions};
@@ -255,7 +255,7 @@ async fn main() -> Result<()> {
                 &BlastOptions {
                     api,
                     key,
-                    templates: LaneTemplates {
+                    templates: ProcessTypeTemplates {
                         priority: template_priority,
                         normal: template_normal,
                         bulk: template_bulk,

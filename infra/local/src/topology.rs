@@ -69,8 +69,8 @@ pub async fn scaled_instance_lane(
         .get(function)
         .with_context(|| format!("no knobs for function {function}"))?;
     let size = match kind {
-        LaneKind::Writer => f.writer_lane,
-        LaneKind::Reader => f.reader_lane,
+        LaneKind::Writer => f.writer_lane_size,
+        LaneKind::Reader => f.reader_lane_size,
     };
     let mut config = LaneConfig::new(kind, url, &format!("floodgate-{function}"));
     config.max_size = size.max(1) as usize;

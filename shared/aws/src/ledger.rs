@@ -378,10 +378,10 @@ impl<K: Ord + Clone> Carriers<K> {
 mod tests {
     use super::*;
     use crate::queue::EmbeddedQueue;
-    use floodgate_core::TrafficLane;
+    use floodgate_core::ProcessType;
     use std::collections::HashMap;
 
-    const Q: QueueName = QueueName::Intake(TrafficLane::Normal);
+    const Q: QueueName = QueueName::Intake(ProcessType::Normal);
 
     fn record(id: Option<&str>, body: &str, sent_millis: i64) -> SqsMessage {
         let mut r = SqsMessage::default();

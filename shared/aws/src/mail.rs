@@ -2,7 +2,7 @@
 //!
 //! - [`SesMailer`]: SES v2 `SendEmail` with simple content, a configuration set (whose event
 //!   destination publishes the events `receipts` consumes) and message tags carrying the
-//!   notification id and lane.
+//!   notification id and process type.
 //! - [`SimulatorMailer`]: the local stack's embedded default. It behaves like SES's mailbox
 //!   simulator and publishes the matching SES events, SNS-wrapped as SES → SNS → SQS would,
 //!   onto the receipts queue through the [`Queue`] port. It can throttle like SES and counts
@@ -11,9 +11,10 @@
 use crate::queue::{Queue, QueueLimits, send_all};
 use async_trait::async_trait;
 use floodgate_core::ses_event::{
-    LANE_TAG, MailMeta, NOTIFICATION_ID_TAG, SimulatedRecipient, ses_event_json, sns_envelope,
+    MailMeta, NOTIFICATION_ID_TAG, PROCESS_TYPE_TAG, SimulatedRecipient, ses_event_json,
+    sns_envelope,
 };
-use floodgate_core::{QueueName, TrafficLane};
+use floodgate_core::{ProcessType, QueueName};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,7 @@ pub const CONFIGURATION_SET_ENV: &str = "FLOODGATE_SES_CONFIGURATION_SET";
 #[derive(Clone, PartialEq, Eq)]
 pub struct Email {
     pub notification_id: Uuid,
-    pub lane: TrafficLane,
+    pub process_type: ProcessType,
     pub from: String,
     pub to: String,
     pub subject: String,
@@ -40,7 +41,7 @@ impl std::fmt::Debug for Email {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Email")
             .field("notification_id", &self.notification_id)
-            .field("lane", &self.lane)
+            .field("process_type", &self.process_type)
             .finish_non_exhaustive()
     }
 }
@@ -229,7 +230,10 @@ impl Mailer for SesMailer {
             .destination(Destination::builder().to_addresses(&email.to).build())
             .content(EmailContent::builder().simple(message).build())
             .email_tags(tag(NOTIFICATION_ID_TAG, email.notification_id.to_string())?)
-            .email_tags(tag(LANE_TAG, email.lane.as_str().to_string())?)
+            .email_tags(tag(
+                PROCESS_TYPE_TAG,
+                email.process_type.as_str().to_string(),
+            )?)
             .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
@@ -417,7 +421,7 @@ impl Mailer for SimulatorMailer {
         let meta = MailMeta {
             ses_message_id: &ses_message_id,
             notification_id: email.notification_id,
-            lane: email.lane.as_str(),
+            process_type: email.process_type.as_str(),
             from: &email.from,
             to: &email.to,
             subject: &email.subject,
@@ -483,7 +487,7 @@ mod tests {
     fn email(to: &str) -> Email {
         Email {
             notification_id: Uuid::now_v7(),
-            lane: TrafficLane::Normal,
+            process_type: ProcessType::Normal,
             from: "noreply@example.com".into(),
             to: to.into(),
             subject: "s".into(),

@@ -998,9 +998,9 @@ impl Queue for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floodgate_core::TrafficLane;
+    use floodgate_core::ProcessType;
 
-    const Q: QueueName = QueueName::Intake(TrafficLane::Normal);
+    const Q: QueueName = QueueName::Intake(ProcessType::Normal);
 
     #[tokio::test]
     async fn embedded_limits_match_sqs() {

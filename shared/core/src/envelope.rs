@@ -1,7 +1,7 @@
 //! The messages that travel on the queues. Both are versioned JSON (`"v": 1`) so a
 //! deployment can drain old messages while new code runs.
 
-use crate::lane::TrafficLane;
+use crate::process_type::ProcessType;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -47,7 +47,8 @@ pub struct IntakeNotification {
     pub service_id: Uuid,
     pub template_id: Uuid,
     pub template_version: i32,
-    pub lane: TrafficLane,
+    #[serde(alias = "lane")]
+    pub process_type: ProcessType,
     pub email_address: String,
     #[serde(default)]
     pub personalisation: serde_json::Map<String, serde_json::Value>,
@@ -81,7 +82,8 @@ pub struct IntakeEnvelope {
 #[serde(deny_unknown_fields)]
 pub struct SendEnvelope {
     pub v: u32,
-    pub lane: TrafficLane,
+    #[serde(alias = "lane")]
+    pub process_type: ProcessType,
     pub notification_ids: Vec<Uuid>,
     /// Claim tokens under which these ids may be `sending` without ever having been handed
     /// to SES (see `claim_for_sending`); empty for ids that are still `created`.
@@ -196,13 +198,13 @@ pub fn pack_intake(
 
 /// Splits ids into send envelopes of at most `per_message` ids each; each envelope lists
 /// the ids it carries, so a caller maps a failed send back to them.
-pub fn pack_send(lane: TrafficLane, ids: &[Uuid], per_message: usize) -> Vec<SendEnvelope> {
-    pack_send_claimed(lane, ids, &[], per_message)
+pub fn pack_send(process_type: ProcessType, ids: &[Uuid], per_message: usize) -> Vec<SendEnvelope> {
+    pack_send_claimed(process_type, ids, &[], per_message)
 }
 
 /// [`pack_send`] for ids that may be claimed under `claim_tokens`.
 pub fn pack_send_claimed(
-    lane: TrafficLane,
+    process_type: ProcessType,
     ids: &[Uuid],
     claim_tokens: &[Uuid],
     per_message: usize,
@@ -210,7 +212,7 @@ pub fn pack_send_claimed(
     ids.chunks(per_message.max(1))
         .map(|chunk| SendEnvelope {
             v: ENVELOPE_VERSION,
-            lane,
+            process_type,
             notification_ids: chunk.to_vec(),
             claim_tokens: claim_tokens.to_vec(),
         })
@@ -242,7 +244,7 @@ pub fn plan_batches(body_sizes: &[usize], max_entries: usize, max_bytes: usize) 
 mod tests {
     use super::*;
 
-    pub(crate) fn sample(i: u32, lane: TrafficLane) -> IntakeNotification {
+    pub(crate) fn sample(i: u32, process_type: ProcessType) -> IntakeNotification {
         let mut personalisation = serde_json::Map::new();
         personalisation.insert(
             "name".into(),
@@ -254,7 +256,7 @@ mod tests {
             service_id: Uuid::from_u128(1),
             template_id: Uuid::from_u128(2),
             template_version: 1,
-            lane,
+            process_type,
             email_address: format!("user{i}@example.com"),
             personalisation,
             reference: Some(format!("ref-{i}")),
@@ -270,7 +272,7 @@ mod tests {
 
     #[test]
     fn packing_respects_the_limit_and_keeps_every_notification_in_order() {
-        let all: Vec<_> = (0..2_000).map(|i| sample(i, TrafficLane::Bulk)).collect();
+        let all: Vec<_> = (0..2_000).map(|i| sample(i, ProcessType::Bulk)).collect();
         let limit = 16 * 1024;
         let bodies = pack_intake(&all, limit).unwrap();
         assert!(bodies.len() > 1, "2,000 notifications cannot fit in 16 KiB");
@@ -288,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_notification_too_large_alone_is_an_error() {
-        let mut n = sample(0, TrafficLane::Normal);
+        let mut n = sample(0, ProcessType::Normal);
         n.personalisation
             .insert("big".into(), serde_json::Value::String("x".repeat(300_000)));
         let err = pack_intake(&[n], 262_144).unwrap_err();
@@ -317,7 +319,7 @@ mod tests {
             Err(EnvelopeError::Malformed(_))
         ));
         assert!(matches!(
-            SendEnvelope::decode(r#"{"v":1,"lane":"fast","notification_ids":[]}"#),
+            SendEnvelope::decode(r#"{"v":1,"process_type":"fast","notification_ids":[]}"#),
             Err(EnvelopeError::Malformed(_))
         ));
     }
@@ -341,7 +343,7 @@ mod tests {
     #[test]
     fn send_envelopes_chunk_ids() {
         let ids: Vec<_> = (0..25).map(|_| Uuid::now_v7()).collect();
-        let envs = pack_send(TrafficLane::Normal, &ids, 10);
+        let envs = pack_send(ProcessType::Normal, &ids, 10);
         assert_eq!(envs.len(), 3);
         assert_eq!(envs[2].notification_ids.len(), 5);
         let round = SendEnvelope::decode(&envs[0].encode()).unwrap();

@@ -51,9 +51,9 @@ pub struct FunctionKnobs {
     /// For API-driven functions, the most instances that can run at once.
     pub reserved_concurrency: u32,
     /// Connections per instance on the writer lane (0: the function never writes).
-    pub writer_lane: u32,
+    pub writer_lane_size: u32,
     /// Connections per instance on the reader lane.
-    pub reader_lane: u32,
+    pub reader_lane_size: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,8 +114,8 @@ impl Knobs {
         };
         for (name, f) in &self.functions {
             let c = self.max_concurrency(name);
-            demand.writer += c * f.writer_lane;
-            demand.reader += c * f.reader_lane;
+            demand.writer += c * f.writer_lane_size;
+            demand.reader += c * f.reader_lane_size;
         }
         demand
     }
@@ -129,9 +129,9 @@ impl Knobs {
             * self.sqs.visibility_timeout_multiplier
     }
 
-    pub fn send_ids_per_message(&self, lane: crate::TrafficLane) -> usize {
+    pub fn send_ids_per_message(&self, process_type: crate::ProcessType) -> usize {
         self.send_ids_per_message
-            .get(lane.as_str())
+            .get(process_type.as_str())
             .copied()
             .unwrap_or(1)
             .max(1)
@@ -141,7 +141,7 @@ impl Knobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{QueueName, TrafficLane};
+    use crate::{ProcessType, QueueName};
 
     #[test]
     fn embedded_knobs_parse_and_cover_every_queue() {
@@ -153,8 +153,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("no mapping for {q}"));
             assert!(k.functions.contains_key(&m.function), "{q}: {}", m.function);
         }
-        for lane in TrafficLane::ALL {
-            assert!(k.send_ids_per_message(lane) >= 1);
+        for process_type in ProcessType::ALL {
+            assert!(k.send_ids_per_message(process_type) >= 1);
         }
     }
 

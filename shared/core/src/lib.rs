@@ -1,6 +1,6 @@
 //! Floodgate's domain: the words of SPEC.md as plain types and pure functions, no I/O.
 //!
-//! - [`TrafficLane`]: `priority` / `normal` / `bulk`, each with its own queues.
+//! - [`ProcessType`]: `priority` / `normal` / `bulk`, each with its own queues.
 //! - [`IntakeNotification`] / [`IntakeEnvelope`]: what `ingest` puts on an intake queue.
 //! - [`SendEnvelope`]: what `persist` forwards to a send queue.
 //! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules (a status never moves backwards).
@@ -10,7 +10,7 @@ pub mod auth;
 pub mod callback;
 pub mod envelope;
 pub mod knobs;
-pub mod lane;
+pub mod process_type;
 pub mod ses_event;
 pub mod status;
 pub mod template;
@@ -20,6 +20,6 @@ pub use envelope::{
     pack_send,
 };
 pub use knobs::Knobs;
-pub use lane::{QueueName, TrafficLane};
+pub use process_type::{ProcessType, QueueName};
 pub use status::{NotificationStatus, StatusTransition, transition};
 pub use template::{RenderError, Rendered, Template, render};

@@ -16,8 +16,8 @@ use uuid::Uuid;
 /// The message tag that carries the notification id (receipts find their
 /// notification by primary key, and the id gives the partition too).
 pub const NOTIFICATION_ID_TAG: &str = "notification_id";
-/// The message tag that carries the traffic lane (for per-lane SES metrics).
-pub const LANE_TAG: &str = "lane";
+/// The message tag that carries the process type (for per-process-type SES metrics).
+pub const PROCESS_TYPE_TAG: &str = "process_type";
 /// The domain of SES's mailbox simulator.
 pub const SIMULATOR_DOMAIN: &str = "simulator.amazonses.com";
 
@@ -447,7 +447,7 @@ pub enum SimulatedEvent {
 pub struct MailMeta<'a> {
     pub ses_message_id: &'a str,
     pub notification_id: Uuid,
-    pub lane: &'a str,
+    pub process_type: &'a str,
     pub from: &'a str,
     /// The recipient, as SES puts it in `destination`. Only the simulator and tests build
     /// events; nothing logs them.
@@ -472,7 +472,7 @@ pub fn ses_event_json(kind: SimulatedEvent, m: &MailMeta<'_>, at: DateTime<Utc>)
         "tags": {
             "ses:configuration-set": [m.configuration_set],
             NOTIFICATION_ID_TAG: [m.notification_id.to_string()],
-            LANE_TAG: [m.lane],
+            PROCESS_TYPE_TAG: [m.process_type],
         }
     });
     let bounce = |kind: &str, sub: &str, status: &str, code: &str| {
@@ -560,7 +560,7 @@ mod tests {
         MailMeta {
             ses_message_id: "0100018c-abc",
             notification_id: id,
-            lane: "normal",
+            process_type: "normal",
             from: "noreply@example.com",
             to: "success@simulator.amazonses.com",
             subject: "Hi",

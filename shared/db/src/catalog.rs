@@ -40,7 +40,7 @@ pub struct TemplateRow {
     pub name: String,
     pub subject: String,
     pub body: String,
-    /// The template's traffic lane: `priority`, `normal` or `bulk`.
+    /// The template's process type: `priority`, `normal` or `bulk`.
     pub process_type: String,
     pub version: i32,
     pub archived: bool,

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "callbacks",
         sql: include_str!("../migrations/0006_callbacks.sql"),
     },
+    Migration {
+        version: 7,
+        name: "process_type",
+        sql: include_str!("../migrations/0007_process_type.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

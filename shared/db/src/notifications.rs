@@ -21,17 +21,17 @@ macro_rules! insert_batch_sql {
     ($tail:literal) => {
         concat!(
             "INSERT INTO notifications (
-    id, created_at, service_id, template_id, template_version, lane, key_type, api_key_id,
+    id, created_at, service_id, template_id, template_version, process_type, key_type, api_key_id,
     job_id, job_row_number, email_address, personalisation, client_reference,
     email_reply_to_id, scheduled_for)
-SELECT u.id, u.created_at, u.service_id, u.template_id, u.template_version, u.lane,
+SELECT u.id, u.created_at, u.service_id, u.template_id, u.template_version, u.process_type,
     u.key_type, u.api_key_id, u.job_id, u.job_row_number, u.email_address,
     u.personalisation::jsonb, u.client_reference, u.email_reply_to_id, u.scheduled_for
 FROM unnest(
     $1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::int4[], $6::text[],
     $7::text[], $8::uuid[], $9::uuid[], $10::int4[], $11::text[], $12::text[],
     $13::text[], $14::uuid[], $15::timestamptz[])
-    AS u(id, created_at, service_id, template_id, template_version, lane, key_type,
+    AS u(id, created_at, service_id, template_id, template_version, process_type, key_type,
          api_key_id, job_id, job_row_number, email_address, personalisation,
          client_reference, email_reply_to_id, scheduled_for)
 ",
@@ -97,7 +97,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
     let mut services = Vec::with_capacity(n);
     let mut templates = Vec::with_capacity(n);
     let mut versions = Vec::with_capacity(n);
-    let mut lanes = Vec::with_capacity(n);
+    let mut process_types = Vec::with_capacity(n);
     let mut key_types = Vec::with_capacity(n);
     let mut api_keys: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut jobs: Vec<Option<Uuid>> = Vec::with_capacity(n);
@@ -114,7 +114,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
         services.push(x.service_id);
         templates.push(x.template_id);
         versions.push(x.template_version);
-        lanes.push(x.lane.as_str());
+        process_types.push(x.process_type.as_str());
         key_types.push(x.key_type.as_str());
         api_keys.push(x.api_key_id);
         jobs.push(x.job_id);
@@ -135,7 +135,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
                 (&services, Type::UUID_ARRAY),
                 (&templates, Type::UUID_ARRAY),
                 (&versions, Type::INT4_ARRAY),
-                (&lanes, Type::TEXT_ARRAY),
+                (&process_types, Type::TEXT_ARRAY),
                 (&key_types, Type::TEXT_ARRAY),
                 (&api_keys, Type::UUID_ARRAY),
                 (&jobs, Type::UUID_ARRAY),

@@ -9,7 +9,7 @@ use crate::error::DbError;
 use chrono::{DateTime, Utc};
 use floodgate_core::callback::CallbackJob;
 use floodgate_core::ses_event::ReceiptTarget;
-use floodgate_core::{KeyType, NotificationStatus, TrafficLane};
+use floodgate_core::{KeyType, NotificationStatus, ProcessType};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -32,10 +32,10 @@ WITH claimed AS (
       AND (n.status = 'created'
            OR (n.status = 'sending' AND n.claim_token = c.token
                AND n.ses_message_id IS NULL AND n.sent_at IS NULL))
-    RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.lane,
+    RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.process_type,
               n.key_type, n.email_address, n.personalisation
 )
-SELECT c.id, c.created_at, c.service_id, c.template_id, c.template_version, c.lane,
+SELECT c.id, c.created_at, c.service_id, c.template_id, c.template_version, c.process_type,
        c.key_type, c.email_address, c.personalisation, tv.subject, tv.body, s.from_email
 FROM claimed c
 LEFT JOIN template_versions tv ON tv.template_id = c.template_id AND tv.version = c.template_version
@@ -59,7 +59,7 @@ pub struct Claimed {
     pub template_id: Uuid,
     pub template_version: i32,
     /// `Err` holds a stored value this code does not know (the row is failed, not sent).
-    pub lane: Result<TrafficLane, String>,
+    pub process_type: Result<ProcessType, String>,
     pub key_type: Result<KeyType, String>,
     pub email_address: String,
     pub personalisation: serde_json::Value,
@@ -75,7 +75,7 @@ impl std::fmt::Debug for Claimed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Claimed")
             .field("id", &self.id)
-            .field("lane", &self.lane)
+            .field("process_type", &self.process_type)
             .field("key_type", &self.key_type)
             .finish_non_exhaustive()
     }
@@ -108,7 +108,7 @@ pub async fn claim_for_sending(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let lane: String = r.get(5);
+            let process_type: String = r.get(5);
             let key_type: String = r.get(6);
             Claimed {
                 id: r.get(0),
@@ -116,7 +116,7 @@ pub async fn claim_for_sending(
                 service_id: r.get(2),
                 template_id: r.get(3),
                 template_version: r.get(4),
-                lane: lane.parse().map_err(|_| lane.clone()),
+                process_type: process_type.parse().map_err(|_| process_type.clone()),
                 key_type: KeyType::parse(&key_type).ok_or(key_type),
                 email_address: r.get(7),
                 personalisation: r.get(8),
@@ -536,7 +536,7 @@ pub async fn sweep_sending(
 /// for `older_than`, oldest first, at most `limit`, and stamps them so the next sweep skips
 /// them for another `older_than`. Their send message was lost (its intake message went to
 /// the dead-letter queue after the insert, or a forward was never acknowledged): the
-/// caller puts the ids back on their traffic lane's send queue, which is safe because
+/// caller puts the ids back on their process type's send queue, which is safe because
 /// only a claim sends.
 const PICK_CREATED: &str = "
 UPDATE notifications n SET updated_at = now()
@@ -548,15 +548,15 @@ FROM (SELECT id, created_at FROM notifications
       LIMIT $3
       FOR UPDATE SKIP LOCKED) s
 WHERE n.id = s.id AND n.created_at = s.created_at
-RETURNING n.id, n.lane";
+RETURNING n.id, n.process_type";
 
-/// See [`PICK_CREATED`]. Rows whose stored lane is unknown are skipped (and logged).
+/// See [`PICK_CREATED`]. Rows whose stored process type is unknown are skipped (and logged).
 pub async fn pick_stale_created(
     client: &Client,
     older_than: Duration,
     lookback: Duration,
     limit: i64,
-) -> Result<Vec<(Uuid, TrafficLane)>, DbError> {
+) -> Result<Vec<(Uuid, ProcessType)>, DbError> {
     let since = Utc::now()
         - chrono::Duration::from_std(lookback).unwrap_or_else(|_| chrono::Duration::days(4));
     let rows = client
@@ -573,11 +573,11 @@ pub async fn pick_stale_created(
         .into_iter()
         .filter_map(|r| {
             let id: Uuid = r.get(0);
-            let lane: String = r.get(1);
-            match lane.parse() {
+            let process_type: String = r.get(1);
+            match process_type.parse() {
                 Ok(l) => Some((id, l)),
                 Err(_) => {
-                    tracing::error!(notification_id = %id, "stored lane is unknown; not re-forwarded");
+                    tracing::error!(notification_id = %id, "stored process_type is unknown; not re-forwarded");
                     None
                 }
             }

@@ -2,51 +2,51 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// A traffic lane: every template has one (its process type), the bulk API always uses
-/// `bulk`. Each lane has its own intake and send queue and its own concurrency, so a
+/// A process type (Notify's word): every template has one, the bulk API always uses
+/// `bulk`. Each process type has its own intake and send queue and its own concurrency, so a
 /// 50,000-row job cannot delay a password reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum TrafficLane {
+pub enum ProcessType {
     Priority,
     Normal,
     Bulk,
 }
 
-impl TrafficLane {
-    pub const ALL: [TrafficLane; 3] = [
-        TrafficLane::Priority,
-        TrafficLane::Normal,
-        TrafficLane::Bulk,
+impl ProcessType {
+    pub const ALL: [ProcessType; 3] = [
+        ProcessType::Priority,
+        ProcessType::Normal,
+        ProcessType::Bulk,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            TrafficLane::Priority => "priority",
-            TrafficLane::Normal => "normal",
-            TrafficLane::Bulk => "bulk",
+            ProcessType::Priority => "priority",
+            ProcessType::Normal => "normal",
+            ProcessType::Bulk => "bulk",
         }
     }
 }
 
-impl fmt::Display for TrafficLane {
+impl fmt::Display for ProcessType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown traffic lane {0:?} (expected priority, normal or bulk)")]
-pub struct UnknownLane(pub String);
+#[error("unknown process type {0:?} (expected priority, normal or bulk)")]
+pub struct UnknownProcessType(pub String);
 
-impl FromStr for TrafficLane {
-    type Err = UnknownLane;
+impl FromStr for ProcessType {
+    type Err = UnknownProcessType;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "priority" => Ok(TrafficLane::Priority),
-            "normal" => Ok(TrafficLane::Normal),
-            "bulk" => Ok(TrafficLane::Bulk),
-            other => Err(UnknownLane(other.to_string())),
+            "priority" => Ok(ProcessType::Priority),
+            "normal" => Ok(ProcessType::Normal),
+            "bulk" => Ok(ProcessType::Bulk),
+            other => Err(UnknownProcessType(other.to_string())),
         }
     }
 }
@@ -55,8 +55,8 @@ impl FromStr for TrafficLane {
 /// environment variable `FLOODGATE_QUEUE_URL_<NAME>` (upper case, `-` → `_`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum QueueName {
-    Intake(TrafficLane),
-    Send(TrafficLane),
+    Intake(ProcessType),
+    Send(ProcessType),
     Receipts,
     /// Callbacks to clients' endpoints (delivery status, complaints).
     Callbacks,
@@ -64,12 +64,12 @@ pub enum QueueName {
 
 impl QueueName {
     pub const ALL: [QueueName; 8] = [
-        QueueName::Intake(TrafficLane::Priority),
-        QueueName::Intake(TrafficLane::Normal),
-        QueueName::Intake(TrafficLane::Bulk),
-        QueueName::Send(TrafficLane::Priority),
-        QueueName::Send(TrafficLane::Normal),
-        QueueName::Send(TrafficLane::Bulk),
+        QueueName::Intake(ProcessType::Priority),
+        QueueName::Intake(ProcessType::Normal),
+        QueueName::Intake(ProcessType::Bulk),
+        QueueName::Send(ProcessType::Priority),
+        QueueName::Send(ProcessType::Normal),
+        QueueName::Send(ProcessType::Bulk),
         QueueName::Receipts,
         QueueName::Callbacks,
     ];
@@ -108,23 +108,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lanes_round_trip_through_their_names() {
-        for lane in TrafficLane::ALL {
-            assert_eq!(lane.as_str().parse::<TrafficLane>(), Ok(lane));
-            let json = serde_json::to_string(&lane).unwrap();
-            assert_eq!(json, format!("\"{}\"", lane.as_str()));
+    fn process_types_round_trip_through_their_names() {
+        for process_type in ProcessType::ALL {
+            assert_eq!(
+                process_type.as_str().parse::<ProcessType>(),
+                Ok(process_type)
+            );
+            let json = serde_json::to_string(&process_type).unwrap();
+            assert_eq!(json, format!("\"{}\"", process_type.as_str()));
         }
-        assert!("Bulk".parse::<TrafficLane>().is_err());
+        assert!("Bulk".parse::<ProcessType>().is_err());
     }
 
     #[test]
     fn queue_names_and_env_vars() {
         assert_eq!(
-            QueueName::Send(TrafficLane::Priority).as_string(),
+            QueueName::Send(ProcessType::Priority).as_string(),
             "send-priority"
         );
         assert_eq!(
-            QueueName::Intake(TrafficLane::Bulk).url_env_var(),
+            QueueName::Intake(ProcessType::Bulk).url_env_var(),
             "FLOODGATE_QUEUE_URL_INTAKE_BULK"
         );
         for q in QueueName::ALL {
