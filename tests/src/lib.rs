@@ -7,7 +7,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_core::envelope::new_notification_id;
 use floodgate_core::{IntakeNotification, KeyType, ProcessType};
-use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
+use floodgate_db::{LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_local::{LocalStack, StackOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +51,13 @@ pub async fn start_migrated(opts: StackOptions) -> LocalStack {
 pub async fn writer_lane(stack: &LocalStack, tweak: impl FnOnce(&mut LaneConfig)) -> WriterLane {
     let mut c = LaneConfig::new(LaneKind::Writer, stack.writer_url(), "floodgate-test");
     tweak(&mut c);
-    WriterLane(Lane::open(c).await.expect("writer lane"))
+    WriterLane::open(c).await.expect("writer lane")
 }
 
 /// A reader lane through the reader proxy (replica).
 pub async fn reader_lane(stack: &LocalStack) -> ReaderLane {
     let c = LaneConfig::new(LaneKind::Reader, stack.reader_url(), "floodgate-test");
-    ReaderLane(Lane::open(c).await.expect("reader lane"))
+    ReaderLane::open(c).await.expect("reader lane")
 }
 
 /// A valid notification for `service_id` in `process_type`.
@@ -97,9 +97,9 @@ pub fn sqs_event(bodies: &[String]) -> SqsEvent {
     event
 }
 
-/// Counts rows of `service_id` through `lane`.
-pub async fn count_rows(lane: &Lane, service_id: Uuid) -> i64 {
-    let conn = lane.acquire().await.expect("connection");
+/// Counts rows of `service_id` on the writer.
+pub async fn count_rows(writer: &WriterLane, service_id: Uuid) -> i64 {
+    let conn = writer.acquire().await.expect("connection");
     let row = conn
         .bounded(conn.query_typed_one(
             "SELECT count(*) FROM notifications WHERE service_id = $1",
@@ -225,23 +225,35 @@ pub struct ServiceFixture {
     pub writer: WriterLane,
     pub service_id: Uuid,
     pub template_id: Uuid,
+    pub service: floodgate_db::catalog::ServiceRow,
+    pub template: floodgate_db::catalog::TemplateRow,
     pub key: floodgate_admin::IssuedKey,
     pub secrets: Arc<floodgate_core::auth::SecretBox>,
 }
 
-pub async fn service_fixture(stack: &LocalStack, process_type: &str) -> ServiceFixture {
-    let writer = writer_lane(stack, |_| {}).await;
+pub async fn service_fixture(stack: &LocalStack, process_type: ProcessType) -> ServiceFixture {
     let secrets = Arc::new(
         floodgate_core::auth::SecretBox::from_base64(
             &floodgate_core::auth::generate_encryption_key(),
         )
         .expect("key"),
     );
+    service_fixture_with(stack, process_type, "Dear ((name))", secrets).await
+}
+
+/// [`service_fixture`] with the template's `body` and the key encryption `secrets` given.
+pub async fn service_fixture_with(
+    stack: &LocalStack,
+    process_type: ProcessType,
+    body: &str,
+    secrets: Arc<floodgate_core::auth::SecretBox>,
+) -> ServiceFixture {
+    let writer = writer_lane(stack, |_| {}).await;
     let name = format!("svc-{}", Uuid::now_v7());
     let service = floodgate_admin::create_service(&writer, None, &name, "notify@example.gov")
         .await
         .expect("service");
-    let key = floodgate_admin::issue_key(&writer, &secrets, service.id, "live", "normal")
+    let key = floodgate_admin::issue_key(&writer, &secrets, service.id, "live", KeyType::Normal)
         .await
         .expect("key");
     let template = floodgate_admin::put_template(
@@ -250,7 +262,7 @@ pub async fn service_fixture(stack: &LocalStack, process_type: &str) -> ServiceF
         None,
         "welcome",
         "Hello ((name))",
-        "Dear ((name))",
+        body,
         process_type,
     )
     .await
@@ -263,6 +275,8 @@ pub async fn service_fixture(stack: &LocalStack, process_type: &str) -> ServiceF
         writer,
         service_id: service.id,
         template_id: template.id,
+        service,
+        template,
         key,
         secrets,
     }

@@ -16,10 +16,10 @@ use floodgate_aws::{
     EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage,
 };
 use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
-use floodgate_core::{Knobs, ProcessType, QueueName};
+use floodgate_core::{KeyType, Knobs, ProcessType, QueueName};
 use floodgate_db::catalog::{ServiceRow, TemplateRow};
 use floodgate_db::tokio_postgres::types::Type;
-use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
+use floodgate_db::{LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_e2e::*;
 use floodgate_ingest::{Ingest, RetryPolicy};
 use floodgate_local::{LocalStack, StackOptions};
@@ -62,27 +62,9 @@ fn api_on(reader: ReaderLane, queue: Arc<dyn Queue>, policy: CachePolicy) -> (In
 }
 
 /// A service with a key and a template, made by the admin code, visible on the replica.
-async fn setup(stack: &LocalStack, process_type: &str) -> Api {
-    let writer = writer_lane(stack, |_| {}).await;
-    let name = format!("svc-{}", Uuid::now_v7());
-    let service = create_service(&writer, None, &name, "notify@example.gov")
-        .await
-        .expect("service");
-    let key = issue_key(&writer, &secrets(), service.id, "live", "normal")
-        .await
-        .expect("key");
-    let template = put_template(
-        &writer,
-        service.id,
-        None,
-        "welcome",
-        "Hello ((name))",
-        BODY,
-        process_type,
-    )
-    .await
-    .expect("template");
-    replica_caught_up(stack).await;
+async fn setup(stack: &LocalStack, process_type: ProcessType) -> Api {
+    let f = service_fixture_with(stack, process_type, BODY, secrets()).await;
+    let (writer, service, key, template) = (f.writer, f.service, f.key, f.template);
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let (ingest, status) = api_on(
         reader_lane(stack).await,
@@ -233,7 +215,7 @@ fn error_of(v: &Value) -> (String, String) {
 #[tokio::test]
 async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "priority").await;
+    let api = setup(&stack, ProcessType::Priority).await;
     let (code, body) = ingest_call(
         &api,
         "/v2/notifications/email",
@@ -393,7 +375,7 @@ async fn an_email_is_accepted_enqueued_persisted_and_read_back() {
 #[tokio::test]
 async fn the_list_pages_newest_first_by_250() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
     // Store 260 notifications directly (what persist does), all for this service.
     let mut batch: Vec<_> = (0..260)
         .map(|i| {
@@ -460,7 +442,7 @@ async fn the_list_pages_newest_first_by_250() {
 #[tokio::test]
 async fn each_template_version_reads_back() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
     put_template(
         &api.writer,
         api.service.id,
@@ -468,7 +450,7 @@ async fn each_template_version_reads_back() {
         "welcome",
         "Hi ((name))",
         "Version two",
-        "normal",
+        ProcessType::Normal,
     )
     .await
     .expect("version 2");
@@ -499,7 +481,7 @@ async fn each_template_version_reads_back() {
 #[tokio::test]
 async fn the_templates_list_has_the_service_s_email_templates() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
     let other = put_template(
         &api.writer,
         api.service.id,
@@ -507,7 +489,7 @@ async fn the_templates_list_has_the_service_s_email_templates() {
         "another",
         "Second ((x))",
         "Body",
-        "bulk",
+        ProcessType::Bulk,
     )
     .await
     .expect("template");
@@ -547,8 +529,8 @@ async fn the_templates_list_has_the_service_s_email_templates() {
 #[tokio::test]
 async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
-    let other = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
+    let other = setup(&stack, ProcessType::Normal).await;
     let auth = jwt_for(&api.key);
     let tid = api.template.id;
     let big = "x".repeat(51_200);
@@ -694,11 +676,11 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
     assert_eq!(accepted, 2, "only the two valid requests were enqueued");
 
     // Revoked key and archived service (fresh services, so no instance has them cached).
-    let revoked = setup(&stack, "normal").await;
+    let revoked = setup(&stack, ProcessType::Normal).await;
     revoke_key(&revoked.writer, revoked.service.id, revoked.key.id)
         .await
         .expect("revoke");
-    let archived = setup(&stack, "normal").await;
+    let archived = setup(&stack, ProcessType::Normal).await;
     archive_service(&archived.writer, archived.service.id)
         .await
         .expect("archive");
@@ -742,7 +724,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
 #[tokio::test]
 async fn a_bulk_job_is_packed_into_few_messages_and_every_row_persists() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "priority").await;
+    let api = setup(&stack, ProcessType::Priority).await;
     let mut csv = String::from("email address,name,code\n");
     for i in 0..3_000 {
         csv.push_str(&format!(
@@ -845,7 +827,7 @@ impl Queue for FailAfter {
 #[tokio::test]
 async fn sqs_unreachable_is_a_503_and_nothing_is_reported_accepted() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
     api.queue.set_unavailable(true);
     let (code, v) = ingest_call(
         &api,
@@ -951,7 +933,7 @@ async fn marked_calls(url: &str) -> i64 {
 #[tokio::test]
 async fn status_sends_no_query_to_the_writer() {
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
     let before_primary = marked_calls(&stack.primary_url()).await;
     let before_replica = marked_calls(&stack.replica_url()).await;
     for path in [
@@ -980,7 +962,7 @@ async fn database_down_after_a_warm_cache_ingest_accepts_and_status_is_a_quick_5
     let service = create_service(&writer, None, "outage", "o@example.gov")
         .await
         .unwrap();
-    let key = issue_key(&writer, &secrets(), service.id, "live", "normal")
+    let key = issue_key(&writer, &secrets(), service.id, "live", KeyType::Normal)
         .await
         .unwrap();
     let template = put_template(
@@ -990,7 +972,7 @@ async fn database_down_after_a_warm_cache_ingest_accepts_and_status_is_a_quick_5
         "t",
         "Hi ((name))",
         "((code))",
-        "normal",
+        ProcessType::Normal,
     )
     .await
     .unwrap();
@@ -999,7 +981,7 @@ async fn database_down_after_a_warm_cache_ingest_accepts_and_status_is_a_quick_5
     c.acquire_timeout = Duration::from_millis(500);
     c.connect_timeout = Duration::from_millis(500);
     c.operation_timeout = Duration::from_millis(1_000);
-    let reader = ReaderLane(Lane::open(c).await.unwrap());
+    let reader = ReaderLane::open(c).await.unwrap();
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     // TTL 0: every request tries the database, so only stale-if-error can answer.
     let policy = CachePolicy {
@@ -1094,7 +1076,7 @@ async fn the_published_notify_python_client_sends_and_reads_back() {
         .unwrap()
         .expect("notifications-python-client installs");
     let stack = shared_stack().await;
-    let api = setup(&stack, "normal").await;
+    let api = setup(&stack, ProcessType::Normal).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (ingest, status) = api_on(
@@ -1170,7 +1152,7 @@ async fn the_sample_events_run_through_their_handlers() {
         EVENTS_SERVICE,
         EVENTS_KEY,
         "events",
-        "normal",
+        KeyType::Normal,
         EVENTS_SECRET,
     )
     .await
@@ -1182,7 +1164,7 @@ async fn the_sample_events_run_through_their_handlers() {
         "sample",
         "Hello ((name))",
         "Hi ((name))",
-        "normal",
+        ProcessType::Normal,
     )
     .await
     .unwrap();

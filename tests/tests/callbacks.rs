@@ -120,7 +120,7 @@ fn is_notify_time(v: &Value) -> bool {
 #[tokio::test]
 async fn final_statuses_and_a_complaint_reach_the_client_with_notify_s_payload_and_the_token() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "priority").await;
+    let f = service_fixture(&stack, ProcessType::Priority).await;
     let receiver = CallbackReceiver::start(0.0).await.unwrap();
     for (kind, path) in [
         (CallbackKind::DeliveryStatus, "/ok/status"),
@@ -283,7 +283,7 @@ async fn final_statuses_and_a_complaint_reach_the_client_with_notify_s_payload_a
 #[tokio::test]
 async fn only_5xx_429_and_network_errors_are_retried_and_only_up_to_the_limit() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     let receiver = CallbackReceiver::start(0.0).await.unwrap();
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let bodies = vec![
@@ -328,8 +328,8 @@ async fn only_5xx_429_and_network_errors_are_retried_and_only_up_to_the_limit() 
 #[tokio::test]
 async fn a_hanging_endpoint_does_not_delay_another_service_s_callbacks() {
     let stack = shared_stack().await;
-    let slow = service_fixture(&stack, "normal").await;
-    let fine = service_fixture(&stack, "normal").await;
+    let slow = service_fixture(&stack, ProcessType::Normal).await;
+    let fine = service_fixture(&stack, ProcessType::Normal).await;
     let receiver = CallbackReceiver::start(0.0).await.unwrap();
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     // The callbacks function needs one key for both services' tokens.
@@ -411,7 +411,7 @@ async fn a_hanging_endpoint_does_not_delay_another_service_s_callbacks() {
 #[tokio::test]
 async fn a_service_whose_endpoint_keeps_failing_is_suspended_without_spending_retries() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     let receiver = CallbackReceiver::start(0.0).await.unwrap();
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let threshold = Knobs::embedded().callbacks.suspend_after_failures as u128;

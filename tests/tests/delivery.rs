@@ -97,7 +97,7 @@ async fn status_of(writer: &WriterLane, id: Uuid) -> (String, Option<String>, bo
 #[tokio::test]
 async fn a_nul_in_reference_personalisation_or_a_bulk_cell_is_a_400_and_nothing_is_enqueued() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let ingest = f.ingest(&stack, queue.clone()).await;
     let email = |reference: &str, name: &str| {
@@ -194,7 +194,7 @@ async fn intake_queue_at(url: &str) -> SqsQueue {
 #[tokio::test]
 async fn a_send_message_batch_entry_in_neither_list_is_a_503() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     // An SQS answer that lists the entry neither in `Successful` nor in `Failed`.
     let (url, requests) = loopback_http(Reply::With(
         "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 29\r\n\
@@ -216,7 +216,7 @@ async fn a_send_message_batch_entry_in_neither_list_is_a_503() {
 #[tokio::test]
 async fn a_hanging_sqs_endpoint_is_a_503_within_the_attempt_bounds() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     let (url, _) = loopback_http(Reply::Hang).await;
     let ingest = f
         .ingest(&stack, Arc::new(intake_queue_at(&url).await))
@@ -249,7 +249,7 @@ async fn an_ses_500_or_a_timeout_is_never_sent_a_second_time() {
         )),
         Reply::Hang,
     ] {
-        let f = service_fixture(&stack, "priority").await;
+        let f = service_fixture(&stack, ProcessType::Priority).await;
         let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
         let mut n = notification(f.service_id, process_type, 0);
         n.template_id = f.template_id;
@@ -298,7 +298,7 @@ impl Mailer for CrashAfterAccept {
 async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_delivery_end_delivered()
  {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "priority").await;
+    let f = service_fixture(&stack, ProcessType::Priority).await;
     let process_type = ProcessType::Priority;
     // The simulator publishes its events on this queue; nothing consumes it but the test.
     let events = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
@@ -413,7 +413,7 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
 #[tokio::test]
 async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_ses() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     let process_type = ProcessType::Normal;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let batch = fixture_batch(&f, process_type, 3);
@@ -473,7 +473,7 @@ async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_s
 #[tokio::test]
 async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a_failure() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "bulk").await;
+    let f = service_fixture(&stack, ProcessType::Bulk).await;
     let process_type = ProcessType::Bulk;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let batch = fixture_batch(&f, process_type, 200);
@@ -539,7 +539,7 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
 #[tokio::test]
 async fn maintenance_puts_notifications_whose_send_message_was_lost_back_on_their_queue() {
     let stack = shared_stack().await;
-    let f = service_fixture(&stack, "normal").await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
     let process_type = ProcessType::Normal;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let batch = fixture_batch(&f, process_type, 30);

@@ -6,7 +6,7 @@ use floodgate_core::{
     IntakeEnvelope, Knobs, NotificationStatus, ProcessType, QueueName, SendEnvelope, pack_intake,
 };
 use floodgate_db::tokio_postgres::types::Type;
-use floodgate_db::{DbError, Lane, LaneConfig, LaneKind};
+use floodgate_db::{DbError, LaneConfig, LaneKind, WriterLane};
 use floodgate_e2e::*;
 use floodgate_local::StackOptions;
 use floodgate_persist::Persist;
@@ -190,9 +190,17 @@ async fn persisted_rows_are_readable_through_the_reader_lane() {
         .await
         .expect("replica catches up");
     let reader = reader_lane(&stack).await;
-    assert_eq!(count_rows(&reader, service).await, 50);
-    // And the reader really is the replica.
     let conn = reader.acquire().await.unwrap();
+    let on_replica: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM notifications WHERE service_id = $1",
+            &[&service],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_replica, 50);
+    // And the reader really is the replica.
     let in_recovery: bool = conn
         .bounded(conn.query_typed_one("SELECT pg_is_in_recovery()", &[]))
         .await
@@ -209,7 +217,7 @@ async fn a_lane_never_opens_more_than_its_size_and_times_out_cleanly() {
     let mut cfg = LaneConfig::new(LaneKind::Writer, stack.primary_url(), &app);
     cfg.max_size = 2;
     cfg.acquire_timeout = Duration::from_secs(30);
-    let lane = Lane::open(cfg).await.unwrap();
+    let lane = WriterLane::open(cfg).await.unwrap();
 
     let peak = Arc::new(AtomicI64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -268,7 +276,7 @@ async fn a_lane_never_opens_more_than_its_size_and_times_out_cleanly() {
     let mut cfg = LaneConfig::new(LaneKind::Writer, stack.primary_url(), &app);
     cfg.max_size = 1;
     cfg.acquire_timeout = Duration::from_millis(200);
-    let small = Lane::open(cfg).await.unwrap();
+    let small = WriterLane::open(cfg).await.unwrap();
     let held = small.acquire().await.unwrap();
     let started = Instant::now();
     let err = small
@@ -298,7 +306,7 @@ async fn a_failed_or_interrupted_operation_discards_its_connection() {
     let mut cfg = LaneConfig::new(LaneKind::Writer, stack.writer_url(), "discard-test");
     cfg.max_size = 1;
     cfg.operation_timeout = Duration::from_millis(300);
-    let lane = Lane::open(cfg).await.unwrap();
+    let lane = WriterLane::open(cfg).await.unwrap();
     {
         let conn = lane.acquire().await.unwrap();
         let err = conn
@@ -650,7 +658,7 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
     // the same redelivered messages, inserts it too: B's NOT EXISTS cannot see A's rows, so
     // B waits on the unique index and, once A commits, gets a unique violation — which must
     // fall back to ON CONFLICT and succeed with nothing inserted.
-    let lane_a = Lane::open(LaneConfig::new(
+    let lane_a = WriterLane::open(LaneConfig::new(
         LaneKind::Writer,
         stack.writer_url(),
         "race-a",
@@ -667,7 +675,7 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
     let b_task = {
         let (batch, url) = (batch.clone(), stack.writer_url());
         tokio::spawn(async move {
-            let lane = Lane::open(LaneConfig::new(LaneKind::Writer, url, "race-b")).await?;
+            let lane = WriterLane::open(LaneConfig::new(LaneKind::Writer, url, "race-b")).await?;
             let conn = lane.acquire().await?;
             conn.bounded(floodgate_db::insert_notifications(&conn, &batch))
                 .await
@@ -725,7 +733,7 @@ async fn function_roles_bootstrap_idempotently_with_row_privileges_and_role_defa
     let users = vec![role.clone()];
 
     // As the superuser, straight to the primary (on AWS: the master on the writer endpoint).
-    let master = Lane::open(LaneConfig::new(
+    let master = WriterLane::open(LaneConfig::new(
         LaneKind::Writer,
         stack.primary_url(),
         "floodgate-test",
@@ -749,7 +757,7 @@ async fn function_roles_bootstrap_idempotently_with_row_privileges_and_role_defa
     assert!(login);
 
     // As the new role.
-    let lane = Lane::open(LaneConfig::new(
+    let lane = WriterLane::open(LaneConfig::new(
         LaneKind::Writer,
         format!(
             "postgres://{role}@127.0.0.1:{}/floodgate",

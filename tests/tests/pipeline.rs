@@ -14,8 +14,8 @@ use floodgate_core::status::fold_statuses;
 use floodgate_core::{
     IntakeNotification, KeyType, Knobs, NotificationStatus, ProcessType, QueueName, pack_intake,
 };
+use floodgate_db::WriterLane;
 use floodgate_db::tokio_postgres::types::Type;
-use floodgate_db::{Lane, WriterLane};
 use floodgate_e2e::*;
 use floodgate_local::{LocalStack, StackOptions};
 use floodgate_persist::Persist;
@@ -44,14 +44,18 @@ fn far_deadline() -> Instant {
 }
 
 /// A service with one template (version 1) in `process_type`.
-async fn create_service(writer: &Lane, process_type: ProcessType, from: &str) -> (Uuid, Uuid) {
+async fn create_service(
+    writer: &WriterLane,
+    process_type: ProcessType,
+    from: &str,
+) -> (Uuid, Uuid) {
     let (service, template) = (Uuid::now_v7(), Uuid::now_v7());
     create_service_with_ids(writer, service, template, process_type, from).await;
     (service, template)
 }
 
 async fn create_service_with_ids(
-    writer: &Lane,
+    writer: &WriterLane,
     service: Uuid,
     template: Uuid,
     process_type: ProcessType,
@@ -243,7 +247,7 @@ struct Row {
     failure_reason: Option<String>,
 }
 
-async fn rows(writer: &Lane, service: Uuid) -> HashMap<Uuid, Row> {
+async fn rows(writer: &WriterLane, service: Uuid) -> HashMap<Uuid, Row> {
     let conn = writer.acquire().await.unwrap();
     conn.bounded(conn.query_typed(
         "SELECT id, status, ses_message_id, sent_at IS NOT NULL, completed_at IS NOT NULL,
@@ -277,7 +281,7 @@ fn status_counts(rows: &HashMap<Uuid, Row>) -> BTreeMap<String, usize> {
     m
 }
 
-async fn complaints(writer: &Lane, service: Uuid) -> Vec<Uuid> {
+async fn complaints(writer: &WriterLane, service: Uuid) -> Vec<Uuid> {
     let conn = writer.acquire().await.unwrap();
     conn.bounded(conn.query_typed(
         "SELECT notification_id FROM complaints WHERE service_id = $1",
@@ -291,7 +295,7 @@ async fn complaints(writer: &Lane, service: Uuid) -> Vec<Uuid> {
 }
 
 /// Marks a service's notifications `sending` as if `send` had sent them (receipt tests).
-async fn mark_sent(writer: &Lane, service: Uuid) {
+async fn mark_sent(writer: &WriterLane, service: Uuid) {
     let conn = writer.acquire().await.unwrap();
     conn.bounded(conn.execute_typed(
         "UPDATE notifications SET status = 'sending', sent_at = now(), updated_at = now(),

@@ -13,11 +13,11 @@ use chrono::Utc;
 use floodgate_aws::{Queue, QueueLimits, forward_to_send};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
 use floodgate_core::callback::{CallbackKind, check_callback_url};
-use floodgate_core::{Knobs, ProcessType};
+use floodgate_core::{KeyType, Knobs, ProcessType};
 use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
 use floodgate_db::sending::SendingTimeouts;
 use floodgate_db::{
-    DbError, Lane, LaneConfig, LaneKind, WriterLane, maintain_partitions, migrate, roles,
+    DbError, LaneConfig, LaneKind, WriterLane, maintain_partitions, migrate, roles,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -65,7 +65,7 @@ pub enum AdminCommand {
         /// normal, team or test.
         #[serde(default = "default_key_type")]
         #[arg(long, default_value = "normal")]
-        key_type: String,
+        key_type: KeyType,
     },
     /// Set (or replace) a callback: where Floodgate POSTs final delivery statuses
     /// (`delivery-status`) or complaints (`complaint`), with this bearer token.
@@ -74,7 +74,7 @@ pub enum AdminCommand {
         service_id: Uuid,
         /// delivery-status or complaint.
         #[arg(long)]
-        kind: String,
+        kind: CallbackKind,
         /// https:// (http://127.0.0.1 only where FLOODGATE_ALLOW_LOOPBACK_HTTP_CALLBACKS=true).
         #[arg(long)]
         url: String,
@@ -87,7 +87,7 @@ pub enum AdminCommand {
         #[arg(long)]
         service_id: Uuid,
         #[arg(long)]
-        kind: String,
+        kind: CallbackKind,
     },
     /// Revoke an API key.
     RevokeKey {
@@ -113,7 +113,7 @@ pub enum AdminCommand {
         /// priority, normal or bulk.
         #[serde(default = "default_process_type")]
         #[arg(long, default_value = "normal")]
-        process_type: String,
+        process_type: ProcessType,
     },
     /// Services, or one service's keys and templates.
     List {
@@ -125,12 +125,12 @@ pub enum AdminCommand {
     GenerateEncryptionKey,
 }
 
-fn default_key_type() -> String {
-    "normal".into()
+fn default_key_type() -> KeyType {
+    KeyType::Normal
 }
 
-fn default_process_type() -> String {
-    "normal".into()
+fn default_process_type() -> ProcessType {
+    ProcessType::Normal
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,7 @@ pub struct IssuedKey {
     pub id: Uuid,
     pub service_id: Uuid,
     pub name: String,
-    pub key_type: String,
+    pub key_type: KeyType,
     pub key: String,
 }
 
@@ -217,7 +217,7 @@ pub async fn issue_key(
     secrets: &SecretBox,
     service_id: Uuid,
     name: &str,
-    key_type: &str,
+    key_type: KeyType,
 ) -> Result<IssuedKey, AdminError> {
     issue_key_with_secret(
         writer,
@@ -239,14 +239,9 @@ pub async fn issue_key_with_secret(
     service_id: Uuid,
     key_id: Uuid,
     name: &str,
-    key_type: &str,
+    key_type: KeyType,
     secret: &str,
 ) -> Result<IssuedKey, AdminError> {
-    if !matches!(key_type, "normal" | "team" | "test") {
-        return Err(AdminError::Invalid(format!(
-            "key type {key_type:?} is not one of normal, team, test"
-        )));
-    }
     if name.trim().is_empty() {
         return Err(AdminError::Invalid("a key needs a name".into()));
     }
@@ -301,15 +296,6 @@ pub fn allow_loopback_http_callbacks() -> bool {
     std::env::var(ALLOW_LOOPBACK_HTTP_CALLBACKS_ENV).is_ok_and(|v| v == "true")
 }
 
-fn callback_kind(kind: &str) -> Result<CallbackKind, AdminError> {
-    CallbackKind::parse(kind).ok_or_else(|| {
-        AdminError::Invalid(format!(
-            "kind must be delivery-status or complaint, not {:?}",
-            kind.chars().take(40).collect::<String>()
-        ))
-    })
-}
-
 /// Sets a service's callback: the URL is checked (https, or loopback http where allowed),
 /// the bearer token (Notify: at least 10 characters) is sealed to the service.
 pub async fn set_callback(
@@ -361,13 +347,8 @@ pub async fn put_template(
     name: &str,
     subject: &str,
     body: &str,
-    process_type: &str,
+    process_type: ProcessType,
 ) -> Result<TemplateRow, AdminError> {
-    if process_type.parse::<ProcessType>().is_err() {
-        return Err(AdminError::Invalid(format!(
-            "process type {process_type:?} is not one of priority, normal, bulk"
-        )));
-    }
     let conn = writer.acquire().await?;
     let id = id.unwrap_or_else(Uuid::now_v7);
     conn.bounded(catalog::upsert_template(
@@ -418,7 +399,7 @@ pub async fn execute(
             let secrets = secrets.ok_or_else(|| {
                 AdminError::Invalid("FLOODGATE_API_KEY_ENCRYPTION_KEY is not set".into())
             })?;
-            json(&issue_key(writer, secrets, *service_id, name, key_type).await?)
+            json(&issue_key(writer, secrets, *service_id, name, *key_type).await?)
         }
         AdminCommand::SetCallback {
             service_id,
@@ -429,12 +410,11 @@ pub async fn execute(
             let secrets = secrets.ok_or_else(|| {
                 AdminError::Invalid("FLOODGATE_API_KEY_ENCRYPTION_KEY is not set".into())
             })?;
-            let kind = callback_kind(kind)?;
             set_callback(
                 writer,
                 secrets,
                 *service_id,
-                kind,
+                *kind,
                 url,
                 bearer_token,
                 allow_loopback_http_callbacks(),
@@ -443,13 +423,12 @@ pub async fn execute(
             serde_json::json!({"service_id": service_id, "kind": kind, "url": url})
         }
         AdminCommand::RemoveCallback { service_id, kind } => {
-            let kind = callback_kind(kind)?;
             let conn = writer.acquire().await?;
             let removed = conn
                 .bounded(floodgate_db::callbacks::remove_callback(
                     &conn,
                     *service_id,
-                    kind,
+                    *kind,
                 ))
                 .await?;
             serde_json::json!({"service_id": service_id, "kind": kind, "removed": removed})
@@ -466,7 +445,7 @@ pub async fn execute(
             body,
             process_type,
         } => {
-            json(&put_template(writer, *service_id, *id, name, subject, body, process_type).await?)
+            json(&put_template(writer, *service_id, *id, name, subject, body, *process_type).await?)
         }
         AdminCommand::List { service_id } => {
             let conn = writer.acquire().await?;
@@ -718,7 +697,7 @@ impl Bootstrap {
 
     /// Migrates as the master, then bootstraps the roles (with `rds_iam`).
     pub async fn migrate(&self, master: &MasterCredentials) -> Result<AdminOutcome, AdminError> {
-        let lane = WriterLane(Lane::open(self.master_lane_config(master)?).await?);
+        let lane = WriterLane::open(self.master_lane_config(master)?).await?;
         Ok(migrate_and_bootstrap(&lane, &self.users, true).await?)
     }
 
@@ -729,7 +708,7 @@ impl Bootstrap {
         master: &MasterCredentials,
         command: &AdminCommand,
     ) -> Result<AdminOutcome, AdminError> {
-        let lane = WriterLane(Lane::open(self.master_lane_config(master)?).await?);
+        let lane = WriterLane::open(self.master_lane_config(master)?).await?;
         Ok(run(&lane, command).await?)
     }
 }
@@ -918,13 +897,45 @@ mod tests {
             r#"{"command":"issue-key","service_id":"0190a0a0-0000-7000-8000-000000000001","name":"k"}"#,
         )
         .unwrap();
-        assert!(matches!(m, AdminCommand::IssueKey { ref key_type, .. } if key_type == "normal"));
+        assert!(
+            matches!(m, AdminCommand::IssueKey { key_type, .. } if key_type == KeyType::Normal)
+        );
         let m: AdminCommand = serde_json::from_str(
             r#"{"command":"put-template","service_id":"0190a0a0-0000-7000-8000-000000000001","name":"t","subject":"s","body":"b"}"#,
         )
         .unwrap();
         assert!(
-            matches!(m, AdminCommand::PutTemplate { ref process_type, id: None, .. } if process_type == "normal")
+            matches!(m, AdminCommand::PutTemplate { process_type, id: None, .. } if process_type == ProcessType::Normal)
         );
+        // Kinds are types: an unknown one is refused where the command is parsed.
+        let e = serde_json::from_str::<AdminCommand>(
+            r#"{"command":"issue-key","service_id":"0190a0a0-0000-7000-8000-000000000001","name":"k","key_type":"admin"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `admin`"), "{e}");
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: AdminCommand,
+        }
+        let e = Cli::try_parse_from([
+            "admin",
+            "put-template",
+            "--service-id",
+            "0190a0a0-0000-7000-8000-000000000001",
+            "--name",
+            "t",
+            "--subject",
+            "s",
+            "--body",
+            "b",
+            "--process-type",
+            "urgent",
+        ])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("unknown process type \"urgent\""), "{e}");
     }
 }

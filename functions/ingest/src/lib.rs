@@ -127,10 +127,7 @@ impl Ingest {
             &r.personalisation,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let process_type: ProcessType = template.process_type.parse().map_err(|_| {
-            tracing::error!(template_id = %template.id, "template has an unknown process type");
-            ApiError::internal()
-        })?;
+        let process_type = template.process_type;
         let (id, created_at) = new_notification_id();
         let n = IntakeNotification {
             id,

@@ -224,7 +224,7 @@ fn form_encode(s: &str) -> String {
 
 impl Status {
     /// A reader-lane connection, or the error the client sees when none can be had.
-    async fn reader(&self) -> Result<floodgate_db::LaneConnection, ApiError> {
+    async fn reader(&self) -> Result<floodgate_db::ReaderConnection, ApiError> {
         self.catalog
             .reader()
             .acquire()

@@ -9,7 +9,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_aws::EmbeddedQueue;
 use floodgate_core::{IntakeNotification, KeyType, Knobs, ProcessType, pack_intake};
-use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
+use floodgate_db::{LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
 use futures::SinkExt;
 use std::sync::Arc;
@@ -203,14 +203,14 @@ async fn measure_persist(
 ) -> Result<Measurement> {
     reset(stack).await?;
     let knobs = Arc::new(Knobs::embedded());
-    let lane = Lane::open(LaneConfig::new(
+    let lane = WriterLane::open(LaneConfig::new(
         LaneKind::Writer,
         stack.writer_url(),
         "bench",
     ))
     .await?;
     let persist = Persist::new(
-        WriterLane(lane),
+        lane,
         Arc::new(EmbeddedQueue::uniform(Duration::from_secs(60), 5)),
         knobs,
     );
@@ -252,7 +252,7 @@ async fn measure_insert_only(
     batch: usize,
 ) -> Result<Measurement> {
     reset(stack).await?;
-    let lane = Lane::open(LaneConfig::new(
+    let lane = WriterLane::open(LaneConfig::new(
         LaneKind::Writer,
         stack.writer_url(),
         "bench",
@@ -351,10 +351,17 @@ pub async fn bench_persist(opts: BenchOptions) -> Result<Vec<Measurement>> {
         ..StackOptions::default()
     })
     .await?;
-    let migrate_client = connect(&stack.primary_url()).await?;
-    floodgate_db::migrate(&migrate_client).await?;
+    let owner = WriterLane::open(LaneConfig::new(
+        LaneKind::Writer,
+        stack.primary_url(),
+        "bench",
+    ))
+    .await?;
+    let conn = owner.acquire().await?;
+    floodgate_db::migrate(&conn).await?;
     let today = Utc::now().date_naive();
-    floodgate_db::maintain_partitions(&migrate_client, today, 2, 36_500).await?;
+    floodgate_db::maintain_partitions(&conn, today, 2, 36_500).await?;
+    drop(conn);
 
     let rows = sample_notifications(opts.notifications, Uuid::now_v7(), Uuid::now_v7());
     let per_row_rows = &rows[..opts.per_row_sample.min(rows.len())];

@@ -15,7 +15,7 @@ use floodgate_core::auth::{
 };
 use floodgate_core::{KeyType, Knobs, ProcessType, QueueName};
 use floodgate_db::catalog::TemplateRow;
-use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane};
+use floodgate_db::{LaneConfig, LaneKind, ReaderLane};
 use floodgate_ingest::Ingest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,14 +57,12 @@ async fn drain(queue: &EmbeddedQueue, process_type: ProcessType) -> Result<usize
 pub async fn bench_ingest(o: IngestBenchOptions) -> Result<(f64, f64)> {
     let secrets = Arc::new(SecretBox::from_base64(&generate_encryption_key())?);
     // A lane that is never used: the cache below is warm, as on a warm Lambda instance.
-    let reader = ReaderLane(
-        Lane::open(LaneConfig::new(
-            LaneKind::Reader,
-            "postgres://bench@127.0.0.1:1/none",
-            "bench",
-        ))
-        .await?,
-    );
+    let reader = ReaderLane::open(LaneConfig::new(
+        LaneKind::Reader,
+        "postgres://bench@127.0.0.1:1/none",
+        "bench",
+    ))
+    .await?;
     let catalog = Arc::new(ApiCatalog::new(reader, secrets, CachePolicy::default()));
     let service_id = Uuid::now_v7();
     let secret = new_secret();
@@ -85,7 +83,7 @@ pub async fn bench_ingest(o: IngestBenchOptions) -> Result<(f64, f64)> {
             name: "bench".into(),
             subject: "Your reference ((reference number))".into(),
             body: "Dear ((name)),\n\nWe received your application on ((date)). Your reference is ((reference number)).\n\n((extra??There is more to say.))".into(),
-            process_type: "normal".into(),
+            process_type: ProcessType::Normal,
             version: 3,
             archived: false,
             created_at: chrono::Utc::now(),

@@ -7,7 +7,7 @@ use crate::services::{LocalStack, StackOptions};
 use crate::topology::{ApiSide, Pipeline, PipelineOptions};
 use anyhow::{Context, Result};
 use floodgate_core::Knobs;
-use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
+use floodgate_db::{LaneConfig, LaneKind, WriterLane};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,9 +148,16 @@ pub async fn seed(
     let name = format!("floodgate-demo-{}", uuid::Uuid::now_v7().simple());
     let from = "notify@floodgate.example.gov".to_string();
     let service = floodgate_admin::create_service(writer, None, &name, &from).await?;
-    let key = floodgate_admin::issue_key(writer, secrets, service.id, "demo", "normal").await?;
+    let key = floodgate_admin::issue_key(
+        writer,
+        secrets,
+        service.id,
+        "demo",
+        floodgate_core::KeyType::Normal,
+    )
+    .await?;
     let mut ids = Vec::new();
-    for process_type in ["priority", "normal", "bulk"] {
+    for process_type in floodgate_core::ProcessType::ALL {
         let t = floodgate_admin::put_template(
             writer,
             service.id,
@@ -241,14 +248,12 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     };
 
     // Schema, then the demo's service, key and templates (admin code, writer lane).
-    let admin = WriterLane(
-        Lane::open(LaneConfig::new(
-            LaneKind::Writer,
-            stack.writer_url(),
-            "floodgate-admin",
-        ))
-        .await?,
-    );
+    let admin = WriterLane::open(LaneConfig::new(
+        LaneKind::Writer,
+        stack.writer_url(),
+        "floodgate-admin",
+    ))
+    .await?;
     floodgate_admin::run(&admin, &floodgate_admin::AdminCommand::Migrate).await?;
     let secrets = Arc::new(
         floodgate_core::auth::SecretBox::from_base64(

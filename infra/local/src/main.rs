@@ -468,14 +468,12 @@ async fn run(state_dir: PathBuf, listen: SocketAddr, aws_endpoint: Option<String
     } else {
         aws_endpoint
     };
-    let admin = floodgate_db::WriterLane(
-        floodgate_db::Lane::open(floodgate_db::LaneConfig::new(
-            floodgate_db::LaneKind::Writer,
-            stack.writer_url(),
-            "floodgate-admin",
-        ))
-        .await?,
-    );
+    let admin = floodgate_db::WriterLane::open(floodgate_db::LaneConfig::new(
+        floodgate_db::LaneKind::Writer,
+        stack.writer_url(),
+        "floodgate-admin",
+    ))
+    .await?;
     floodgate_admin::run(&admin, &floodgate_admin::AdminCommand::Migrate).await?;
     let key_file = state_dir.join("encryption-key");
     let enc = match std::fs::read_to_string(&key_file) {

@@ -11,7 +11,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use floodgate_aws::mail::{Mailer, SesMailer, SimulatorMailer};
 use floodgate_aws::{DeferPolicy, EmbeddedQueue, Queue, SqsQueue};
 use floodgate_core::{Knobs, QueueName};
-use floodgate_db::{Lane, LaneConfig, LaneKind, WriterLane};
+use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
 use floodgate_send::{SendConfig, Sender};
@@ -43,27 +43,15 @@ impl LaneRegistry {
     }
 }
 
-/// Opens a lane to `url` for an emulated instance of `function`, sized from the knobs, and
-/// registers it for the connection count.
-pub async fn instance_lane(
+/// The configuration of a lane to `url` for an emulated instance of `function`, sized from
+/// the knobs, with every timeout divided by `time_scale`.
+fn instance_lane_config(
     url: String,
     knobs: &Knobs,
-    registry: &LaneRegistry,
-    function: &str,
-    kind: LaneKind,
-) -> Result<Lane> {
-    scaled_instance_lane(url, knobs, registry, function, kind, 1.0).await
-}
-
-/// [`instance_lane`] with every timeout of the lane divided by `time_scale`.
-pub async fn scaled_instance_lane(
-    url: String,
-    knobs: &Knobs,
-    registry: &LaneRegistry,
     function: &str,
     kind: LaneKind,
     time_scale: f64,
-) -> Result<Lane> {
+) -> Result<LaneConfig> {
     let f = knobs
         .functions
         .get(function)
@@ -80,7 +68,32 @@ pub async fn scaled_instance_lane(
         config.connect_timeout = config.connect_timeout.div_f64(k);
         config.operation_timeout = config.operation_timeout.div_f64(k);
     }
-    let lane = Lane::open(config).await?;
+    Ok(config)
+}
+
+/// The writer lane of an emulated instance of `function`, registered for the connection count.
+pub async fn instance_writer(
+    url: String,
+    knobs: &Knobs,
+    registry: &LaneRegistry,
+    function: &str,
+    time_scale: f64,
+) -> Result<WriterLane> {
+    let config = instance_lane_config(url, knobs, function, LaneKind::Writer, time_scale)?;
+    let lane = WriterLane::open(config).await?;
+    registry.register(&lane);
+    Ok(lane)
+}
+
+/// The reader lane of an emulated instance of `function`, registered for the connection count.
+pub async fn instance_reader(
+    url: String,
+    knobs: &Knobs,
+    registry: &LaneRegistry,
+    function: &str,
+) -> Result<ReaderLane> {
+    let config = instance_lane_config(url, knobs, function, LaneKind::Reader, 1.0)?;
+    let lane = ReaderLane::open(config).await?;
     registry.register(&lane);
     Ok(lane)
 }
@@ -255,16 +268,14 @@ struct InstanceEnv {
 
 impl InstanceEnv {
     async fn writer(&self, function: &str) -> Result<WriterLane> {
-        let lane = scaled_instance_lane(
+        instance_writer(
             self.writer_url.clone(),
             &self.knobs,
             &self.lanes,
             function,
-            LaneKind::Writer,
             self.time_scale,
         )
-        .await?;
-        Ok(WriterLane(lane))
+        .await
     }
 
     fn defer_policy(&self) -> DeferPolicy {
@@ -473,14 +484,12 @@ impl ApiSide {
     ) -> Result<ApiSide> {
         use crate::front::InstancePool;
         use floodgate_api::{ApiCatalog, CachePolicy};
-        use floodgate_db::ReaderLane;
         let mut ingests = Vec::new();
         for _ in 0..knobs.max_concurrency("ingest").max(1) {
-            let reader =
-                instance_lane(stack.reader_url(), knobs, lanes, "ingest", LaneKind::Reader).await?;
+            let reader = instance_reader(stack.reader_url(), knobs, lanes, "ingest").await?;
             ingests.push(Arc::new(floodgate_ingest::Ingest::new(
                 Arc::new(ApiCatalog::new(
-                    ReaderLane(reader),
+                    reader,
                     secrets.clone(),
                     CachePolicy::default(),
                 )),
@@ -490,10 +499,9 @@ impl ApiSide {
         }
         let mut statuses = Vec::new();
         for _ in 0..knobs.max_concurrency("status").max(1) {
-            let reader =
-                instance_lane(stack.reader_url(), knobs, lanes, "status", LaneKind::Reader).await?;
+            let reader = instance_reader(stack.reader_url(), knobs, lanes, "status").await?;
             statuses.push(Arc::new(floodgate_status::Status::new(Arc::new(
-                ApiCatalog::new(ReaderLane(reader), secrets.clone(), CachePolicy::default()),
+                ApiCatalog::new(reader, secrets.clone(), CachePolicy::default()),
             ))));
         }
         let listener = tokio::net::TcpListener::bind(listen)

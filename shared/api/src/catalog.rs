@@ -42,15 +42,6 @@ pub struct ApiCatalog {
     templates: Cache<Uuid, Option<Arc<TemplateRow>>>,
 }
 
-fn key_type(s: &str) -> Option<KeyType> {
-    match s {
-        "normal" => Some(KeyType::Normal),
-        "team" => Some(KeyType::Team),
-        "test" => Some(KeyType::Test),
-        _ => None,
-    }
-}
-
 impl ApiCatalog {
     pub fn new(reader: ReaderLane, secrets: Arc<SecretBox>, policy: CachePolicy) -> Self {
         ApiCatalog {
@@ -73,17 +64,14 @@ impl ApiCatalog {
         };
         let mut auth_keys = Vec::with_capacity(keys.len());
         for k in keys {
-            let (Some(kt), Ok(secret)) = (
-                key_type(&k.key_type),
-                self.secrets.open(k.id, &k.secret_ciphertext),
-            ) else {
+            let Ok(secret) = self.secrets.open(k.id, &k.secret_ciphertext) else {
                 // Only the key id is logged: never the secret or its ciphertext.
                 tracing::error!(api_key_id = %k.id, "API key cannot be opened; check FLOODGATE_API_KEY_ENCRYPTION_KEY");
                 continue;
             };
             auth_keys.push(KeyForAuth {
                 id: k.id,
-                key_type: kt,
+                key_type: k.key_type,
                 secret,
                 revoked: k.expiry_date.is_some(),
             });

@@ -32,6 +32,17 @@ impl CallbackKind {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("kind must be delivery-status or complaint, not {0:?}")]
+pub struct UnknownCallbackKind(pub String);
+
+impl std::str::FromStr for CallbackKind {
+    type Err = UnknownCallbackKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CallbackKind::parse(s).ok_or_else(|| UnknownCallbackKind(s.chars().take(40).collect()))
+    }
+}
+
 /// One callback to make: where, with which (sealed) bearer token, and the JSON body. The
 /// token stays sealed on the queue; only the callbacks function opens it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,6 +36,17 @@ impl KeyType {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown key type {0:?} (expected normal, team or test)")]
+pub struct UnknownKeyType(pub String);
+
+impl std::str::FromStr for KeyType {
+    type Err = UnknownKeyType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyType::parse(s).ok_or_else(|| UnknownKeyType(s.chars().take(40).collect()))
+    }
+}
+
 /// One accepted notification as `ingest` hands it to `persist`: everything needed to store
 /// it, nothing that must be looked up again. The id is a UUIDv7 assigned at acceptance, so
 /// a redelivered message maps to the same row (idempotent insert) and inserts stay on the

@@ -2,15 +2,15 @@
 //! statuses read them to build the callbacks).
 
 use crate::error::DbError;
+use crate::lane::WriterConnection;
 use floodgate_core::callback::CallbackKind;
-use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 /// Sets (or replaces) the service's callback of `kind`. `sealed_token` is the bearer token
 /// sealed with the API key encryption key. Returns false when the service does not exist.
 pub async fn put_callback(
-    client: &Client,
+    client: &WriterConnection,
     service_id: Uuid,
     kind: CallbackKind,
     url: &str,
@@ -35,7 +35,7 @@ pub async fn put_callback(
 
 /// Removes the service's callback of `kind`; returns whether there was one.
 pub async fn remove_callback(
-    client: &Client,
+    client: &WriterConnection,
     service_id: Uuid,
     kind: CallbackKind,
 ) -> Result<bool, DbError> {

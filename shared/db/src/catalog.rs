@@ -5,9 +5,11 @@
 //! `floodgate:status` so a test can prove none of them reached the writer.
 
 use crate::error::DbError;
+use crate::lane::{ReadConnection, ReaderConnection, WriterConnection};
 use chrono::{DateTime, Utc};
+use floodgate_core::{KeyType, NotificationStatus, ProcessType};
+use tokio_postgres::Row;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -25,7 +27,7 @@ pub struct ApiKeyRow {
     pub id: Uuid,
     pub service_id: Uuid,
     pub name: String,
-    pub key_type: String,
+    pub key_type: KeyType,
     #[serde(skip)]
     pub secret_ciphertext: Vec<u8>,
     pub created_at: DateTime<Utc>,
@@ -40,8 +42,7 @@ pub struct TemplateRow {
     pub name: String,
     pub subject: String,
     pub body: String,
-    /// The template's process type: `priority`, `normal` or `bulk`.
-    pub process_type: String,
+    pub process_type: ProcessType,
     pub version: i32,
     pub archived: bool,
     pub created_at: DateTime<Utc>,
@@ -56,18 +57,36 @@ pub struct NotificationRow {
     pub service_id: Uuid,
     pub template_id: Uuid,
     pub template_version: i32,
-    pub key_type: String,
+    pub key_type: KeyType,
     pub job_id: Option<Uuid>,
     pub job_row_number: Option<i32>,
     pub email_address: String,
     pub personalisation: serde_json::Value,
     pub client_reference: Option<String>,
     pub scheduled_for: Option<DateTime<Utc>>,
-    pub status: String,
+    pub status: NotificationStatus,
     pub sent_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub template_subject: String,
     pub template_body: String,
+}
+
+/// Column `i` of `r` as a domain value; a stored value the domain does not know is an error
+/// naming the column, never a panic.
+fn parsed<T>(
+    r: &Row,
+    i: usize,
+    column: &'static str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, DbError> {
+    let value: &str = r.try_get(i).map_err(|_| DbError::Unexpected {
+        column,
+        value: "(not text)".into(),
+    })?;
+    parse(value).ok_or_else(|| DbError::Unexpected {
+        column,
+        value: value.to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -87,7 +106,7 @@ fn service_row(r: &Row) -> ServiceRow {
 }
 
 pub async fn create_service(
-    client: &Client,
+    client: &WriterConnection,
     id: Uuid,
     name: &str,
     from_email: &str,
@@ -109,7 +128,7 @@ pub async fn create_service(
 }
 
 /// Archives a service (its keys stop working); true if it existed.
-pub async fn archive_service(client: &Client, id: Uuid) -> Result<bool, DbError> {
+pub async fn archive_service(client: &WriterConnection, id: Uuid) -> Result<bool, DbError> {
     let n = client
         .execute_typed(
             "UPDATE services SET active = false, archived_at = coalesce(archived_at, now()) \
@@ -120,7 +139,7 @@ pub async fn archive_service(client: &Client, id: Uuid) -> Result<bool, DbError>
     Ok(n == 1)
 }
 
-pub async fn list_services(client: &Client) -> Result<Vec<ServiceRow>, DbError> {
+pub async fn list_services(client: &impl ReadConnection) -> Result<Vec<ServiceRow>, DbError> {
     let rows = client
         .query_typed(
             &format!("SELECT {SERVICE_COLUMNS} FROM services ORDER BY created_at, id"),
@@ -140,27 +159,30 @@ pub struct NewApiKey<'a> {
     pub id: Uuid,
     pub service_id: Uuid,
     pub name: &'a str,
-    pub key_type: &'a str,
+    pub key_type: KeyType,
     pub secret_ciphertext: &'a [u8],
     pub secret_digest: &'a [u8],
 }
 
-fn key_row(r: &Row, at: usize) -> ApiKeyRow {
-    ApiKeyRow {
+fn key_row(r: &Row, at: usize) -> Result<ApiKeyRow, DbError> {
+    Ok(ApiKeyRow {
         id: r.get(at),
         service_id: r.get(at + 1),
         name: r.get(at + 2),
-        key_type: r.get(at + 3),
+        key_type: parsed(r, at + 3, "api_keys.key_type", KeyType::parse)?,
         secret_ciphertext: r.get(at + 4),
         created_at: r.get(at + 5),
         expiry_date: r.get(at + 6),
-    }
+    })
 }
 
 const KEY_COLUMNS: &str =
     "k.id, k.service_id, k.name, k.key_type, k.secret_ciphertext, k.created_at, k.expiry_date";
 
-pub async fn insert_api_key(client: &Client, key: &NewApiKey<'_>) -> Result<ApiKeyRow, DbError> {
+pub async fn insert_api_key(
+    client: &WriterConnection,
+    key: &NewApiKey<'_>,
+) -> Result<ApiKeyRow, DbError> {
     let row = client
         .query_typed_one(
             &format!(
@@ -172,18 +194,18 @@ pub async fn insert_api_key(client: &Client, key: &NewApiKey<'_>) -> Result<ApiK
                 (&key.id, Type::UUID),
                 (&key.service_id, Type::UUID),
                 (&key.name, Type::TEXT),
-                (&key.key_type, Type::TEXT),
+                (&key.key_type.as_str(), Type::TEXT),
                 (&key.secret_ciphertext, Type::BYTEA),
                 (&key.secret_digest, Type::BYTEA),
             ],
         )
         .await?;
-    Ok(key_row(&row, 0))
+    key_row(&row, 0)
 }
 
 /// Revokes a key (Notify sets `expiry_date`); true if it was active.
 pub async fn revoke_api_key(
-    client: &Client,
+    client: &WriterConnection,
     service_id: Uuid,
     key_id: Uuid,
 ) -> Result<bool, DbError> {
@@ -197,7 +219,10 @@ pub async fn revoke_api_key(
     Ok(n == 1)
 }
 
-pub async fn list_api_keys(client: &Client, service_id: Uuid) -> Result<Vec<ApiKeyRow>, DbError> {
+pub async fn list_api_keys(
+    client: &impl ReadConnection,
+    service_id: Uuid,
+) -> Result<Vec<ApiKeyRow>, DbError> {
     let rows = client
         .query_typed(
             &format!(
@@ -207,13 +232,13 @@ pub async fn list_api_keys(client: &Client, service_id: Uuid) -> Result<Vec<ApiK
             &[(&service_id, Type::UUID)],
         )
         .await?;
-    Ok(rows.iter().map(|r| key_row(r, 0)).collect())
+    rows.iter().map(|r| key_row(r, 0)).collect()
 }
 
 /// A service and all its keys, revoked ones included (authentication tells "revoked" from
 /// "not found"), in one round trip.
 pub async fn fetch_service_with_keys(
-    client: &Client,
+    client: &ReaderConnection,
     service_id: Uuid,
 ) -> Result<Option<(ServiceRow, Vec<ApiKeyRow>)>, DbError> {
     let rows = client
@@ -234,13 +259,13 @@ pub async fn fetch_service_with_keys(
         .iter()
         .filter(|r| r.get::<_, Option<Uuid>>(5).is_some())
         .map(|r| key_row(r, 5))
-        .collect();
+        .collect::<Result<_, _>>()?;
     Ok(Some((service, keys)))
 }
 
 /// The key (id, service id) whose secret has this digest.
 pub async fn find_key_by_digest(
-    client: &Client,
+    client: &ReaderConnection,
     digest: &[u8],
 ) -> Result<Option<(Uuid, Uuid)>, DbError> {
     let row = client
@@ -259,19 +284,19 @@ pub async fn find_key_by_digest(
 const TEMPLATE_COLUMNS: &str = "id, service_id, name, subject, body, process_type, version, \
                                 archived, created_at, updated_at";
 
-fn template_row(r: &Row) -> TemplateRow {
-    TemplateRow {
+fn template_row(r: &Row) -> Result<TemplateRow, DbError> {
+    Ok(TemplateRow {
         id: r.get(0),
         service_id: r.get(1),
         name: r.get(2),
         subject: r.get(3),
         body: r.get(4),
-        process_type: r.get(5),
+        process_type: parsed(r, 5, "templates.process_type", |v| v.parse().ok())?,
         version: r.get(6),
         archived: r.get(7),
         created_at: r.get(8),
         updated_at: r.get(9),
-    }
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -281,14 +306,14 @@ pub struct TemplateChange<'a> {
     pub name: &'a str,
     pub subject: &'a str,
     pub body: &'a str,
-    pub process_type: &'a str,
+    pub process_type: ProcessType,
 }
 
 /// Creates a template (version 1) or updates it to a new version, and records the version in
 /// `template_versions`, in ONE statement (atomic without a multi-statement transaction).
 /// `None` when the id belongs to another service.
 pub async fn upsert_template(
-    client: &Client,
+    client: &WriterConnection,
     t: &TemplateChange<'_>,
 ) -> Result<Option<TemplateRow>, DbError> {
     let row = client
@@ -314,14 +339,17 @@ pub async fn upsert_template(
                 (&t.name, Type::TEXT),
                 (&t.subject, Type::TEXT),
                 (&t.body, Type::TEXT),
-                (&t.process_type, Type::TEXT),
+                (&t.process_type.as_str(), Type::TEXT),
             ],
         )
         .await?;
-    Ok(row.as_ref().map(template_row))
+    row.as_ref().map(template_row).transpose()
 }
 
-pub async fn fetch_template(client: &Client, id: Uuid) -> Result<Option<TemplateRow>, DbError> {
+pub async fn fetch_template(
+    client: &ReaderConnection,
+    id: Uuid,
+) -> Result<Option<TemplateRow>, DbError> {
     let row = client
         .query_typed_opt(
             &format!(
@@ -330,13 +358,13 @@ pub async fn fetch_template(client: &Client, id: Uuid) -> Result<Option<Template
             &[(&id, Type::UUID)],
         )
         .await?;
-    Ok(row.as_ref().map(template_row))
+    row.as_ref().map(template_row).transpose()
 }
 
 /// One stored version of a template, in the shape of the current template; its
 /// `updated_at` is when that version was made (none for version 1, as Notify).
 pub async fn fetch_template_version(
-    client: &Client,
+    client: &ReaderConnection,
     id: Uuid,
     version: i32,
 ) -> Result<Option<TemplateRow>, DbError> {
@@ -351,11 +379,11 @@ pub async fn fetch_template_version(
             &[(&id, Type::UUID), (&version, Type::INT4)],
         )
         .await?;
-    Ok(row.as_ref().map(template_row))
+    row.as_ref().map(template_row).transpose()
 }
 
 pub async fn list_templates(
-    client: &Client,
+    client: &impl ReadConnection,
     service_id: Uuid,
 ) -> Result<Vec<TemplateRow>, DbError> {
     let rows = client
@@ -366,7 +394,7 @@ pub async fn list_templates(
             &[(&service_id, Type::UUID)],
         )
         .await?;
-    Ok(rows.iter().map(template_row).collect())
+    rows.iter().map(template_row).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -380,32 +408,32 @@ const NOTIFICATION_SELECT: &str = "/* floodgate:status */ SELECT n.id, n.created
   FROM notifications n
   LEFT JOIN template_versions tv ON tv.template_id = n.template_id AND tv.version = n.template_version";
 
-fn notification_row(r: &Row) -> NotificationRow {
-    NotificationRow {
+fn notification_row(r: &Row) -> Result<NotificationRow, DbError> {
+    Ok(NotificationRow {
         id: r.get(0),
         created_at: r.get(1),
         service_id: r.get(2),
         template_id: r.get(3),
         template_version: r.get(4),
-        key_type: r.get(5),
+        key_type: parsed(r, 5, "notifications.key_type", KeyType::parse)?,
         job_id: r.get(6),
         job_row_number: r.get(7),
         email_address: r.get(8),
         personalisation: r.get(9),
         client_reference: r.get(10),
         scheduled_for: r.get(11),
-        status: r.get(12),
+        status: parsed(r, 12, "notifications.status", |v| v.parse().ok())?,
         sent_at: r.get(13),
         completed_at: r.get(14),
         template_subject: r.get(15),
         template_body: r.get(16),
-    }
+    })
 }
 
 /// One notification of a service, by primary key: the id's own timestamp names the one
 /// daily partition to read.
 pub async fn fetch_notification(
-    client: &Client,
+    client: &ReaderConnection,
     service_id: Uuid,
     id: Uuid,
 ) -> Result<Option<NotificationRow>, DbError> {
@@ -424,7 +452,7 @@ pub async fn fetch_notification(
             ],
         )
         .await?;
-    Ok(row.as_ref().map(notification_row))
+    row.as_ref().map(notification_row).transpose()
 }
 
 /// The filters of `GET /v2/notifications`.
@@ -444,7 +472,7 @@ pub struct NotificationFilter {
 /// index. The optional filters are folded away by the planner: an unnamed statement is
 /// planned with its parameter values.
 pub async fn list_notifications(
-    client: &Client,
+    client: &ReaderConnection,
     service_id: Uuid,
     f: &NotificationFilter,
 ) -> Result<Vec<NotificationRow>, DbError> {
@@ -476,5 +504,5 @@ pub async fn list_notifications(
             ],
         )
         .await?;
-    Ok(rows.iter().map(notification_row).collect())
+    rows.iter().map(notification_row).collect()
 }

@@ -20,6 +20,9 @@ pub enum DbError {
     Encode(#[from] serde_json::Error),
     #[error("invalid database configuration: {0}")]
     Config(String),
+    /// A stored value the domain does not know (schema and code out of step).
+    #[error("column {column} holds {value:?}, which this version does not know")]
+    Unexpected { column: &'static str, value: String },
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i32,
@@ -46,7 +49,10 @@ impl DbError {
                         c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300")
                     })
             }
-            DbError::Config(_) | DbError::Migration { .. } | DbError::Encode(_) => false,
+            DbError::Config(_)
+            | DbError::Migration { .. }
+            | DbError::Encode(_)
+            | DbError::Unexpected { .. } => false,
         }
     }
 
@@ -77,7 +83,10 @@ impl DbError {
             DbError::AcquireTimeout { .. } | DbError::Connect { .. } => false,
             DbError::OperationTimeout { .. } => true,
             DbError::Query(e) => e.is_closed() || e.code().is_none(),
-            DbError::Config(_) | DbError::Migration { .. } | DbError::Encode(_) => false,
+            DbError::Config(_)
+            | DbError::Migration { .. }
+            | DbError::Encode(_)
+            | DbError::Unexpected { .. } => false,
         }
     }
 

@@ -495,8 +495,9 @@ impl Lane {
     }
 
     /// Takes a connection, waiting at most the acquire timeout. The connection goes back
-    /// when the returned value is dropped — on every path, panics included.
-    pub async fn acquire(&self) -> Result<LaneConnection, DbError> {
+    /// when the returned value is dropped — on every path, panics included. Only through
+    /// [`WriterLane`] or [`ReaderLane`], which type the connection.
+    pub(crate) async fn acquire(&self) -> Result<LaneConnection, DbError> {
         let c = &self.inner.counters;
         let cfg = &self.inner.config;
         // Close idle/expired connections before handing one out, so a warm instance that
@@ -614,30 +615,63 @@ impl Drop for LaneConnection {
 }
 
 /// The writer lane: the only way to change data. Only pipeline functions and admin have one.
+/// Its connections are [`WriterConnection`]s, the only kind the SQL that writes accepts.
 #[derive(Clone, Debug)]
-pub struct WriterLane(pub Lane);
+pub struct WriterLane(Lane);
 
-/// The reader lane: look-ups for the API (keys, templates, status) on the replicas. A
-/// separate type so a read path cannot be handed the writer by mistake.
+/// The reader lane: look-ups for the API (keys, templates, status) on the replicas. Its
+/// connections are [`ReaderConnection`]s, which no writing SQL function accepts: a read path
+/// handed only a reader cannot write, and that is checked by the compiler.
 #[derive(Clone, Debug)]
-pub struct ReaderLane(pub Lane);
+pub struct ReaderLane(Lane);
 
 impl WriterLane {
+    /// Opens a writer lane; `config` must be a writer's.
+    pub async fn open(config: LaneConfig) -> Result<Self, DbError> {
+        expect_kind(&config, LaneKind::Writer)?;
+        Ok(WriterLane(Lane::open(config).await?))
+    }
+
     pub async fn from_env(application_name: &str) -> Result<Self, DbError> {
-        Ok(WriterLane(
-            Lane::open(LaneConfig::from_env(LaneKind::Writer, application_name)?).await?,
-        ))
+        Self::open(LaneConfig::from_env(LaneKind::Writer, application_name)?).await
+    }
+
+    /// Takes a connection (see [`Lane::acquire`]).
+    pub async fn acquire(&self) -> Result<WriterConnection, DbError> {
+        Ok(WriterConnection(self.0.acquire().await?))
     }
 }
 
 impl ReaderLane {
+    /// Opens a reader lane; `config` must be a reader's.
+    pub async fn open(config: LaneConfig) -> Result<Self, DbError> {
+        expect_kind(&config, LaneKind::Reader)?;
+        Ok(ReaderLane(Lane::open(config).await?))
+    }
+
     pub async fn from_env(application_name: &str) -> Result<Self, DbError> {
-        Ok(ReaderLane(
-            Lane::open(LaneConfig::from_env(LaneKind::Reader, application_name)?).await?,
-        ))
+        Self::open(LaneConfig::from_env(LaneKind::Reader, application_name)?).await
+    }
+
+    /// Takes a connection (see [`Lane::acquire`]).
+    pub async fn acquire(&self) -> Result<ReaderConnection, DbError> {
+        Ok(ReaderConnection(self.0.acquire().await?))
     }
 }
 
+fn expect_kind(config: &LaneConfig, kind: LaneKind) -> Result<(), DbError> {
+    if config.kind == kind {
+        Ok(())
+    } else {
+        Err(DbError::Config(format!(
+            "a {} lane cannot be opened with a {} lane's configuration",
+            kind.name(),
+            config.kind.name()
+        )))
+    }
+}
+
+/// Configuration, counters and pool size of a lane (never its connections).
 impl Deref for WriterLane {
     type Target = Lane;
     fn deref(&self) -> &Lane {
@@ -651,6 +685,38 @@ impl Deref for ReaderLane {
         &self.0
     }
 }
+
+/// A connection from the writer lane: what the SQL functions that change data require.
+pub struct WriterConnection(LaneConnection);
+
+/// A connection from the reader lane (a replica): what the API's read path runs on.
+pub struct ReaderConnection(LaneConnection);
+
+impl Deref for WriterConnection {
+    type Target = LaneConnection;
+    fn deref(&self) -> &LaneConnection {
+        &self.0
+    }
+}
+
+impl Deref for ReaderConnection {
+    type Target = LaneConnection;
+    fn deref(&self) -> &LaneConnection {
+        &self.0
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::WriterConnection {}
+    impl Sealed for super::ReaderConnection {}
+}
+
+/// Either connection, for the few reads both sides make (admin lists what it just wrote on
+/// the writer; `status` lists templates on a replica). Sealed: only the two lane connections.
+pub trait ReadConnection: sealed::Sealed + Deref<Target = LaneConnection> + Sync {}
+impl ReadConnection for WriterConnection {}
+impl ReadConnection for ReaderConnection {}
 
 #[cfg(test)]
 mod tests {
@@ -762,10 +828,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lane_opens_only_with_its_own_kind_of_configuration() {
+        let c = LaneConfig::new(LaneKind::Reader, "postgres://u@127.0.0.1:1/db", "t");
+        let e = WriterLane::open(c.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("reader lane's configuration"), "{e}");
+        assert!(ReaderLane::open(c).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn iam_auth_without_tls_is_refused() {
         let mut c = LaneConfig::new(LaneKind::Writer, "postgres://u@127.0.0.1:1/db", "t");
         c.iam_auth = true;
-        let e = Lane::open(c).await.unwrap_err();
+        let e = WriterLane::open(c).await.unwrap_err();
         assert!(e.to_string().contains("requires TLS"), "{e}");
     }
 }

@@ -4,6 +4,7 @@
 //! pins a proxy session.
 
 use crate::error::DbError;
+use crate::lane::WriterConnection;
 use chrono::{Days, NaiveDate};
 use tokio_postgres::Client;
 use tokio_postgres::types::Type;
@@ -56,7 +57,7 @@ pub const MIGRATIONS: &[Migration] = &[
 const MIGRATION_LOCK: i64 = 0x466c_6f6f_6467_6174; // "Floodgat"
 
 /// Applies the migrations not applied yet; returns the versions applied now.
-pub async fn migrate(client: &Client) -> Result<Vec<i32>, DbError> {
+pub async fn migrate(client: &WriterConnection) -> Result<Vec<i32>, DbError> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -124,7 +125,7 @@ pub struct PartitionMaintenance {
 /// Creates the daily partitions from yesterday to `ahead_days` after `today`, and drops
 /// those older than `retention_days` (whole partitions: no DELETE, no vacuum storm).
 pub async fn maintain_partitions(
-    client: &Client,
+    client: &WriterConnection,
     today: NaiveDate,
     ahead_days: u64,
     retention_days: u64,

@@ -1,6 +1,7 @@
 //! The SQL of the notification pipeline's writes.
 
 use crate::error::DbError;
+use crate::lane::WriterConnection;
 use chrono::{DateTime, NaiveDate, Utc};
 use floodgate_core::IntakeNotification;
 use std::borrow::Borrow;
@@ -62,7 +63,7 @@ pub struct InsertOutcome {
 /// Stores a batch of notifications with one statement. Idempotent. If a row falls on a day
 /// without a partition yet (maintenance late, clock skew), creates it and retries once.
 pub async fn insert_notifications<N: Borrow<IntakeNotification>>(
-    client: &Client,
+    client: &WriterConnection,
     batch: &[N],
 ) -> Result<InsertOutcome, DbError> {
     if batch.is_empty() {
@@ -153,7 +154,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
 
 /// Creates the missing daily partitions for `[from, to]`; returns how many it created.
 pub async fn ensure_partitions(
-    client: &Client,
+    client: &WriterConnection,
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<i32, DbError> {

@@ -10,7 +10,7 @@
 //! [`bootstrap_sql`] is pure and idempotent: run it on every `migrate`, as often as wanted.
 
 use crate::error::DbError;
-use tokio_postgres::Client;
+use crate::lane::WriterConnection;
 
 /// `statement_timeout` every function role gets by default.
 pub const ROLE_STATEMENT_TIMEOUT: &str = "10s";
@@ -101,7 +101,7 @@ pub fn bootstrap_sql(users: &[String], grant_rds_iam: bool) -> Result<String, Db
 /// Runs [`bootstrap_sql`] on `client` as one implicit transaction (one simple query): all
 /// roles are configured, or none. Use a direct connection as the migrating (master) user.
 pub async fn bootstrap_roles(
-    client: &Client,
+    client: &WriterConnection,
     users: &[String],
     grant_rds_iam: bool,
 ) -> Result<(), DbError> {

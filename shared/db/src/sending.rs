@@ -6,13 +6,13 @@
 //! is a HOT update.
 
 use crate::error::DbError;
+use crate::lane::WriterConnection;
 use chrono::{DateTime, Utc};
 use floodgate_core::callback::CallbackJob;
 use floodgate_core::ses_event::ReceiptTarget;
 use floodgate_core::{KeyType, NotificationStatus, ProcessType};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -84,7 +84,7 @@ impl std::fmt::Debug for Claimed {
 /// Claims the claimable notifications among `keys` under `token` (one statement); returns
 /// the claimed ones. Duplicate keys are harmless.
 pub async fn claim_for_sending(
-    client: &Client,
+    client: &WriterConnection,
     keys: &[ClaimKey],
     token: Uuid,
 ) -> Result<Vec<Claimed>, DbError> {
@@ -201,7 +201,7 @@ pub struct Settled {
 /// Records how each notification claimed under `token` ended — successes, releases and
 /// failures together, ONE statement.
 pub async fn settle_sends(
-    client: &Client,
+    client: &WriterConnection,
     outcomes: &[(Uuid, DateTime<Utc>, Settlement)],
     token: Uuid,
 ) -> Result<Settled, DbError> {
@@ -375,7 +375,7 @@ pub struct AppliedReceipts {
 
 /// Applies a batch's reduced receipts with ONE statement.
 pub async fn apply_receipts(
-    client: &Client,
+    client: &WriterConnection,
     targets: &[ReceiptTarget],
 ) -> Result<AppliedReceipts, DbError> {
     if targets.is_empty() {
@@ -512,7 +512,7 @@ impl Default for SendingTimeouts {
 /// pruning on `created_at`); `status` is not indexed (HOT updates), so this is a scan of
 /// those partitions: run it every few minutes from maintenance, not per request.
 pub async fn sweep_sending(
-    client: &Client,
+    client: &WriterConnection,
     timeouts: SendingTimeouts,
     lookback: Duration,
 ) -> Result<u64, DbError> {
@@ -552,7 +552,7 @@ RETURNING n.id, n.process_type";
 
 /// See [`PICK_CREATED`]. Rows whose stored process type is unknown are skipped (and logged).
 pub async fn pick_stale_created(
-    client: &Client,
+    client: &WriterConnection,
     older_than: Duration,
     lookback: Duration,
     limit: i64,
