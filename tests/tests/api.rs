@@ -12,15 +12,14 @@ use floodgate_admin::{
 };
 use floodgate_api::gateway::{request, response_text};
 use floodgate_api::{ApiCatalog, CachePolicy};
-use floodgate_aws::{
-    EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueStats, ReceivedMessage,
-};
+use floodgate_aws::{OutgoingMessage, Queue, QueueError, QueueSender};
 use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
 use floodgate_core::{KeyType, Knobs, ProcessType, QueueName};
 use floodgate_db::catalog::{ServiceRow, TemplateRow};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_e2e::*;
+use floodgate_emulators::EmbeddedQueue;
 use floodgate_ingest::{Ingest, RetryPolicy};
 use floodgate_local::{LocalStack, StackOptions};
 use floodgate_persist::Persist;
@@ -52,7 +51,11 @@ struct Api {
     template: TemplateRow,
 }
 
-fn api_on(reader: ReaderLane, queue: Arc<dyn Queue>, policy: CachePolicy) -> (Ingest, Status) {
+fn api_on(
+    reader: ReaderLane,
+    queue: Arc<dyn QueueSender>,
+    policy: CachePolicy,
+) -> (Ingest, Status) {
     let catalog = Arc::new(ApiCatalog::new(reader, secrets(), policy));
     let ingest = Ingest::new(catalog.clone(), queue, &Knobs::embedded()).with_retry(RetryPolicy {
         attempts: 3,
@@ -793,7 +796,7 @@ struct FailAfter {
 }
 
 #[async_trait]
-impl Queue for FailAfter {
+impl QueueSender for FailAfter {
     async fn send_batch(
         &self,
         queue: QueueName,
@@ -807,20 +810,6 @@ impl Queue for FailAfter {
             self.inner.set_unavailable(true);
         }
         self.inner.send_batch(queue, bodies).await
-    }
-    async fn receive(
-        &self,
-        queue: QueueName,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<ReceivedMessage>, QueueError> {
-        self.inner.receive(queue, max, wait).await
-    }
-    async fn delete_batch(&self, queue: QueueName, handles: &[String]) -> Result<(), QueueError> {
-        self.inner.delete_batch(queue, handles).await
-    }
-    async fn stats(&self, queue: QueueName) -> Result<QueueStats, QueueError> {
-        self.inner.stats(queue).await
     }
 }
 

@@ -4,13 +4,13 @@
 //! well-behaved and failing clients. Payloads and retry rules are GOV.UK Notify's
 //! (alphagov/notifications-tech-docs, source/documentation/_callbacks.md).
 
-use floodgate_aws::mail::SimulatorMailer;
-use floodgate_aws::{EmbeddedQueue, Queue, ReceivedMessage};
+use floodgate_aws::{Queue, ReceivedMessage};
 use floodgate_callbacks::{Callbacks, CallbacksReport};
 use floodgate_core::callback::{CALLBACK_VERSION, CallbackJob, CallbackKind};
 use floodgate_core::envelope::KeyType;
 use floodgate_core::{IntakeNotification, Knobs, ProcessType, QueueName, pack_intake};
 use floodgate_e2e::*;
+use floodgate_emulators::{EmbeddedQueue, SimulatorMailer};
 use floodgate_local::esm::to_event;
 use floodgate_local::receiver::CallbackReceiver;
 use floodgate_persist::Persist;

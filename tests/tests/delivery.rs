@@ -3,8 +3,8 @@
 //! answers whose outcome is unknown, the crash window between SES and the settle, and
 //! claims re-taken by their token. (Whole-topology faults are in `faults.rs`.)
 
-use floodgate_aws::mail::{Email, MailError, Mailer, SesMailer, SimulatorMailer};
-use floodgate_aws::{EmbeddedQueue, Queue, SqsQueue};
+use floodgate_aws::mail::{Email, MailError, Mailer, SesMailer};
+use floodgate_aws::{Queue, SqsQueue};
 use floodgate_core::ses_event::{SesEventType, decode_receipt};
 use floodgate_core::{
     IntakeNotification, Knobs, ProcessType, QueueName, SendEnvelope, pack_intake,
@@ -13,6 +13,7 @@ use floodgate_db::WriterLane;
 use floodgate_db::sending::{SendingTimeouts, sweep_sending};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_e2e::*;
+use floodgate_emulators::{EmbeddedQueue, SimulatorMailer};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
 use floodgate_send::{SendConfig, Sender};

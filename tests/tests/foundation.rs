@@ -1,13 +1,14 @@
 //! The foundation against real services: PostgreSQL primary + streaming replica, PgBouncer
 //! in transaction mode, moto server. Each test owns a fresh service id.
 
-use floodgate_aws::{EmbeddedQueue, OutgoingMessage, Queue, QueueLimits, SqsQueue};
+use floodgate_aws::{OutgoingMessage, Queue, QueueLimits, SqsQueue};
 use floodgate_core::{
     IntakeEnvelope, Knobs, NotificationStatus, ProcessType, QueueName, SendEnvelope, pack_intake,
 };
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{DbError, LaneConfig, LaneKind, WriterLane};
 use floodgate_e2e::*;
+use floodgate_emulators::EmbeddedQueue;
 use floodgate_local::StackOptions;
 use floodgate_persist::Persist;
 use std::collections::{BTreeMap, BTreeSet, HashSet};

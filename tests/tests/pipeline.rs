@@ -5,11 +5,9 @@
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use floodgate_aws::mail::{Accepted, Email, MailError, Mailer, SesMailer, SimulatorMailer};
-use floodgate_aws::{EmbeddedQueue, Queue, QueueLimits, ReceivedMessage};
-use floodgate_core::ses_event::{
-    MailMeta, SimulatedEvent, SimulatedRecipient, ses_event_json, sns_envelope,
-};
+use floodgate_aws::mail::{Accepted, Email, MailError, Mailer, SesMailer};
+use floodgate_aws::{Queue, QueueLimits, ReceivedMessage};
+use floodgate_core::ses_event::{SimulatedEvent, SimulatedRecipient};
 use floodgate_core::status::fold_statuses;
 use floodgate_core::{
     IntakeNotification, KeyType, Knobs, NotificationStatus, ProcessType, QueueName, pack_intake,
@@ -17,6 +15,7 @@ use floodgate_core::{
 use floodgate_db::WriterLane;
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_e2e::*;
+use floodgate_emulators::{EmbeddedQueue, MailMeta, SimulatorMailer, ses_event_json, sns_envelope};
 use floodgate_local::{LocalStack, StackOptions};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;

@@ -10,7 +10,7 @@
 //! ([`floodgate_db::roles`]) that every other connection uses through RDS Proxy.
 
 use chrono::Utc;
-use floodgate_aws::{Queue, QueueLimits, forward_to_send};
+use floodgate_aws::{QueueLimits, QueueSender, forward_to_send};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
 use floodgate_core::callback::{CallbackKind, check_callback_url};
 use floodgate_core::{KeyType, Knobs, ProcessType};
@@ -563,7 +563,7 @@ pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOut
 /// were acknowledged by the queue; the others are picked again by the next run.
 pub async fn reforward_created(
     writer: &WriterLane,
-    queue: &dyn Queue,
+    queue: &dyn QueueSender,
     knobs: &Knobs,
     older_than: std::time::Duration,
 ) -> Result<u64, DbError> {
@@ -767,7 +767,7 @@ pub async fn execute_with_bootstrap(
     writer: &WriterLane,
     secrets: Option<&SecretBox>,
     bootstrap: Option<&Bootstrap>,
-    queue: Option<&dyn Queue>,
+    queue: Option<&dyn QueueSender>,
     command: &AdminCommand,
 ) -> Result<serde_json::Value, AdminError> {
     let mut result = execute_bootstrapped(writer, secrets, bootstrap, command).await?;

@@ -8,7 +8,7 @@
 use clap::Parser;
 use floodgate_admin::{AdminCommand, Bootstrap, execute_with_bootstrap};
 use floodgate_api::secret_box_from_env;
-use floodgate_aws::{Queue, SqsQueue};
+use floodgate_aws::{QueueSender, SqsQueue};
 use floodgate_core::{ProcessType, QueueName};
 use floodgate_db::WriterLane;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -44,10 +44,10 @@ async fn main() -> Result<(), Error> {
     // notifications whose send message was lost.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = SqsQueue::from_env(&sdk);
-    let queue: Option<&dyn Queue> = sqs
+    let queue: Option<&dyn QueueSender> = sqs
         .url(QueueName::Send(ProcessType::Normal))
         .is_ok()
-        .then_some(&sqs as &dyn Queue);
+        .then_some(&sqs as &dyn QueueSender);
     if let Some(command) = command {
         let outcome = execute_with_bootstrap(
             &writer,

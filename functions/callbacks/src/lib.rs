@@ -23,7 +23,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
-use floodgate_aws::{DeferPolicy, Ledger, Msg, Queue, QueueLimits, UnidentifiedRecord};
+use floodgate_aws::{DeferPolicy, Ledger, Msg, QueueLimits, QueueSender, UnidentifiedRecord};
 use floodgate_core::auth::SecretBox;
 use floodgate_core::callback::{CallbackJob, check_callback_url};
 use floodgate_core::knobs::CallbackKnobs;
@@ -167,7 +167,7 @@ enum Answer {
 pub struct Callbacks {
     http: reqwest::Client,
     secrets: Arc<SecretBox>,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn QueueSender>,
     limits: QueueLimits,
     defer: DeferPolicy,
     policy: CallbackPolicy,
@@ -179,7 +179,7 @@ impl Callbacks {
     /// The one constructor. `allow_loopback_http`: the local stack's receiver is plain
     /// http on 127.0.0.1; on AWS only https is called.
     pub fn new(
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn QueueSender>,
         secrets: Arc<SecretBox>,
         knobs: &Knobs,
         allow_loopback_http: bool,

@@ -12,7 +12,7 @@ use aws_lambda_events::http::Method;
 use chrono::{DateTime, Utc};
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
-use floodgate_aws::{Queue, QueueError, QueueLimits, send_all};
+use floodgate_aws::{QueueError, QueueLimits, QueueSender, send_all};
 use floodgate_core::envelope::new_notification_id;
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_core::{IntakeEnvelope, IntakeNotification, ProcessType, QueueName, pack_intake};
@@ -42,7 +42,7 @@ impl Default for RetryPolicy {
 /// What `ingest` needs, built once per instance.
 pub struct Ingest {
     catalog: Arc<ApiCatalog>,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn QueueSender>,
     limits: QueueLimits,
     retry: RetryPolicy,
 }
@@ -52,7 +52,7 @@ impl Ingest {
     /// here.
     pub fn new(
         catalog: Arc<ApiCatalog>,
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn QueueSender>,
         knobs: &floodgate_core::Knobs,
     ) -> Self {
         Ingest {

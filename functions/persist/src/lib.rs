@@ -14,7 +14,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use floodgate_aws::{
-    DeferPolicy, Ledger, Msg, Queue, QueueLimits, UnidentifiedRecord, forward_to_send,
+    DeferPolicy, Ledger, Msg, QueueLimits, QueueSender, UnidentifiedRecord, forward_to_send,
 };
 use floodgate_core::{IntakeEnvelope, IntakeNotification, Knobs, QueueName};
 use floodgate_db::sending::retry_conflicts;
@@ -28,7 +28,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct Persist {
     writer: WriterLane,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn QueueSender>,
     limits: QueueLimits,
     knobs: Arc<Knobs>,
     defer: DeferPolicy,
@@ -64,7 +64,7 @@ struct Group {
 
 impl Persist {
     /// The one constructor: `main`, the local stack and the tests all build it here.
-    pub fn new(writer: WriterLane, queue: Arc<dyn Queue>, knobs: Arc<Knobs>) -> Self {
+    pub fn new(writer: WriterLane, queue: Arc<dyn QueueSender>, knobs: Arc<Knobs>) -> Self {
         Persist {
             writer,
             queue,

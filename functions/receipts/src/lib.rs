@@ -16,7 +16,9 @@
 //! | the database refuses the batch for what it holds | split until the offending message is alone; it fails alone |
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use floodgate_aws::{Carriers, DeferPolicy, Ledger, Msg, Queue, QueueLimits, UnidentifiedRecord};
+use floodgate_aws::{
+    Carriers, DeferPolicy, Ledger, Msg, QueueLimits, QueueSender, UnidentifiedRecord,
+};
 use floodgate_core::QueueName;
 use floodgate_core::ses_event::{Receipt, ReceiptTarget, decode_receipt, reduce_receipts};
 use floodgate_db::sending::{AppliedReceipts, apply_receipts, retry_conflicts};
@@ -30,7 +32,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct Receipts {
     writer: WriterLane,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn QueueSender>,
     limits: QueueLimits,
     defer: DeferPolicy,
 }
@@ -66,7 +68,11 @@ pub enum ReceiptsError {
 
 impl Receipts {
     /// The one constructor: `main`, the local stack and the tests all build it here.
-    pub fn new(writer: WriterLane, queue: Arc<dyn Queue>, knobs: &floodgate_core::Knobs) -> Self {
+    pub fn new(
+        writer: WriterLane,
+        queue: Arc<dyn QueueSender>,
+        knobs: &floodgate_core::Knobs,
+    ) -> Self {
         Receipts {
             writer,
             queue,

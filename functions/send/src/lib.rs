@@ -25,7 +25,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use floodgate_aws::mail::{Email, MailError, Mailer};
-use floodgate_aws::{Carriers, DeferPolicy, Ledger, Queue, QueueLimits, UnidentifiedRecord};
+use floodgate_aws::{Carriers, DeferPolicy, Ledger, QueueLimits, QueueSender, UnidentifiedRecord};
 use floodgate_core::callback::CallbackJob;
 use floodgate_core::envelope::{created_at_of, pack_send_claimed};
 use floodgate_core::ses_event::SimulatedRecipient;
@@ -182,7 +182,7 @@ impl RateLimiter {
 pub struct Sender {
     writer: WriterLane,
     mailer: Arc<dyn Mailer>,
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn QueueSender>,
     limits: QueueLimits,
     knobs: Arc<Knobs>,
     config: SendConfig,
@@ -307,7 +307,7 @@ impl Sender {
     pub fn new(
         writer: WriterLane,
         mailer: Arc<dyn Mailer>,
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn QueueSender>,
         knobs: Arc<Knobs>,
         config: SendConfig,
     ) -> Self {

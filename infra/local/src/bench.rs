@@ -7,7 +7,8 @@ use crate::services::{DB_NAME, LocalStack, StackOptions, first_value, psql};
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
-use floodgate_aws::EmbeddedQueue;
+use floodgate_emulators::EmbeddedQueue;
+
 use floodgate_core::{IntakeNotification, KeyType, Knobs, ProcessType, pack_intake};
 use floodgate_db::{LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;

@@ -9,13 +9,14 @@ use anyhow::{Result, bail};
 use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
 use floodgate_api::gateway::request;
 use floodgate_api::{ApiCatalog, CachePolicy, ServiceEntry};
-use floodgate_aws::{EmbeddedQueue, Queue};
+use floodgate_aws::Queue;
 use floodgate_core::auth::{
     KeyForAuth, SecretBox, ServiceForAuth, generate_encryption_key, new_secret, sign_jwt,
 };
 use floodgate_core::{KeyType, Knobs, ProcessType, QueueName};
 use floodgate_db::catalog::TemplateRow;
 use floodgate_db::{LaneConfig, LaneKind, ReaderLane};
+use floodgate_emulators::EmbeddedQueue;
 use floodgate_ingest::Ingest;
 use std::sync::Arc;
 use std::time::Duration;

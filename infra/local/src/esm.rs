@@ -315,8 +315,9 @@ async fn poll_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floodgate_aws::{EmbeddedQueue, QueueLimits, send_all};
+    use floodgate_aws::{QueueLimits, send_all};
     use floodgate_core::ProcessType;
+    use floodgate_emulators::EmbeddedQueue;
     use std::sync::Mutex;
 
     const Q: QueueName = QueueName::Intake(ProcessType::Normal);

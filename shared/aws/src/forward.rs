@@ -1,7 +1,7 @@
 //! Putting notification ids on their process type's send queue: what `persist` does after
 //! storing a batch, and what maintenance does for notifications whose send message was lost.
 
-use crate::queue::{Queue, QueueLimits, send_all};
+use crate::queue::{QueueLimits, QueueSender, send_all};
 use floodgate_core::{Knobs, ProcessType, QueueName, pack_send};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// Sends the ids to their process types' send queues, packed as the knobs say, all process types at once.
 /// Returns the ids that were not acknowledged by the queue.
 pub async fn forward_to_send(
-    port: &dyn Queue,
+    port: &dyn QueueSender,
     limits: QueueLimits,
     knobs: &Knobs,
     ids: impl IntoIterator<Item = (Uuid, ProcessType)>,

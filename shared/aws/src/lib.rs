@@ -1,8 +1,7 @@
-//! The ports to AWS services and their adapters.
-//!
-//! - [`Queue`]: [`SqsQueue`] (aws-sdk-sqs; AWS or moto) and [`EmbeddedQueue`] (in-process,
-//!   the same semantics and limits; the local stack's default, since moto's SQS slows to
-//!   about one call a second at a few thousand queued messages and cannot carry a blast).
+//! The ports to AWS services and their AWS adapters: [`QueueSender`] (what functions use) and
+//! [`Queue`] (consumers too) over [`SqsQueue`] (aws-sdk-sqs; AWS or moto), and
+//! [`mail::Mailer`] over [`mail::SesMailer`]. The local stack's stand-ins implement the same
+//! ports in `floodgate-emulators`, which no function links.
 
 pub mod forward;
 pub mod ledger;
@@ -12,6 +11,6 @@ pub mod queue;
 pub use forward::forward_to_send;
 pub use ledger::{Carriers, DeferPolicy, Ledger, LedgerOutcome, Msg, UnidentifiedRecord};
 pub use queue::{
-    Deferral, EmbeddedQueue, OutgoingMessage, Queue, QueueError, QueueLimits, QueueStats,
+    Deferral, OutgoingMessage, Queue, QueueError, QueueLimits, QueueSender, QueueStats,
     ReceivedMessage, SqsQueue, send_all, send_messages,
 };
