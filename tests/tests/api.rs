@@ -1060,10 +1060,11 @@ fn run_python(python: &std::path::Path, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn the_published_notify_python_client_sends_and_reads_back() {
-    let python = tokio::task::spawn_blocking(floodgate_local::install::ensure_notify_client)
-        .await
-        .unwrap()
-        .expect("notifications-python-client installs");
+    let python =
+        tokio::task::spawn_blocking(floodgate_local::services::install::ensure_notify_client)
+            .await
+            .unwrap()
+            .expect("notifications-python-client installs");
     let stack = shared_stack().await;
     let api = setup(&stack, ProcessType::Normal).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1073,7 +1074,7 @@ async fn the_published_notify_python_client_sends_and_reads_back() {
         api.queue.clone(),
         CachePolicy::default(),
     );
-    let server = tokio::spawn(floodgate_local::front::serve(
+    let server = tokio::spawn(floodgate_local::topology::front::serve(
         listener,
         Arc::new(ingest),
         Arc::new(status),

@@ -1,6 +1,6 @@
 //! Service callbacks end to end on the real services: `send` and `receipts` put callbacks on
 //! the callbacks queue from the statements that set final statuses, and `callbacks`
-//! delivers them to a loopback receiver (`floodgate_local::receiver`) that plays
+//! delivers them to a loopback receiver (`floodgate_local::demo::receiver`) that plays
 //! well-behaved and failing clients. Payloads and retry rules are GOV.UK Notify's
 //! (alphagov/notifications-tech-docs, source/documentation/_callbacks.md).
 
@@ -11,8 +11,8 @@ use floodgate_core::envelope::KeyType;
 use floodgate_core::{IntakeNotification, Knobs, ProcessType, QueueName, pack_intake};
 use floodgate_e2e::*;
 use floodgate_emulators::{EmbeddedQueue, SimulatorMailer};
-use floodgate_local::esm::to_event;
-use floodgate_local::receiver::CallbackReceiver;
+use floodgate_local::demo::receiver::CallbackReceiver;
+use floodgate_local::topology::esm::to_event;
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
 use floodgate_send::{SendConfig, Sender};

@@ -262,7 +262,7 @@ async fn an_ses_500_or_a_timeout_is_never_sent_a_second_time() {
             Arc::new(SesMailer::from_sdk(&sdk, None)),
             queue.clone(),
         );
-        let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
+        let event = floodgate_local::topology::esm::to_event(QueueName::Send(process_type), &msgs);
         let deadline = Instant::now() + Duration::from_secs(20);
         let (resp, report) = send.handle(event.clone(), deadline).await.unwrap();
         assert!(resp.batch_item_failures.is_empty(), "{reply:?}: {resp:?}");
@@ -314,7 +314,7 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
         Arc::new(CrashAfterAccept(sim.clone())),
         queue.clone(),
     ));
-    let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
+    let event = floodgate_local::topology::esm::to_event(QueueName::Send(process_type), &msgs);
     let crashed = tokio::spawn({
         let send = send.clone();
         async move {
@@ -353,7 +353,7 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
     assert_eq!(send_events.len(), 1);
     let receipts = Receipts::new(f.writer.clone(), events.clone(), &Knobs::embedded());
     let (resp, _) = receipts
-        .handle(floodgate_local::esm::to_event(
+        .handle(floodgate_local::topology::esm::to_event(
             QueueName::Receipts,
             &send_events,
         ))
@@ -390,7 +390,10 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
 
     // The late `Delivery` still wins.
     let (resp, _) = receipts
-        .handle(floodgate_local::esm::to_event(QueueName::Receipts, &later))
+        .handle(floodgate_local::topology::esm::to_event(
+            QueueName::Receipts,
+            &later,
+        ))
         .await
         .unwrap();
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
@@ -399,7 +402,7 @@ async fn a_crash_after_ses_accepted_then_a_send_event_the_sweeper_and_a_late_del
         ("delivered".into(), ses_id, false)
     );
     // Exactly one SES send, and the redelivered send message sends nothing.
-    let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
+    let event = floodgate_local::topology::esm::to_event(QueueName::Send(process_type), &msgs);
     let healthy = sender(&f.writer, Arc::new(sim.clone()), queue.clone());
     let (_, report) = healthy
         .handle(event, Instant::now() + Duration::from_secs(20))
@@ -493,7 +496,7 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
             throttle_retries: 0,
         },
     );
-    let event = floodgate_local::esm::to_event(QueueName::Send(process_type), &msgs);
+    let event = floodgate_local::topology::esm::to_event(QueueName::Send(process_type), &msgs);
     let (resp, report) = send
         .handle(event, Instant::now() + Duration::from_secs(1))
         .await

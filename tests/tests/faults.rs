@@ -1,8 +1,8 @@
 //! The fault scoreboard's scenarios as tests: the whole topology on the real services,
-//! the knobs as shipped, one fault each (see `floodgate_local::faults` for how each
+//! the knobs as shipped, one fault each (see `floodgate_local::demo::faults` for how each
 //! scenario scales time and why the ratios stay the production ones).
 
-use floodgate_local::faults::{self, FaultRow};
+use floodgate_local::demo::faults::{self, FaultRow};
 
 /// One scenario at a time: each starts its own services on a 2-core machine.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -632,7 +632,7 @@ async fn with_the_primary_stopped_the_batch_is_deferred_fast_and_succeeds_after_
             .iter()
             .all(|m| m.deferral.map(|d| d.count) == Some(1))
     );
-    let retry = floodgate_local::esm::to_event(q, &deferred);
+    let retry = floodgate_local::topology::esm::to_event(q, &deferred);
     let mut ok = false;
     for _ in 0..20 {
         let (resp, report) = persist.handle(retry.clone()).await.expect("handled");

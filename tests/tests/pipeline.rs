@@ -158,7 +158,7 @@ async fn persist_all(persist: &Persist, batch: &[IntakeNotification]) {
 }
 
 fn event_of(msgs: &[ReceivedMessage]) -> SqsEvent {
-    floodgate_local::esm::to_event(QueueName::Receipts, msgs)
+    floodgate_local::topology::esm::to_event(QueueName::Receipts, msgs)
 }
 
 fn failed_ids(resp: &SqsBatchResponse) -> BTreeSet<String> {

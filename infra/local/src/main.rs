@@ -1,15 +1,14 @@
-//! `floodgate-local`: run Floodgate's topology on one machine.
+//! `floodgate-local`: run Floodgate's topology on one machine. This file only parses the
+//! command line and dispatches; the library's folders hold the parts.
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use floodgate_local::bench::{BenchOptions, bench_persist};
-use floodgate_local::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
+use floodgate_local::bench::persist::{BenchOptions, bench_persist};
+use floodgate_local::demo::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
 use floodgate_local::demo::{DemoOptions, Outage, demo};
-use floodgate_local::report::Percentiles;
-use floodgate_local::topology::{ApiSide, Pipeline, PipelineOptions};
-use floodgate_local::{LocalStack, StackOptions};
+use floodgate_local::services::lifecycle;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -159,13 +158,20 @@ async fn main() -> Result<()> {
         Command::Up {
             state_dir,
             foreground,
-        } => up(&std::path::absolute(&state_dir)?, foreground).await?,
-        Command::Down { state_dir } => down(&std::path::absolute(&state_dir)?)?,
+        } => lifecycle::up(&std::path::absolute(&state_dir)?, foreground).await?,
+        Command::Down { state_dir } => lifecycle::down(&std::path::absolute(&state_dir)?)?,
         Command::Run {
             state_dir,
             listen,
             aws_endpoint,
-        } => run(std::path::absolute(&state_dir)?, listen, aws_endpoint).await?,
+        } => {
+            floodgate_local::topology::run::run(
+                std::path::absolute(&state_dir)?,
+                listen,
+                aws_endpoint,
+            )
+            .await?
+        }
         Command::Demo {
             notifications,
             state_dir,
@@ -181,7 +187,7 @@ async fn main() -> Result<()> {
             callback_failures,
         } => {
             let state_dir = std::path::absolute(&state_dir)?;
-            refuse_if_up(&state_dir)?;
+            lifecycle::refuse_if_up(&state_dir)?;
             let outcome = demo(DemoOptions {
                 notifications,
                 state_dir: Some(state_dir.join("services")),
@@ -201,42 +207,17 @@ async fn main() -> Result<()> {
                 ..DemoOptions::default()
             })
             .await?;
-            println!("{}", outcome.report.text());
-            if let Some(c) = &outcome.callbacks {
-                println!("{}", c.text());
-            }
-            println!(
-                "  {:<34} {}\n  report: {} and {}",
-                "dead-letter messages",
-                outcome.dead_letters,
-                state_dir.join("report.json").display(),
-                state_dir.join("report.png").display()
-            );
-            let r = &outcome.report;
-            if r.lost != 0 || r.duplicate_rows != 0 || r.duplicate_sends != 0 {
-                bail!("lost or duplicated notifications: see the report");
-            }
-            if outcome.callbacks.as_ref().is_some_and(|c| c.lost != 0) {
-                bail!("lost callbacks: see the report");
-            }
+            outcome.print(&state_dir)?;
         }
         Command::Faults {
             scenario,
             report_dir,
         } => {
-            let report_dir = std::path::absolute(&report_dir)?;
-            let mut rows = Vec::new();
-            for s in floodgate_local::faults::all(&report_dir) {
-                if scenario.as_deref().is_some_and(|f| !s.name.contains(f)) {
-                    continue;
-                }
-                eprintln!("== {}: {}", s.name, s.fault);
-                rows.push(floodgate_local::faults::run(s).await?);
-            }
-            print!("{}", floodgate_local::faults::table(&rows));
-            if rows.iter().any(|r| !r.holds()) {
-                bail!("a fault scenario lost, duplicated, dead-lettered or stranded notifications");
-            }
+            floodgate_local::demo::faults::run_matching(
+                scenario.as_deref(),
+                &std::path::absolute(&report_dir)?,
+            )
+            .await?;
         }
         Command::Blast {
             api,
@@ -271,28 +252,7 @@ async fn main() -> Result<()> {
                 std::future::ready(()),
             )
             .await?;
-            let (api_l, idle, during) = (
-                Percentiles::of(&r.api_latency),
-                Percentiles::of(&r.critical_idle),
-                Percentiles::of(&r.critical_blast),
-            );
-            println!(
-                "accepted={} rejected={} seconds={:.1} accepted/s={:.0}",
-                r.accepted.len(),
-                r.rejected,
-                r.blast_duration.as_secs_f64(),
-                r.accepted.len() as f64 / r.blast_duration.as_secs_f64().max(1e-6)
-            );
-            println!(
-                "api_p50_ms={:.1} api_p99_ms={:.1}",
-                api_l.p50_ms, api_l.p99_ms
-            );
-            println!(
-                "critical_idle_p99_ms={:.1} critical_blast_p99_ms={:.1} critical_p99_ratio={:.2}",
-                idle.p99_ms,
-                during.p99_ms,
-                during.p99_ms / idle.p99_ms.max(1e-6)
-            );
+            r.print_summary();
         }
         Command::BenchPersist {
             notifications,
@@ -309,15 +269,15 @@ async fn main() -> Result<()> {
                 PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
                     .join("release")
             });
-            floodgate_local::bench_cold::bench_cold_start(&dir, runs).await?;
+            floodgate_local::bench::cold::bench_cold_start(&dir, runs).await?;
         }
         Command::BenchIngest {
             single_requests,
             bulk_requests,
             bulk_rows,
         } => {
-            floodgate_local::bench_ingest::bench_ingest(
-                floodgate_local::bench_ingest::IngestBenchOptions {
+            floodgate_local::bench::ingest::bench_ingest(
+                floodgate_local::bench::ingest::IngestBenchOptions {
                     single_requests,
                     bulk_requests,
                     bulk_rows,
@@ -326,203 +286,5 @@ async fn main() -> Result<()> {
             .await?;
         }
     }
-    Ok(())
-}
-
-fn pid_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("up.pid")
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-fn running_pid(state_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(pid_file(state_dir))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|&p| alive(p))
-}
-
-fn refuse_if_up(state_dir: &Path) -> Result<()> {
-    if let Some(pid) = running_pid(state_dir) {
-        bail!(
-            "services from `up` are running (pid {pid}) on {}: run `down` first",
-            state_dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// `up`: in the foreground, serve until Ctrl-C or SIGTERM; otherwise start a detached
-/// copy of this command in the foreground mode and wait until it reports its URLs.
-async fn up(state_dir: &Path, foreground: bool) -> Result<()> {
-    std::fs::create_dir_all(state_dir)?;
-    let env_file = state_dir.join("services.env");
-    if !foreground {
-        if let Some(pid) = running_pid(state_dir) {
-            println!("already up (pid {pid}):");
-            print!("{}", std::fs::read_to_string(&env_file).unwrap_or_default());
-            return Ok(());
-        }
-        let _ = std::fs::remove_file(&env_file);
-        let log = std::fs::File::create(state_dir.join("up.log"))?;
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-        cmd.arg("up")
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("--foreground")
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // A session of its own: the services outlive this command, not the terminal's
-        // Ctrl-C.
-        // SAFETY: setsid in the child before exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("starting the services")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(600);
-        while !env_file.exists() {
-            if std::time::Instant::now() > deadline || !alive(child.id() as i32) {
-                bail!(
-                    "services did not come up; see {}",
-                    state_dir.join("up.log").display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        print!("{}", std::fs::read_to_string(&env_file)?);
-        println!("# stop with: floodgate-local down");
-        return Ok(());
-    }
-    let stack = LocalStack::start(StackOptions {
-        moto: true,
-        durable: true,
-        state_dir: Some(state_dir.join("services")),
-        ..StackOptions::default()
-    })
-    .await?;
-    std::fs::write(pid_file(state_dir), std::process::id().to_string())?;
-    let mut env = format!(
-        "FLOODGATE_WRITER_URL={}\nFLOODGATE_READER_URL={}\n# primary (direct): {}\n# replica (direct): {}\n",
-        stack.writer_url(),
-        stack.reader_url(),
-        stack.primary_url(),
-        stack.replica_url()
-    );
-    if let Some(m) = stack.moto_endpoint() {
-        env.push_str(&format!("AWS_ENDPOINT_URL={m}\n"));
-    }
-    std::fs::write(&env_file, &env)?;
-    print!("{env}");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    drop(stack);
-    let _ = std::fs::remove_file(pid_file(state_dir));
-    let _ = std::fs::remove_file(&env_file);
-    Ok(())
-}
-
-fn down(state_dir: &Path) -> Result<()> {
-    let Some(pid) = running_pid(state_dir) else {
-        println!("nothing is up for {}", state_dir.display());
-        return Ok(());
-    };
-    // SAFETY: signalling the pid `up` recorded.
-    unsafe {
-        libc::kill(pid, libc::SIGTERM);
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while alive(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if alive(pid) {
-        bail!("pid {pid} still running after 60 s");
-    }
-    println!("stopped");
-    Ok(())
-}
-
-/// `run`: everything in the foreground for manual use.
-async fn run(state_dir: PathBuf, listen: SocketAddr, aws_endpoint: Option<String>) -> Result<()> {
-    refuse_if_up(&state_dir)?;
-    floodgate_obs::init("floodgate-local");
-    let moto = aws_endpoint.as_deref() == Some("moto");
-    let stack = LocalStack::start(StackOptions {
-        moto,
-        durable: true,
-        state_dir: Some(state_dir.join("services")),
-        ..StackOptions::default()
-    })
-    .await?;
-    let endpoint = if moto {
-        stack.moto_endpoint()
-    } else {
-        aws_endpoint
-    };
-    let admin = floodgate_db::WriterLane::open(floodgate_db::LaneConfig::new(
-        floodgate_db::LaneKind::Writer,
-        stack.writer_url(),
-        "floodgate-admin",
-    ))
-    .await?;
-    floodgate_admin::run(&admin, &floodgate_admin::AdminCommand::Migrate).await?;
-    let key_file = state_dir.join("encryption-key");
-    let enc = match std::fs::read_to_string(&key_file) {
-        Ok(k) => k.trim().to_string(),
-        Err(_) => {
-            let k = floodgate_core::auth::generate_encryption_key();
-            std::fs::write(&key_file, &k)?;
-            k
-        }
-    };
-    let secrets = Arc::new(
-        floodgate_core::auth::SecretBox::from_base64(&enc).map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    let (service_id, key, templates, from) = floodgate_local::demo::seed(&admin, &secrets).await?;
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await?;
-    let pipeline = Pipeline::start(
-        &stack,
-        &PipelineOptions {
-            aws_endpoint: endpoint,
-            sender_identity: Some(from),
-            ..PipelineOptions::default()
-        },
-    )
-    .await?;
-    let knobs = floodgate_core::Knobs::embedded();
-    let api = ApiSide::start(
-        &stack,
-        &knobs,
-        &pipeline.lanes,
-        pipeline.queue.clone(),
-        secrets,
-        listen,
-    )
-    .await?;
-    println!("Floodgate is running at {}", api.url());
-    println!("service id:  {service_id}");
-    println!("API key:     {key}");
-    println!(
-        "templates:   priority {} · normal {} · bulk {}",
-        templates.priority, templates.normal, templates.bulk
-    );
-    println!("FLOODGATE_WRITER_URL={}", stack.writer_url());
-    println!("FLOODGATE_READER_URL={}", stack.reader_url());
-    println!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
-    api.stop();
-    pipeline.stop().await;
-    drop(stack);
     Ok(())
 }

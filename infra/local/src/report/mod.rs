@@ -2,7 +2,9 @@
 //! server connections, critical-read p99), the final numbers, `report.json` and a PNG
 //! timeline drawn with plotters.
 
-use crate::blast::{BlastProgress, BlastResult};
+pub mod chart;
+
+use crate::demo::blast::{BlastProgress, BlastResult};
 use anyhow::{Context, Result};
 use floodgate_aws::Queue;
 use floodgate_core::QueueName;
@@ -261,7 +263,7 @@ pub async fn stored_counts(primary_url: &str, service_id: Uuid) -> Result<Stored
         let status: String = r.get(1);
         let n = r.get::<_, i64>(2) as u64;
         *out.by_status.entry(status.clone()).or_default() += n;
-        let expected = crate::blast::SimulatorOutcome::ALL
+        let expected = crate::demo::blast::SimulatorOutcome::ALL
             .into_iter()
             .find(|o| o.mailbox() == mailbox)
             .map(|o| o.expected_status().as_str().to_string());

@@ -539,6 +539,35 @@ pub async fn run_blast(
     })
 }
 
+impl BlastResult {
+    /// The one-line figures `floodgate-local blast` prints.
+    pub fn print_summary(&self) {
+        let r = self;
+        let (api_l, idle, during) = (
+            crate::report::Percentiles::of(&r.api_latency),
+            crate::report::Percentiles::of(&r.critical_idle),
+            crate::report::Percentiles::of(&r.critical_blast),
+        );
+        println!(
+            "accepted={} rejected={} seconds={:.1} accepted/s={:.0}",
+            r.accepted.len(),
+            r.rejected,
+            r.blast_duration.as_secs_f64(),
+            r.accepted.len() as f64 / r.blast_duration.as_secs_f64().max(1e-6)
+        );
+        println!(
+            "api_p50_ms={:.1} api_p99_ms={:.1}",
+            api_l.p50_ms, api_l.p99_ms
+        );
+        println!(
+            "critical_idle_p99_ms={:.1} critical_blast_p99_ms={:.1} critical_p99_ratio={:.2}",
+            idle.p99_ms,
+            during.p99_ms,
+            during.p99_ms / idle.p99_ms.max(1e-6)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -218,3 +218,25 @@ pub fn table(rows: &[FaultRow]) -> String {
     }
     out
 }
+
+/// Runs every scenario whose name contains `filter` (all without one), prints the table,
+/// and fails if any scenario did not hold.
+pub async fn run_matching(
+    filter: Option<&str>,
+    report_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let scenario = filter;
+    let mut rows = Vec::new();
+    for s in all(report_dir) {
+        if scenario.is_some_and(|f| !s.name.contains(f)) {
+            continue;
+        }
+        eprintln!("== {}: {}", s.name, s.fault);
+        rows.push(run(s).await?);
+    }
+    print!("{}", table(&rows));
+    if rows.iter().any(|r| !r.holds()) {
+        anyhow::bail!("a fault scenario lost, duplicated, dead-lettered or stranded notifications");
+    }
+    Ok(())
+}

@@ -4,8 +4,12 @@
 //! moto server (SQS, SES). PostgreSQL and PgBouncer refuse to run as root, so as root they
 //! run as the `postgres` user.
 
-use crate::install::{Toolchain, ensure_installed, is_root, pg_tool};
-use crate::process::ManagedProcess;
+pub mod install;
+pub mod lifecycle;
+pub mod process;
+
+use crate::services::install::{Toolchain, ensure_installed, is_root, pg_tool};
+use crate::services::process::ManagedProcess;
 use anyhow::{Context, Result, bail};
 use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};

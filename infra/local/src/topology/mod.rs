@@ -4,8 +4,12 @@
 //! Queues default to [`EmbeddedQueue`] and mail to [`SimulatorMailer`]; an AWS endpoint
 //! (moto) switches both to the AWS adapters for small runs.
 
-use crate::esm::{InstanceFactory, Mapping, MappingConfig, SqsHandler};
+pub mod esm;
+pub mod front;
+pub mod run;
+
 use crate::services::LocalStack;
+use crate::topology::esm::{InstanceFactory, Mapping, MappingConfig, SqsHandler};
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::SqsEvent;
 use floodgate_aws::mail::{Mailer, SesMailer};
@@ -483,7 +487,7 @@ impl ApiSide {
         secrets: Arc<floodgate_core::auth::SecretBox>,
         listen: std::net::SocketAddr,
     ) -> Result<ApiSide> {
-        use crate::front::InstancePool;
+        use crate::topology::front::InstancePool;
         use floodgate_api::{ApiCatalog, CachePolicy};
         let mut ingests = Vec::new();
         for _ in 0..knobs.max_concurrency("ingest").max(1) {
@@ -510,7 +514,7 @@ impl ApiSide {
             .with_context(|| format!("binding the HTTP front on {listen}"))?;
         let addr = listener.local_addr()?;
         let wait = Duration::from_secs(10);
-        let server = tokio::spawn(crate::front::serve_pools(
+        let server = tokio::spawn(crate::topology::front::serve_pools(
             listener,
             Arc::new(InstancePool::new(ingests, wait)),
             Arc::new(InstancePool::new(statuses, wait)),

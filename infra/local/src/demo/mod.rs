@@ -1,7 +1,11 @@
 //! `floodgate-local demo`: the whole topology on this machine and a blast through it,
 //! with progress bars and a report (text, `report.json`, `report.png`).
 
-use crate::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
+pub mod blast;
+pub mod faults;
+pub mod receiver;
+
+use crate::demo::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
 use crate::report::{Report, SampleSources, Sampler, stored_counts};
 use crate::services::{LocalStack, StackOptions};
 use crate::topology::{ApiSide, Pipeline, PipelineOptions};
@@ -91,6 +95,33 @@ pub struct DemoOutcome {
     pub report: Report,
     pub dead_letters: u64,
     pub callbacks: Option<CallbackTally>,
+}
+
+impl DemoOutcome {
+    /// Prints the report (written under `state_dir`); an error if anything was lost or
+    /// duplicated, so the demo command fails.
+    pub fn print(&self, state_dir: &std::path::Path) -> anyhow::Result<()> {
+        let outcome = self;
+        println!("{}", outcome.report.text());
+        if let Some(c) = &outcome.callbacks {
+            println!("{}", c.text());
+        }
+        println!(
+            "  {:<34} {}\n  report: {} and {}",
+            "dead-letter messages",
+            outcome.dead_letters,
+            state_dir.join("report.json").display(),
+            state_dir.join("report.png").display()
+        );
+        let r = &outcome.report;
+        if r.lost != 0 || r.duplicate_rows != 0 || r.duplicate_sends != 0 {
+            anyhow::bail!("lost or duplicated notifications: see the report");
+        }
+        if outcome.callbacks.as_ref().is_some_and(|c| c.lost != 0) {
+            anyhow::bail!("lost callbacks: see the report");
+        }
+        Ok(())
+    }
 }
 
 /// The callbacks of a demo run, as the receiver saw them.
@@ -264,7 +295,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     let (service_id, key, templates, from) = seed(&admin, &secrets).await?;
     let receiver = match opts.callback_failures {
         Some(fraction) => {
-            let r = crate::receiver::CallbackReceiver::start(fraction).await?;
+            let r = crate::demo::receiver::CallbackReceiver::start(fraction).await?;
             for (kind, path) in [
                 (
                     floodgate_core::callback::CallbackKind::DeliveryStatus,
@@ -493,7 +524,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     );
     std::fs::create_dir_all(&opts.report_dir)?;
     report.write_json(&opts.report_dir.join("report.json"))?;
-    if let Err(e) = crate::chart::draw(&report, &opts.report_dir.join("report.png")) {
+    if let Err(e) = crate::report::chart::draw(&report, &opts.report_dir.join("report.png")) {
         eprintln!("report.png not written: {e:#}");
     }
     api.stop();

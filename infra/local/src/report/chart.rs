@@ -13,7 +13,7 @@ fn ensure_font() -> Result<()> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            if !Path::new(FONT_PATH).exists() && crate::install::is_root() {
+            if !Path::new(FONT_PATH).exists() && crate::services::install::is_root() {
                 let _ = std::process::Command::new("apt-get")
                     .args(["install", "-y", "-qq", "fonts-dejavu-core"])
                     .env("DEBIAN_FRONTEND", "noninteractive")

@@ -1,0 +1,5 @@
+//! Benchmarks. Each prints ratios against a baseline measured in the same run.
+
+pub mod cold;
+pub mod ingest;
+pub mod persist;
