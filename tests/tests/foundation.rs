@@ -699,12 +699,13 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
 async fn the_admin_maintain_command_creates_partitions_ahead_and_sweeps() {
     let stack = shared_stack().await;
     let writer = writer_lane(&stack, |_| {}).await;
-    let out = floodgate_admin::run(
-        &writer,
-        &floodgate_admin::AdminCommand::Maintain { retention_days: 14 },
+    let out: floodgate_admin::AdminOutcome = serde_json::from_value(
+        floodgate_admin::Admin::new(writer.clone(), None, None, None)
+            .execute(&floodgate_admin::AdminCommand::Maintain { retention_days: 14 })
+            .await
+            .expect("maintain runs"),
     )
-    .await
-    .expect("maintain runs");
+    .expect("the outcome");
     assert!(out.applied_migrations.is_empty());
     // No send ran in this binary's stack: nothing to sweep.
     assert_eq!(out.sending_timed_out, 0);

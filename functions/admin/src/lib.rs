@@ -20,6 +20,7 @@ use floodgate_db::{
     DbError, LaneConfig, LaneKind, WriterLane, maintain_partitions, migrate, roles,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// How many daily partitions exist ahead of today: a week of slack if the scheduled
@@ -373,15 +374,16 @@ pub struct ServiceListing {
     pub templates: Vec<TemplateRow>,
 }
 
-/// Runs any command, returning its outcome as JSON (the CLI prints it, the Lambda returns
-/// it). `secrets` is needed only to issue keys.
-pub async fn execute(
+/// Any command on the function roles' writer (see [`Admin::execute`] for the entry point).
+async fn execute_on_writer(
     writer: &WriterLane,
     secrets: Option<&SecretBox>,
     command: &AdminCommand,
 ) -> Result<serde_json::Value, AdminError> {
     Ok(match command {
-        AdminCommand::Migrate | AdminCommand::Maintain { .. } => json(&run(writer, command).await?),
+        AdminCommand::Migrate | AdminCommand::Maintain { .. } => {
+            json(&run_schema(writer, command).await?)
+        }
         AdminCommand::CreateService {
             name,
             from_email,
@@ -509,7 +511,7 @@ pub const REFORWARD_LIMIT: i64 = 50_000;
 pub const SWEEP_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(4 * 24 * 3600);
 
 /// Migrations and maintenance.
-pub async fn run(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOutcome, DbError> {
+async fn run_schema(writer: &WriterLane, command: &AdminCommand) -> Result<AdminOutcome, DbError> {
     let conn = writer.acquire().await?;
     let today = Utc::now().date_naive();
     match command {
@@ -709,7 +711,7 @@ impl Bootstrap {
         command: &AdminCommand,
     ) -> Result<AdminOutcome, AdminError> {
         let lane = WriterLane::open(self.master_lane_config(master)?).await?;
-        Ok(run(&lane, command).await?)
+        Ok(run_schema(&lane, command).await?)
     }
 }
 
@@ -746,12 +748,12 @@ impl MasterCredentials {
 /// `migrate` over `master` (a direct connection as the schema's owner), then the role
 /// bootstrap on the same connection: the grants on all tables cover what the migrations
 /// just created, and the default privileges cover what the owner creates later.
-pub async fn migrate_and_bootstrap(
+async fn migrate_and_bootstrap(
     master: &WriterLane,
     users: &[String],
     grant_rds_iam: bool,
 ) -> Result<AdminOutcome, DbError> {
-    let mut outcome = run(master, &AdminCommand::Migrate).await?;
+    let mut outcome = run_schema(master, &AdminCommand::Migrate).await?;
     let conn = master.acquire().await?;
     conn.bounded(roles::bootstrap_roles(&conn, users, grant_rds_iam))
         .await?;
@@ -759,26 +761,58 @@ pub async fn migrate_and_bootstrap(
     Ok(outcome)
 }
 
-/// [`execute`], except that `migrate` with a [`Bootstrap`] goes through the master user
-/// (see the module documentation), and `maintain` with a `queue` also re-forwards
-/// notifications still `created` ([`reforward_created`]). The master secret is read on
-/// each `migrate`: RDS rotates it.
-pub async fn execute_with_bootstrap(
-    writer: &WriterLane,
-    secrets: Option<&SecretBox>,
-    bootstrap: Option<&Bootstrap>,
-    queue: Option<&dyn QueueSender>,
-    command: &AdminCommand,
-) -> Result<serde_json::Value, AdminError> {
-    let mut result = execute_bootstrapped(writer, secrets, bootstrap, command).await?;
-    if let (AdminCommand::Maintain { .. }, Some(queue)) = (command, queue) {
-        let knobs = Knobs::embedded();
-        let n = reforward_created(writer, queue, &knobs, REFORWARD_CREATED_AFTER).await?;
-        if let Some(o) = result.as_object_mut() {
-            o.insert("reforwarded".into(), n.into());
+/// The admin function: one entry point, [`Admin::execute`], for the CLI, the Lambda, the
+/// local stack and tests.
+pub struct Admin {
+    writer: WriterLane,
+    secrets: Option<SecretBox>,
+    bootstrap: Option<Bootstrap>,
+    queue: Option<Arc<dyn QueueSender>>,
+}
+
+impl Admin {
+    /// `secrets` is needed only to issue keys and set callbacks; `bootstrap` (AWS) makes
+    /// `migrate` and `maintain` run as the master user; `queue` (the send queues) makes
+    /// `maintain` also re-forward notifications still `created` ([`reforward_created`]).
+    pub fn new(
+        writer: WriterLane,
+        secrets: Option<SecretBox>,
+        bootstrap: Option<Bootstrap>,
+        queue: Option<Arc<dyn QueueSender>>,
+    ) -> Self {
+        Admin {
+            writer,
+            secrets,
+            bootstrap,
+            queue,
         }
     }
-    Ok(result)
+
+    /// Runs any command, returning its outcome as JSON (the CLI prints it, the Lambda returns
+    /// it). The master secret is read on each `migrate`: RDS rotates it.
+    pub async fn execute(&self, command: &AdminCommand) -> Result<serde_json::Value, AdminError> {
+        let mut result = execute_bootstrapped(
+            &self.writer,
+            self.secrets.as_ref(),
+            self.bootstrap.as_ref(),
+            command,
+        )
+        .await?;
+        if let (AdminCommand::Maintain { .. }, Some(queue)) = (command, &self.queue) {
+            let knobs = Knobs::embedded();
+            let n = reforward_created(
+                &self.writer,
+                queue.as_ref(),
+                &knobs,
+                REFORWARD_CREATED_AFTER,
+            )
+            .await?;
+            if let Some(o) = result.as_object_mut() {
+                o.insert("reforwarded".into(), n.into());
+            }
+        }
+        Ok(result)
+    }
 }
 
 async fn execute_bootstrapped(
@@ -799,7 +833,7 @@ async fn execute_bootstrapped(
             let master = b.read_master_secret(&sdk).await?;
             Ok(json(&b.maintain(&master, command).await?))
         }
-        _ => execute(writer, secrets, command).await,
+        _ => execute_on_writer(writer, secrets, command).await,
     }
 }
 

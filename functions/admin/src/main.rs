@@ -6,12 +6,13 @@
 //! ([`floodgate_admin::Bootstrap`]).
 
 use clap::Parser;
-use floodgate_admin::{AdminCommand, Bootstrap, execute_with_bootstrap};
+use floodgate_admin::{Admin, AdminCommand, Bootstrap};
 use floodgate_api::secret_box_from_env;
 use floodgate_aws::{QueueSender, SqsQueue};
 use floodgate_core::{ProcessType, QueueName};
 use floodgate_db::WriterLane;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -37,35 +38,27 @@ async fn main() -> Result<(), Error> {
         return Ok(());
     }
     let writer = WriterLane::from_env("floodgate-admin").await?;
-    // Only issuing keys needs the encryption key; other commands run without it.
+    // Only issuing keys and setting callbacks need the encryption key.
     let secrets = secret_box_from_env().ok();
     let bootstrap = Bootstrap::from_env()?;
     // The send queues, where configured (the Lambda on AWS): `maintain` re-forwards
     // notifications whose send message was lost.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = SqsQueue::from_env(&sdk);
-    let queue: Option<&dyn QueueSender> = sqs
+    let queue: Option<Arc<dyn QueueSender>> = sqs
         .url(QueueName::Send(ProcessType::Normal))
         .is_ok()
-        .then_some(&sqs as &dyn QueueSender);
+        .then(|| Arc::new(sqs) as Arc<dyn QueueSender>);
+    let admin = Admin::new(writer, secrets, bootstrap, queue);
     if let Some(command) = command {
-        let outcome = execute_with_bootstrap(
-            &writer,
-            secrets.as_ref(),
-            bootstrap.as_ref(),
-            queue,
-            &command,
-        )
-        .await?;
+        let outcome = admin.execute(&command).await?;
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(());
     }
-    let (writer, secrets, bootstrap) = (&writer, secrets.as_ref(), bootstrap.as_ref());
+    let admin = &admin;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<AdminCommand>| async move {
-            Ok::<_, Error>(
-                execute_with_bootstrap(writer, secrets, bootstrap, queue, &event.payload).await?,
-            )
+            Ok::<_, Error>(admin.execute(&event.payload).await?)
         },
     ))
     .await

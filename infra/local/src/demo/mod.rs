@@ -285,7 +285,9 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         "floodgate-admin",
     ))
     .await?;
-    floodgate_admin::run(&admin, &floodgate_admin::AdminCommand::Migrate).await?;
+    floodgate_admin::Admin::new(admin.clone(), None, None, None)
+        .execute(&floodgate_admin::AdminCommand::Migrate)
+        .await?;
     let secrets = Arc::new(
         floodgate_core::auth::SecretBox::from_base64(
             &floodgate_core::auth::generate_encryption_key(),

@@ -36,7 +36,9 @@ pub async fn run(
         "floodgate-admin",
     ))
     .await?;
-    floodgate_admin::run(&admin, &floodgate_admin::AdminCommand::Migrate).await?;
+    floodgate_admin::Admin::new(admin.clone(), None, None, None)
+        .execute(&floodgate_admin::AdminCommand::Migrate)
+        .await?;
     let key_file = state_dir.join("encryption-key");
     let enc = match std::fs::read_to_string(&key_file) {
         Ok(k) => k.trim().to_string(),
