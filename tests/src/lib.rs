@@ -285,7 +285,9 @@ pub async fn service_fixture_with(
 impl ServiceFixture {
     /// `Authorization: Bearer <JWT>` for the fixture's key, signed now.
     pub fn bearer(&self) -> String {
-        let secret = &self.key.key[self.key.key.len() - 36..];
+        let secret = floodgate_core::auth::parse_api_key(&self.key.key)
+            .map(|p| p.secret)
+            .unwrap_or_default();
         format!(
             "Bearer {}",
             floodgate_core::auth::sign_jwt(self.service_id, secret, Utc::now().timestamp())

@@ -372,7 +372,7 @@ fn earlier(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> bool {
 // ---------------------------------------------------------------------------------------
 
 /// What SES's mailbox simulator does for an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum SimulatedRecipient {
     /// `success@`: delivered. Also every address outside the simulator's domain.
     Success,
@@ -388,6 +388,30 @@ pub enum SimulatedRecipient {
 }
 
 impl SimulatedRecipient {
+    pub const ALL: [SimulatedRecipient; 5] = [
+        Self::Success,
+        Self::Bounce,
+        Self::Ooto,
+        Self::Complaint,
+        Self::SuppressionList,
+    ];
+
+    /// The simulator mailbox for this outcome.
+    pub fn mailbox(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Bounce => "bounce",
+            Self::Ooto => "ooto",
+            Self::Complaint => "complaint",
+            Self::SuppressionList => "suppressionlist",
+        }
+    }
+
+    /// The `i`-th distinct address of this outcome (`+label` keeps addresses apart).
+    pub fn address(self, i: usize) -> String {
+        format!("{}+{i}@{SIMULATOR_DOMAIN}", self.mailbox())
+    }
+
     /// Classifies an address; `+label` after the local part is allowed
     /// (`bounce+42@simulator.amazonses.com`), case-insensitive.
     pub fn of(address: &str) -> Self {

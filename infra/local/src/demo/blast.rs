@@ -5,7 +5,8 @@
 //! the blast, and during it.
 
 use anyhow::{Context, Result, bail};
-use floodgate_core::{NotificationStatus, ProcessType};
+use floodgate_core::ProcessType;
+use floodgate_core::ses_event::SimulatedRecipient;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,61 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
-/// A recipient of the SES mailbox simulator and the final status it leads to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SimulatorOutcome {
-    Success,
-    Bounce,
-    OutOfOffice,
-    Complaint,
-    SuppressionList,
-}
-
-impl SimulatorOutcome {
-    pub const ALL: [SimulatorOutcome; 5] = [
-        SimulatorOutcome::Success,
-        SimulatorOutcome::Bounce,
-        SimulatorOutcome::OutOfOffice,
-        SimulatorOutcome::Complaint,
-        SimulatorOutcome::SuppressionList,
-    ];
-
-    pub fn mailbox(self) -> &'static str {
-        match self {
-            SimulatorOutcome::Success => "success",
-            SimulatorOutcome::Bounce => "bounce",
-            SimulatorOutcome::OutOfOffice => "ooto",
-            SimulatorOutcome::Complaint => "complaint",
-            SimulatorOutcome::SuppressionList => "suppressionlist",
-        }
-    }
-
-    /// The address for the `i`-th recipient (`+label` keeps addresses distinct).
-    pub fn address(self, i: usize) -> String {
-        format!("{}+{i}@simulator.amazonses.com", self.mailbox())
-    }
-
-    /// What the status must end as (a complaint keeps `delivered`).
-    pub fn expected_status(self) -> NotificationStatus {
-        match self {
-            SimulatorOutcome::Success
-            | SimulatorOutcome::OutOfOffice
-            | SimulatorOutcome::Complaint => NotificationStatus::Delivered,
-            SimulatorOutcome::Bounce | SimulatorOutcome::SuppressionList => {
-                NotificationStatus::PermanentFailure
-            }
-        }
-    }
-
-    /// The mix: mostly deliveries, every outcome present.
-    pub fn for_index(i: usize) -> SimulatorOutcome {
-        match i % 20 {
-            0 | 1 => SimulatorOutcome::Bounce,
-            2 | 3 => SimulatorOutcome::OutOfOffice,
-            4 | 5 => SimulatorOutcome::Complaint,
-            6 => SimulatorOutcome::SuppressionList,
-            _ => SimulatorOutcome::Success,
-        }
+/// The recipient mix: mostly deliveries, every outcome of the mailbox simulator present.
+pub fn recipient_for_index(i: usize) -> SimulatedRecipient {
+    match i % 20 {
+        0 | 1 => SimulatedRecipient::Bounce,
+        2 | 3 => SimulatedRecipient::Ooto,
+        4 | 5 => SimulatedRecipient::Complaint,
+        6 => SimulatedRecipient::SuppressionList,
+        _ => SimulatedRecipient::Success,
     }
 }
 
@@ -122,7 +76,7 @@ impl ProcessTypeTemplates {
 pub struct Accepted {
     pub id: Uuid,
     pub process_type: ProcessType,
-    pub outcome: SimulatorOutcome,
+    pub outcome: SimulatedRecipient,
 }
 
 /// Live counters, read by the progress bars and the sampler.
@@ -155,49 +109,19 @@ fn histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|e| panic!("{e}")))
 }
 
-/// Splits a Notify API key into (service id, secret): the last 73 characters are
-/// `<service_id>-<secret>`, both UUIDs, exactly as the Notify clients read them.
-pub fn parse_api_key(key: &str) -> Result<(String, String)> {
-    if key.len() < 73 {
-        bail!("not a Notify API key: expected <name>-<service_id>-<secret>");
-    }
-    let secret = &key[key.len() - 36..];
-    let service = &key[key.len() - 73..key.len() - 37];
-    Uuid::parse_str(secret).context("API key secret is not a UUID")?;
-    Uuid::parse_str(service).context("API key service id is not a UUID")?;
-    Ok((service.to_string(), secret.to_string()))
-}
-
-/// A Notify-style bearer token: HS256, `iss` = service id, `iat` = now.
-pub fn bearer_token(service_id: &str, secret: &str) -> Result<String> {
-    #[derive(Serialize)]
-    struct Claims<'a> {
-        iss: &'a str,
-        iat: u64,
-    }
-    let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &Claims {
-            iss: service_id,
-            iat,
-        },
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?;
-    Ok(format!("Bearer {token}"))
-}
-
 #[derive(Clone)]
 struct Client {
     http: reqwest::Client,
     api: String,
-    service_id: String,
+    service_id: Uuid,
     secret: String,
 }
 
 impl Client {
     fn new(api: &str, key: &str, concurrency: usize) -> Result<Client> {
-        let (service_id, secret) = parse_api_key(key)?;
+        let parts = floodgate_core::auth::parse_api_key(key)
+            .context("not a Notify API key: expected <name>-<service_id>-<secret>")?;
+        let (service_id, secret) = (parts.service_id, parts.secret.to_string());
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency.max(4))
             .timeout(Duration::from_secs(30))
@@ -211,13 +135,17 @@ impl Client {
     }
 
     fn auth(&self) -> Result<String> {
-        bearer_token(&self.service_id, &self.secret)
+        let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
+        Ok(format!(
+            "Bearer {}",
+            floodgate_core::auth::sign_jwt(self.service_id, &self.secret, iat)
+        ))
     }
 
     async fn post_email(
         &self,
         template: Uuid,
-        outcome: SimulatorOutcome,
+        outcome: SimulatedRecipient,
         i: usize,
     ) -> Result<(u16, Option<Uuid>)> {
         let body = serde_json::json!({
@@ -242,7 +170,7 @@ impl Client {
         Ok((status, id))
     }
 
-    async fn post_bulk(&self, template: Uuid, rows: &[(usize, SimulatorOutcome)]) -> Result<u16> {
+    async fn post_bulk(&self, template: Uuid, rows: &[(usize, SimulatedRecipient)]) -> Result<u16> {
         let mut table = vec![serde_json::json!([
             "email address",
             "name",
@@ -328,7 +256,7 @@ async fn seed_critical(
         let (status, id) = client
             .post_email(
                 templates.priority,
-                SimulatorOutcome::Success,
+                SimulatedRecipient::Success,
                 1_000_000_000 + i,
             )
             .await?;
@@ -398,7 +326,7 @@ pub async fn run_blast(
             .map(|id| Accepted {
                 id: *id,
                 process_type: ProcessType::Priority,
-                outcome: SimulatorOutcome::Success,
+                outcome: SimulatedRecipient::Success,
             })
             .collect(),
     ));
@@ -434,7 +362,7 @@ pub async fn run_blast(
                 let k = next.fetch_add(1, Ordering::SeqCst) as usize;
                 let Some(&i) = singles.get(k) else { break };
                 let process_type = process_type_for_index(i);
-                let outcome = SimulatorOutcome::for_index(i);
+                let outcome = recipient_for_index(i);
                 let t = Instant::now();
                 let r = client
                     .post_email(templates.for_process_type(process_type), outcome, i)
@@ -479,10 +407,8 @@ pub async fn run_blast(
         );
         tokio::spawn(async move {
             for chunk in bulk.chunks(rows_per) {
-                let rows: Vec<(usize, SimulatorOutcome)> = chunk
-                    .iter()
-                    .map(|&i| (i, SimulatorOutcome::for_index(i)))
-                    .collect();
+                let rows: Vec<(usize, SimulatedRecipient)> =
+                    chunk.iter().map(|&i| (i, recipient_for_index(i))).collect();
                 let t = Instant::now();
                 let status = client.post_bulk(templates.bulk, &rows).await;
                 if let Ok(mut h) = api_latency.lock() {
@@ -571,34 +497,24 @@ impl BlastResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use floodgate_core::NotificationStatus;
 
     #[test]
     fn the_mix_covers_every_outcome_and_process_type() {
         let outcomes: std::collections::HashSet<_> = (0..20)
-            .map(|i| format!("{:?}", SimulatorOutcome::for_index(i)))
+            .map(|i| format!("{:?}", recipient_for_index(i)))
             .collect();
         assert_eq!(outcomes.len(), 5);
         let process_types: std::collections::HashSet<_> =
             (0..10).map(process_type_for_index).collect();
         assert_eq!(process_types.len(), 3);
         assert_eq!(
-            SimulatorOutcome::Complaint.expected_status(),
+            SimulatedRecipient::Complaint.final_status(),
             NotificationStatus::Delivered
         );
         assert_eq!(
-            SimulatorOutcome::Bounce.address(7),
+            SimulatedRecipient::Bounce.address(7),
             "bounce+7@simulator.amazonses.com"
         );
-    }
-
-    #[test]
-    fn api_keys_parse_like_the_notify_clients() {
-        let service = Uuid::now_v7().to_string();
-        let secret = Uuid::now_v7().to_string();
-        let key = format!("my-key-name-{service}-{secret}");
-        assert_eq!(parse_api_key(&key).unwrap(), (service, secret));
-        assert!(parse_api_key("short").is_err());
-        let token = bearer_token("svc", "s3cret").unwrap();
-        assert!(token.starts_with("Bearer ey"));
     }
 }

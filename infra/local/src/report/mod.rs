@@ -263,10 +263,10 @@ pub async fn stored_counts(primary_url: &str, service_id: Uuid) -> Result<Stored
         let status: String = r.get(1);
         let n = r.get::<_, i64>(2) as u64;
         *out.by_status.entry(status.clone()).or_default() += n;
-        let expected = crate::demo::blast::SimulatorOutcome::ALL
+        let expected = floodgate_core::ses_event::SimulatedRecipient::ALL
             .into_iter()
             .find(|o| o.mailbox() == mailbox)
-            .map(|o| o.expected_status().as_str().to_string());
+            .map(|o| o.final_status().as_str().to_string());
         if status == "created" || status == "sending" {
             out.not_final += n;
         } else if let Some(e) = expected
