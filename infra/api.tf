@@ -1,4 +1,4 @@
-# HTTP API (payload format 2.0) with the routes of SPEC §4. Writes go to ingest, reads to
+# HTTP API (payload format 2.0) with the Notify v2 routes for email. Writes go to ingest, reads to
 # status. Stage throttling bounds what a client can push at ingest; access logs go to a
 # CloudWatch log group.
 

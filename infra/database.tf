@@ -19,7 +19,7 @@ resource "aws_db_subnet_group" "this" {
   subnet_ids = aws_subnet.private[*].id
 }
 
-# Cluster-wide settings the schema relies on (SPEC §5). notifications is range-partitioned
+# Cluster-wide settings the schema relies on. notifications is range-partitioned
 # by day and updated in place (HOT updates: fillfactor < 100 and per-table autovacuum
 # settings are written in the migration). These cluster defaults make autovacuum frequent
 # and cheap on the small, hot partitions instead of rare and heavy ("vacuum storm", seeds/003).

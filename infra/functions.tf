@@ -259,7 +259,7 @@ resource "aws_lambda_function" "fn" {
 
 # ---------------------------------------------------------------- event source mappings
 # One per queue: batch size, batching window and maximum concurrency per queue, all from
-# knobs.json; partial batch responses so only the failed messages are retried (SPEC §6).
+# knobs.json; partial batch responses so only the failed messages are retried.
 
 resource "aws_lambda_event_source_mapping" "queue" {
   for_each = local.mappings

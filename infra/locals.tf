@@ -37,7 +37,7 @@ locals {
   outside_vpc_functions = ["callbacks"]
   fn_queues             = { for fn in keys(local.functions) : fn => distinct(concat(local.fn_consumes[fn], local.fn_produces[fn])) }
 
-  # ---------------------------------------------------------------- connection budget (SPEC §3)
+  # ---------------------------------------------------------------- connection budget
   # A Lambda instance runs one invocation at a time, so a function holds at most
   # (its max concurrency) x (its lane size) connections per lane. A queue-driven function's max
   # concurrency is the sum of maximum_concurrency over its mappings; an API/admin function's

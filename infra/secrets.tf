@@ -1,5 +1,5 @@
 # FLOODGATE_API_KEY_ENCRYPTION_KEY: the key that seals issued API key secrets in the
-# database (SPEC: API keys are stored sealed, plus a digest). Operator-supplied
+# database (API keys are stored sealed, plus a digest). Operator-supplied
 # (var.api_key_encryption_key, made with `floodgate-admin generate-encryption-key`) rather
 # than generated here, so the same key can be restored into a rebuilt stack and no extra
 # provider is needed. Secrets Manager is its system of record, encrypted with the CMK; the

@@ -2,7 +2,7 @@
 # whose event destination sends Delivery, Bounce, Complaint, Reject, DeliveryDelay and
 # Rendering Failure events to an SNS topic, and that topic subscribed to the receipts queue.
 # The send function puts the notification id in the message tags; SES copies the tags into
-# every event, so receipts find the row by primary key (SPEC §5).
+# every event, so receipts find the row by primary key.
 
 resource "aws_sesv2_configuration_set" "this" {
   configuration_set_name = var.name_prefix

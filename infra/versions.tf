@@ -1,4 +1,4 @@
-# Floodgate on AWS. Everything in SPEC §2 lives in this one root module (no child modules:
+# Floodgate on AWS. The whole stack lives in this one root module (no child modules:
 # the stack is one unit that is applied and destroyed together, and a flat module keeps every
 # resource visible to infra/tests/test_terraform.py and to checkov).
 #

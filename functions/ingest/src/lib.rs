@@ -1,7 +1,7 @@
 //! `ingest`: `POST /v2/notifications/email` and `POST /v2/notifications/bulk` behind API
 //! Gateway. Authenticates (keys cached from the reader lane), validates, renders, and puts
 //! the notifications on the intake queue of their process type. It never writes to the database
-//! (seed 003: the API only enqueues), and answers 201 only once SQS has acknowledged every
+//! (the API only enqueues, so a slow database cannot detach it), and answers 201 only once SQS has acknowledged every
 //! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
 
 pub mod storable;

@@ -1,7 +1,7 @@
 //! `status`: the Notify v2 read API behind API Gateway — `GET /v2/notifications/{id}`,
 //! `GET /v2/notifications`, `GET /v2/template/{id}`, `POST /v2/template/{id}/preview` — and
 //! `GET /_status`. It holds only a reader lane (the type has no writer), so status reads go
-//! to the replicas and never queue behind pipeline writes (seed 000). An unreachable
+//! to the replicas and never queue behind pipeline writes. An unreachable
 //! database is a 503 within the lane's acquire/operation timeouts, never a hang.
 //!
 //! A notification exists here once `persist` has stored it and the replica has replayed
@@ -247,8 +247,8 @@ impl Status {
     async fn serve(&self, req: &ApiGatewayV2httpRequest) -> Result<Value, ApiError> {
         let route = route(gateway::method(req), gateway::path(req))?;
         if let Route::Liveness = route {
-            // Liveness touches no database (seed 003: a DB-dependent health check detached
-            // the whole API while the database was merely slow).
+            // Liveness touches no database: a database-dependent health check detaches the
+            // whole API while the database is merely slow.
             return Ok(json!({"status": "ok"}));
         }
         let caller = self

@@ -1,4 +1,4 @@
-//! Floodgate's domain: the words of SPEC.md as plain types and pure functions, no I/O.
+//! Floodgate's domain: its words as plain types and pure functions, no I/O.
 //!
 //! - [`ProcessType`]: `priority` / `normal` / `bulk`, each with its own queues.
 //! - [`IntakeNotification`] / [`IntakeEnvelope`]: what `ingest` puts on an intake queue.

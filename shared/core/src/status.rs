@@ -128,7 +128,7 @@ mod tests {
     use super::NotificationStatus::*;
     use super::*;
 
-    /// Every (from, to) pair, written out by hand: the table a reviewer checks against SPEC.
+    /// Every (from, to) pair, written out by hand: the table a reviewer checks against Notify's status order.
     #[test]
     fn every_pair_follows_the_table() {
         use StatusTransition::{AlreadyThere as Same, Apply as A, WouldMoveBackwards as B};

@@ -1,6 +1,6 @@
 -- Floodgate schema, version 1.
 -- Every index and storage setting below is here for a reason written next to it; the
--- incident behind most of them is GC Notify's (seed 003): one commit per notification and
+-- incident behind most of them is GC Notify's (README, "What Floodgate is"): one commit per notification and
 -- DELETE-based retention drove autovacuum storms that slowed the database until the API
 -- was detached and notifications were lost.
 
@@ -55,7 +55,7 @@ CREATE TABLE template_versions (
     PRIMARY KEY (template_id, version)
 );
 
--- The status order of SPEC §4 (floodgate_core::NotificationStatus::rank must agree; a test
+-- Notify's status order (floodgate_core::NotificationStatus::rank must agree; a test
 -- compares them). Updates only ever move a notification to a higher rank.
 CREATE FUNCTION notification_status_rank(status text) RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$

@@ -1,4 +1,4 @@
--- Floodgate schema, version 2: what send and receipts need (issue 4).
+-- Floodgate schema, version 2: what send and receipts need.
 --
 -- The send claim needs no new column: `created` → `sending` with `sent_at` NULL is the
 -- claim, `ses_message_id`/`sent_at` set is "SES accepted". Adding a claim column would only

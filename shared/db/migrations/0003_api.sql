@@ -1,4 +1,4 @@
--- Floodgate schema, version 3: what the public API needs (issue 3).
+-- Floodgate schema, version 3: what the public API needs.
 
 -- `ApiKey-v1 <secret>` (GC Notify) sends the secret alone, with no service id to narrow the
 -- search, and the secret itself is only stored encrypted (non-deterministically). The
