@@ -11,7 +11,7 @@ use crate::services::{LocalStack, StackOptions};
 use crate::topology::{ApiSide, Pipeline, PipelineOptions};
 use anyhow::{Context, Result};
 use floodgate_core::Knobs;
-use floodgate_db::{LaneConfig, LaneKind, WriterLane};
+use floodgate_db::WriterLane;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -279,15 +279,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     };
 
     // Schema, then the demo's service, key and templates (admin code, writer lane).
-    let admin = WriterLane::open(LaneConfig::new(
-        LaneKind::Writer,
-        stack.writer_url(),
-        "floodgate-admin",
-    ))
-    .await?;
-    floodgate_admin::Admin::new(admin.clone(), None, None, None)
-        .execute(&floodgate_admin::AdminCommand::Migrate)
-        .await?;
+    let admin = crate::topology::migrated_admin_lane(&stack).await?;
     let secrets = Arc::new(
         floodgate_core::auth::SecretBox::from_base64(
             &floodgate_core::auth::generate_encryption_key(),

@@ -48,6 +48,21 @@ impl LaneRegistry {
     }
 }
 
+/// The admin function's writer lane on `stack`, after `migrate` ran through it: what the
+/// local commands do before seeding a service.
+pub async fn migrated_admin_lane(stack: &LocalStack) -> Result<WriterLane> {
+    let admin = WriterLane::open(LaneConfig::new(
+        LaneKind::Writer,
+        stack.writer_url(),
+        "floodgate-admin",
+    ))
+    .await?;
+    floodgate_admin::Admin::new(admin.clone(), None, None, None)
+        .execute(&floodgate_admin::AdminCommand::Migrate)
+        .await?;
+    Ok(admin)
+}
+
 /// The configuration of a lane to `url` for an emulated instance of `function`, sized from
 /// the knobs, with every timeout divided by `time_scale`.
 fn instance_lane_config(

@@ -30,15 +30,7 @@ pub async fn run(
     } else {
         aws_endpoint
     };
-    let admin = floodgate_db::WriterLane::open(floodgate_db::LaneConfig::new(
-        floodgate_db::LaneKind::Writer,
-        stack.writer_url(),
-        "floodgate-admin",
-    ))
-    .await?;
-    floodgate_admin::Admin::new(admin.clone(), None, None, None)
-        .execute(&floodgate_admin::AdminCommand::Migrate)
-        .await?;
+    let admin = crate::topology::migrated_admin_lane(&stack).await?;
     let key_file = state_dir.join("encryption-key");
     let enc = match std::fs::read_to_string(&key_file) {
         Ok(k) => k.trim().to_string(),
