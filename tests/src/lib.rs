@@ -3,10 +3,13 @@
 //! Each test uses its own service id, so tests sharing the stack never see each other's
 //! rows.
 
+pub mod terraform;
+
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_core::envelope::new_notification_id;
 use floodgate_core::{IntakeNotification, KeyType, ProcessType};
+use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_local::{LocalStack, StackOptions};
 use std::sync::Arc;
@@ -338,4 +341,129 @@ impl ServiceFixture {
             serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
         )
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The fixtures the files in events/ refer to
+// ---------------------------------------------------------------------------------------
+
+/// The API Gateway samples authenticate with `ApiKey-v1` and this fixed key (a JWT inside a
+/// static file would expire after 30 seconds).
+pub const EVENTS_SERVICE: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0001);
+pub const EVENTS_KEY: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0002);
+pub const EVENTS_SECRET: &str = "3d5c2a7e-1f4b-4c8d-9e6a-0b7c8d9e0f1a";
+pub const EVENTS_TEMPLATE: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0003);
+/// The notification `apigw-get-status.json` reads.
+pub const EVENTS_NOTIFICATION: Uuid = Uuid::from_u128(0x0190f0a0_1234_7000_8000_0000000e0004);
+
+/// The service, key (sealed with `secrets`), template and notification the API Gateway
+/// samples use, replayed on the replica. Once per stack.
+pub async fn seed_api_event_fixtures(
+    stack: &LocalStack,
+    writer: &WriterLane,
+    secrets: &floodgate_core::auth::SecretBox,
+) {
+    floodgate_admin::create_service(
+        writer,
+        Some(EVENTS_SERVICE),
+        "events-sample",
+        "events@example.gov",
+    )
+    .await
+    .unwrap();
+    floodgate_admin::issue_key_with_secret(
+        writer,
+        secrets,
+        EVENTS_SERVICE,
+        EVENTS_KEY,
+        "events",
+        KeyType::Normal,
+        EVENTS_SECRET,
+    )
+    .await
+    .unwrap();
+    floodgate_admin::put_template(
+        writer,
+        EVENTS_SERVICE,
+        Some(EVENTS_TEMPLATE),
+        "sample",
+        "Hello ((name))",
+        "Hi ((name))",
+        ProcessType::Normal,
+    )
+    .await
+    .unwrap();
+    let mut n = notification(EVENTS_SERVICE, ProcessType::Normal, 1);
+    n.id = EVENTS_NOTIFICATION;
+    n.created_at = floodgate_core::envelope::created_at_of(EVENTS_NOTIFICATION).unwrap();
+    n.template_id = EVENTS_TEMPLATE;
+    let conn = writer.acquire().await.unwrap();
+    conn.bounded(floodgate_db::insert_notifications(&conn, &[n]))
+        .await
+        .unwrap();
+    drop(conn);
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+}
+
+/// The service and template the SQS samples (intake, send, receipts) belong to.
+pub const FIXTURE_SERVICE: &str = "0193f0a0-0000-7000-8000-00000000f00d";
+pub const FIXTURE_TEMPLATE: &str = "0193f0a0-0000-7000-8000-00000000beef";
+/// The from address of the SQS samples' service.
+pub const FIXTURE_FROM: &str = "noreply@floodgate.example.gov";
+
+/// A service and a template with the given ids, written directly (no admin command: some
+/// tests need ids fixed in sample files). Idempotent.
+pub async fn create_service_with_ids(
+    writer: &WriterLane,
+    service: Uuid,
+    template: Uuid,
+    process_type: ProcessType,
+    from: &str,
+) {
+    let conn = writer.acquire().await.unwrap();
+    let name = format!("pipeline-{}", service.simple());
+    let subject = "Hello ((name))";
+    let body = "Dear ((name)),\n\nThis is **Floodgate**.";
+    let process_type = process_type.as_str();
+    conn.bounded(conn.execute_typed(
+        "INSERT INTO services (id, name, from_email) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING",
+        &[
+            (&service, Type::UUID),
+            (&name, Type::TEXT),
+            (&from, Type::TEXT),
+        ],
+    ))
+    .await
+    .unwrap();
+    conn.bounded(conn.execute_typed(
+        "INSERT INTO templates (id, service_id, name, subject, body, process_type, version)
+         VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (id) DO NOTHING",
+        &[
+            (&template, Type::UUID),
+            (&service, Type::UUID),
+            (&name, Type::TEXT),
+            (&subject, Type::TEXT),
+            (&body, Type::TEXT),
+            (&process_type, Type::TEXT),
+        ],
+    ))
+    .await
+    .unwrap();
+    conn.bounded(conn.execute_typed(
+        "INSERT INTO template_versions (template_id, version, name, subject, body, process_type)
+         VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (template_id, version) DO NOTHING",
+        &[
+            (&template, Type::UUID),
+            (&name, Type::TEXT),
+            (&subject, Type::TEXT),
+            (&body, Type::TEXT),
+            (&process_type, Type::TEXT),
+        ],
+    ))
+    .await
+    .unwrap();
 }

@@ -7,8 +7,7 @@ use async_trait::async_trait;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
 use floodgate_admin::{
-    IssuedKey, archive_service, create_service, issue_key, issue_key_with_secret, put_template,
-    revoke_key,
+    IssuedKey, archive_service, create_service, issue_key, put_template, revoke_key,
 };
 use floodgate_api::gateway::{request, response_text};
 use floodgate_api::{ApiCatalog, CachePolicy};
@@ -1108,12 +1107,6 @@ async fn the_published_notify_python_client_sends_and_reads_back() {
     server.abort();
 }
 
-const EVENTS_SERVICE: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0001);
-const EVENTS_KEY: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0002);
-const EVENTS_SECRET: &str = "3d5c2a7e-1f4b-4c8d-9e6a-0b7c8d9e0f1a";
-const EVENTS_TEMPLATE: Uuid = Uuid::from_u128(0x0190f0a0_0000_7000_8000_0000000e0003);
-const EVENTS_NOTIFICATION: Uuid = Uuid::from_u128(0x0190f0a0_1234_7000_8000_0000000e0004);
-
 fn event(name: &str) -> ApiGatewayV2httpRequest {
     let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -1128,46 +1121,7 @@ fn event(name: &str) -> ApiGatewayV2httpRequest {
 async fn the_sample_events_run_through_their_handlers() {
     let stack = shared_stack().await;
     let writer = writer_lane(&stack, |_| {}).await;
-    create_service(
-        &writer,
-        Some(EVENTS_SERVICE),
-        "events-sample",
-        "events@example.gov",
-    )
-    .await
-    .unwrap();
-    issue_key_with_secret(
-        &writer,
-        &secrets(),
-        EVENTS_SERVICE,
-        EVENTS_KEY,
-        "events",
-        KeyType::Normal,
-        EVENTS_SECRET,
-    )
-    .await
-    .unwrap();
-    put_template(
-        &writer,
-        EVENTS_SERVICE,
-        Some(EVENTS_TEMPLATE),
-        "sample",
-        "Hello ((name))",
-        "Hi ((name))",
-        ProcessType::Normal,
-    )
-    .await
-    .unwrap();
-    let mut n = notification(EVENTS_SERVICE, ProcessType::Normal, 1);
-    n.id = EVENTS_NOTIFICATION;
-    n.created_at = floodgate_core::envelope::created_at_of(EVENTS_NOTIFICATION).unwrap();
-    n.template_id = EVENTS_TEMPLATE;
-    let conn = writer.acquire().await.unwrap();
-    conn.bounded(floodgate_db::insert_notifications(&conn, &[n]))
-        .await
-        .unwrap();
-    drop(conn);
-    replica_caught_up(&stack).await;
+    seed_api_event_fixtures(&stack, &writer, &secrets()).await;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let (ingest, status) = api_on(
         reader_lane(&stack).await,

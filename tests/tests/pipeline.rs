@@ -53,58 +53,6 @@ async fn create_service(
     (service, template)
 }
 
-async fn create_service_with_ids(
-    writer: &WriterLane,
-    service: Uuid,
-    template: Uuid,
-    process_type: ProcessType,
-    from: &str,
-) {
-    let conn = writer.acquire().await.unwrap();
-    let name = format!("pipeline-{}", service.simple());
-    let subject = "Hello ((name))";
-    let body = "Dear ((name)),\n\nThis is **Floodgate**.";
-    let process_type = process_type.as_str();
-    conn.bounded(conn.execute_typed(
-        "INSERT INTO services (id, name, from_email) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING",
-        &[
-            (&service, Type::UUID),
-            (&name, Type::TEXT),
-            (&from, Type::TEXT),
-        ],
-    ))
-    .await
-    .unwrap();
-    conn.bounded(conn.execute_typed(
-        "INSERT INTO templates (id, service_id, name, subject, body, process_type, version)
-         VALUES ($1, $2, $3, $4, $5, $6, 1) ON CONFLICT (id) DO NOTHING",
-        &[
-            (&template, Type::UUID),
-            (&service, Type::UUID),
-            (&name, Type::TEXT),
-            (&subject, Type::TEXT),
-            (&body, Type::TEXT),
-            (&process_type, Type::TEXT),
-        ],
-    ))
-    .await
-    .unwrap();
-    conn.bounded(conn.execute_typed(
-        "INSERT INTO template_versions (template_id, version, name, subject, body, process_type)
-         VALUES ($1, 1, $2, $3, $4, $5) ON CONFLICT (template_id, version) DO NOTHING",
-        &[
-            (&template, Type::UUID),
-            (&name, Type::TEXT),
-            (&subject, Type::TEXT),
-            (&body, Type::TEXT),
-            (&process_type, Type::TEXT),
-        ],
-    ))
-    .await
-    .unwrap();
-}
-
 fn notifications(
     service: Uuid,
     template: Uuid,
@@ -385,9 +333,6 @@ impl World {
 // ----------------------------------------------------------------------------------------
 // events/ fixtures
 // ----------------------------------------------------------------------------------------
-
-const FIXTURE_SERVICE: &str = "0193f0a0-0000-7000-8000-00000000f00d";
-const FIXTURE_TEMPLATE: &str = "0193f0a0-0000-7000-8000-00000000beef";
 
 /// The SQS fixtures the issue asks for (the API Gateway ones belong to the API's tests).
 const REQUIRED_SQS_FIXTURES: [&str; 10] = [
