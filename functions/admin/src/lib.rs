@@ -52,6 +52,19 @@ pub enum AdminCommand {
         #[arg(long)]
         id: Option<Uuid>,
     },
+    /// Set a service's limits (Notify's defaults until set): requests per minute per key
+    /// type, and emails per day (test keys never count). Takes effect within the API's
+    /// cache TTL.
+    SetLimits {
+        #[arg(long)]
+        service_id: Uuid,
+        #[serde(default)]
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        #[serde(default)]
+        #[arg(long)]
+        daily_limit: Option<u32>,
+    },
     /// Archive a service: its keys stop working (within the API's cache TTL).
     ArchiveService {
         #[arg(long)]
@@ -340,6 +353,36 @@ pub async fn archive_service(writer: &WriterLane, service_id: Uuid) -> Result<()
     }
 }
 
+/// Sets a service's limits; the service as it is now.
+pub async fn set_limits(
+    writer: &WriterLane,
+    service_id: Uuid,
+    rate_limit: Option<u32>,
+    daily_limit: Option<u32>,
+) -> Result<ServiceRow, AdminError> {
+    if rate_limit == Some(0) {
+        return Err(AdminError::Invalid(
+            "the rate limit must be at least 1".into(),
+        ));
+    }
+    let too_big = |v: Option<u32>| v.is_some_and(|v| i32::try_from(v).is_err());
+    if too_big(rate_limit) || too_big(daily_limit) {
+        return Err(AdminError::Invalid(format!(
+            "limits are at most {}",
+            i32::MAX
+        )));
+    }
+    let conn = writer.acquire().await?;
+    conn.bounded(catalog::set_service_limits(
+        &conn,
+        service_id,
+        rate_limit,
+        daily_limit,
+    ))
+    .await?
+    .ok_or_else(|| AdminError::NotFound(format!("no service {service_id}")))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn put_template(
     writer: &WriterLane,
@@ -389,6 +432,11 @@ async fn execute_on_writer(
             from_email,
             id,
         } => json(&create_service(writer, *id, name, from_email).await?),
+        AdminCommand::SetLimits {
+            service_id,
+            rate_limit,
+            daily_limit,
+        } => json(&set_limits(writer, *service_id, *rate_limit, *daily_limit).await?),
         AdminCommand::ArchiveService { service_id } => {
             archive_service(writer, *service_id).await?;
             serde_json::json!({"archived": service_id})

@@ -9,6 +9,7 @@ use floodgate_core::auth::{
     AuthError, Credential, KeyForAuth, SecretBox, ServiceForAuth, authenticate_api_key,
     authenticate_jwt, parse_authorization, secret_digest, token_issuer,
 };
+use floodgate_core::limits::ServiceLimits;
 use floodgate_db::catalog::{
     TemplateRow, fetch_service_with_keys, fetch_template, find_key_by_digest,
 };
@@ -22,6 +23,7 @@ pub struct ServiceEntry {
     pub auth: ServiceForAuth,
     pub name: String,
     pub from_email: String,
+    pub limits: ServiceLimits,
 }
 
 /// Who is calling: the outcome of authentication.
@@ -32,6 +34,7 @@ pub struct Caller {
     pub from_email: String,
     pub api_key_id: Uuid,
     pub key_type: KeyType,
+    pub limits: ServiceLimits,
 }
 
 pub struct ApiCatalog {
@@ -84,6 +87,7 @@ impl ApiCatalog {
             },
             name: service.name,
             from_email: service.from_email,
+            limits: service.limits,
         })))
     }
 
@@ -133,6 +137,7 @@ impl ApiCatalog {
             from_email: entry.from_email.clone(),
             api_key_id: key.id,
             key_type: key.key_type,
+            limits: entry.limits,
         })
     }
 

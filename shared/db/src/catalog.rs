@@ -7,6 +7,7 @@
 use crate::error::DbError;
 use crate::lane::{ReadConnection, ReaderConnection, WriterConnection};
 use chrono::{DateTime, Utc};
+use floodgate_core::limits::ServiceLimits;
 use floodgate_core::{KeyType, NotificationStatus, ProcessType};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
@@ -20,6 +21,7 @@ pub struct ServiceRow {
     /// `false`: archived (Notify's word).
     pub active: bool,
     pub created_at: DateTime<Utc>,
+    pub limits: ServiceLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -93,16 +95,51 @@ fn parsed<T>(
 // Services
 // ---------------------------------------------------------------------------------------
 
-const SERVICE_COLUMNS: &str = "id, name, from_email, active, created_at";
+const SERVICE_COLUMNS: &str = "id, name, from_email, active, created_at, rate_limit, daily_limit";
+/// Where a row's columns after [`SERVICE_COLUMNS`] start.
+const AFTER_SERVICE_COLUMNS: usize = 7;
 
 fn service_row(r: &Row) -> ServiceRow {
+    // The columns' CHECK constraints keep both limits non-negative.
+    let limit = |i: usize| u32::try_from(r.get::<_, i32>(i)).unwrap_or(0);
     ServiceRow {
         id: r.get(0),
         name: r.get(1),
         from_email: r.get(2),
         active: r.get(3),
         created_at: r.get(4),
+        limits: ServiceLimits {
+            rate_limit: limit(5),
+            daily_limit: limit(6),
+        },
     }
+}
+
+/// Sets a service's limits (each left as it is where `None`); the updated row, if the
+/// service exists.
+pub async fn set_service_limits(
+    client: &WriterConnection,
+    id: Uuid,
+    rate_limit: Option<u32>,
+    daily_limit: Option<u32>,
+) -> Result<Option<ServiceRow>, DbError> {
+    let as_int = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let (rate_limit, daily_limit) = (as_int(rate_limit), as_int(daily_limit));
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "UPDATE services SET rate_limit = coalesce($2, rate_limit), \
+                 daily_limit = coalesce($3, daily_limit) WHERE id = $1 \
+                 RETURNING {SERVICE_COLUMNS}"
+            ),
+            &[
+                (&id, Type::UUID),
+                (&rate_limit, Type::INT4),
+                (&daily_limit, Type::INT4),
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(service_row))
 }
 
 pub async fn create_service(
@@ -245,7 +282,8 @@ pub async fn fetch_service_with_keys(
         .query_typed(
             &format!(
                 "/* floodgate:status */ SELECT s.id, s.name, s.from_email, s.active, s.created_at, \
-                 {KEY_COLUMNS} FROM services s LEFT JOIN api_keys k ON k.service_id = s.id \
+                 s.rate_limit, s.daily_limit, {KEY_COLUMNS} FROM services s \
+                 LEFT JOIN api_keys k ON k.service_id = s.id \
                  WHERE s.id = $1 ORDER BY k.created_at, k.id"
             ),
             &[(&service_id, Type::UUID)],
@@ -257,8 +295,8 @@ pub async fn fetch_service_with_keys(
     let service = service_row(first);
     let keys = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>(5).is_some())
-        .map(|r| key_row(r, 5))
+        .filter(|r| r.get::<_, Option<Uuid>>(AFTER_SERVICE_COLUMNS).is_some())
+        .map(|r| key_row(r, AFTER_SERVICE_COLUMNS))
         .collect::<Result<_, _>>()?;
     Ok(Some((service, keys)))
 }

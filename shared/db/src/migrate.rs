@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "process_type",
         sql: include_str!("../migrations/0007_process_type.sql"),
     },
+    Migration {
+        version: 8,
+        name: "limits",
+        sql: include_str!("../migrations/0008_limits.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.
