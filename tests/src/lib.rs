@@ -11,6 +11,7 @@ use floodgate_core::envelope::new_notification_id;
 use floodgate_core::{IntakeNotification, KeyType, ProcessType};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{LaneConfig, LaneKind, ReaderLane, WriterLane};
+use floodgate_emulators::EmbeddedLimitStore;
 use floodgate_local::{LocalStack, StackOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,11 +298,22 @@ impl ServiceFixture {
         )
     }
 
-    /// An `ingest` instance on the replica with `queue`.
+    /// An `ingest` instance on the replica with `queue` (and a limit store of its own).
     pub async fn ingest(
         &self,
         stack: &LocalStack,
         queue: Arc<dyn floodgate_aws::Queue>,
+    ) -> floodgate_ingest::Ingest {
+        self.ingest_with(stack, queue, Arc::new(EmbeddedLimitStore::new()))
+            .await
+    }
+
+    /// An `ingest` instance on the replica with `queue` and `limit_store`.
+    pub async fn ingest_with(
+        &self,
+        stack: &LocalStack,
+        queue: Arc<dyn floodgate_aws::Queue>,
+        limit_store: Arc<dyn floodgate_aws::LimitStore>,
     ) -> floodgate_ingest::Ingest {
         floodgate_ingest::Ingest::new(
             Arc::new(floodgate_api::ApiCatalog::new(
@@ -310,6 +322,7 @@ impl ServiceFixture {
                 floodgate_api::CachePolicy::default(),
             )),
             queue,
+            limit_store,
             &floodgate_core::Knobs::embedded(),
         )
     }
@@ -321,11 +334,29 @@ impl ServiceFixture {
         path: &str,
         body: &serde_json::Value,
     ) -> (i64, serde_json::Value) {
+        self.post_with(ingest, path, body, &self.bearer(), &[])
+            .await
+    }
+
+    /// [`Self::post`] with this `Authorization` value and further headers.
+    pub async fn post_with(
+        &self,
+        ingest: &floodgate_ingest::Ingest,
+        path: &str,
+        body: &serde_json::Value,
+        authorization: &str,
+        headers: &[(&'static str, &str)],
+    ) -> (i64, serde_json::Value) {
         use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("api.test"));
-        if let Ok(v) = HeaderValue::from_str(&self.bearer()) {
+        if let Ok(v) = HeaderValue::from_str(authorization) {
             h.insert("authorization", v);
+        }
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(*name, v);
+            }
         }
         let r = ingest
             .handle(floodgate_api::gateway::request(

@@ -18,7 +18,7 @@ use floodgate_db::catalog::{ServiceRow, TemplateRow};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_db::{LaneConfig, LaneKind, ReaderLane, WriterLane};
 use floodgate_e2e::*;
-use floodgate_emulators::EmbeddedQueue;
+use floodgate_emulators::{EmbeddedLimitStore, EmbeddedQueue};
 use floodgate_ingest::{Ingest, RetryPolicy};
 use floodgate_local::{LocalStack, StackOptions};
 use floodgate_persist::Persist;
@@ -56,7 +56,13 @@ fn api_on(
     policy: CachePolicy,
 ) -> (Ingest, Status) {
     let catalog = Arc::new(ApiCatalog::new(reader, secrets(), policy));
-    let ingest = Ingest::new(catalog.clone(), queue, &Knobs::embedded()).with_retry(RetryPolicy {
+    let ingest = Ingest::new(
+        catalog.clone(),
+        queue,
+        Arc::new(EmbeddedLimitStore::new()),
+        &Knobs::embedded(),
+    )
+    .with_retry(RetryPolicy {
         attempts: 3,
         first_backoff: Duration::from_millis(20),
     });

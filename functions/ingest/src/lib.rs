@@ -4,16 +4,19 @@
 //! (the API only enqueues, so a slow database cannot detach it), and answers 201 only once SQS has acknowledged every
 //! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
 
+pub mod door;
 pub mod storable;
 pub mod validate;
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::http::Method;
 use chrono::{DateTime, Utc};
+use door::{Admission, Door, Passage};
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
-use floodgate_aws::{QueueError, QueueLimits, QueueSender, send_all};
-use floodgate_core::envelope::new_notification_id;
+use floodgate_aws::{LimitStore, QueueError, QueueLimits, QueueSender, send_all};
+use floodgate_core::envelope::{created_at_of, new_notification_id};
+use floodgate_core::limits::{IDEMPOTENCY_HEADER, IdempotencyKey, job_row_id, request_fingerprint};
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_core::{IntakeEnvelope, IntakeNotification, ProcessType, QueueName, pack_intake};
 use floodgate_db::catalog::TemplateRow;
@@ -43,8 +46,20 @@ impl Default for RetryPolicy {
 pub struct Ingest {
     catalog: Arc<ApiCatalog>,
     queue: Arc<dyn QueueSender>,
+    door: Door,
     limits: QueueLimits,
     retry: RetryPolicy,
+}
+
+/// What one POST is: who asks, what it says, and how it passes the door.
+struct Post<'a> {
+    caller: Caller,
+    body: Vec<u8>,
+    base: String,
+    now: DateTime<Utc>,
+    passage: Passage<'a>,
+    idempotency_key: Option<IdempotencyKey>,
+    fingerprint: String,
 }
 
 impl Ingest {
@@ -53,11 +68,13 @@ impl Ingest {
     pub fn new(
         catalog: Arc<ApiCatalog>,
         queue: Arc<dyn QueueSender>,
+        limit_store: Arc<dyn LimitStore>,
         knobs: &floodgate_core::Knobs,
     ) -> Self {
         Ingest {
             catalog,
             queue,
+            door: Door::new(limit_store),
             limits: QueueLimits::from_knobs(knobs),
             retry: RetryPolicy::default(),
         }
@@ -67,6 +84,11 @@ impl Ingest {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// How many requests were accepted without limits because the limit store was down.
+    pub fn limit_bypasses(&self) -> u64 {
+        self.door.bypasses()
     }
 
     /// The handler: every outcome is an HTTP response (errors in the Notify shape).
@@ -93,12 +115,38 @@ impl Ingest {
             .authenticate(gateway::header(req, "authorization"), now.timestamp())
             .await?;
         let body = gateway::body_bytes(req)?;
-        let base = gateway::base_url(req);
+        let idempotency_key = gateway::header(req, IDEMPOTENCY_HEADER)
+            .map(|h| IdempotencyKey::parse(caller.service_id, h))
+            .transpose()
+            .map_err(|e| ApiError::validation(e.to_string()))?;
+        let post = Post {
+            fingerprint: request_fingerprint(path, &body),
+            caller,
+            body,
+            base: gateway::base_url(req),
+            now,
+            passage: self.door.passage(),
+            idempotency_key,
+        };
         if is_email {
-            self.email(&caller, &body, &base, now).await
+            self.email(post).await
         } else {
-            self.bulk(&caller, &body, now).await
+            self.bulk(post).await
         }
+    }
+
+    /// Claims the request's idempotency key (if it sent one) with the answer it is about
+    /// to give, or finds what an earlier request with that key did.
+    async fn admit(&self, post: &mut Post<'_>, response: &Value) -> Result<Admission, ApiError> {
+        post.passage
+            .admit(
+                post.idempotency_key.take(),
+                &post.fingerprint,
+                201,
+                response,
+                post.now,
+            )
+            .await
     }
 
     /// The caller's template, or Notify's "Template not found" (unknown, another service's,
@@ -110,14 +158,10 @@ impl Ingest {
         }
     }
 
-    async fn email(
-        &self,
-        caller: &Caller,
-        body: &[u8],
-        base: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(u16, Value), ApiError> {
-        let r = validate::email_request(body, now)?;
+    async fn email(&self, mut post: Post<'_>) -> Result<(u16, Value), ApiError> {
+        let (caller, base, now) = (&post.caller, post.base.as_str(), post.now);
+        let r = validate::email_request(&post.body, now)?;
+        post.passage.rate(caller, now).await?;
         let template = self.template(caller, r.template_id).await?;
         let rendered = render_text(
             &Template {
@@ -129,7 +173,7 @@ impl Ingest {
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let process_type = template.process_type;
         let (id, created_at) = new_notification_id();
-        let n = IntakeNotification {
+        let mut n = IntakeNotification {
             id,
             service_id: caller.service_id,
             template_id: template.id,
@@ -146,18 +190,7 @@ impl Ingest {
             scheduled_for: r.scheduled_for,
             created_at,
         };
-        let bodies = pack_intake(std::slice::from_ref(&n), self.limits.max_message_bytes)
-            .map_err(|_| ApiError::validation("Notification is too large"))?;
-        let accepted = self.enqueue(process_type, &bodies).await;
-        if !accepted.iter().all(|a| *a) {
-            return Err(ApiError::unavailable(
-                "Service temporarily unavailable: the notification was not accepted, please retry",
-            ));
-        }
-        tracing::info!(notification_id = %id, process_type = %process_type, "notification accepted");
-        Ok((
-            201,
-            json!({
+        let response = json!({
                 "id": id,
                 "reference": r.reference,
                 "uri": format!("{base}/v2/notifications/{id}"),
@@ -172,17 +205,55 @@ impl Ingest {
                     "subject": rendered.subject,
                     "body": rendered.body,
                 },
-            }),
-        ))
+        });
+        let (held, response) = match self.admit(&mut post, &response).await? {
+            Admission::Repeat(status, stored) => return Ok((status, stored)),
+            Admission::Proceed(held) => (held, response),
+            Admission::Resume(held, stored) => {
+                // A request with this key died after claiming it: its id, so whatever it
+                // enqueued is the same notification.
+                let stored_id = stored["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+                let Some(at) = stored_id.and_then(created_at_of) else {
+                    return Err(ApiError::internal());
+                };
+                n.id = stored_id.unwrap_or(n.id);
+                n.created_at = at;
+                (Some(held), stored)
+            }
+        };
+        let id = n.id;
+        let counted = match post.passage.daily(&post.caller, 1, post.now).await {
+            Ok(counted) => counted,
+            Err(e) => {
+                post.passage.release(held).await;
+                return Err(e);
+            }
+        };
+        let bodies = match pack_intake(std::slice::from_ref(&n), self.limits.max_message_bytes) {
+            Ok(bodies) => bodies,
+            Err(_) => {
+                post.passage.give_back(counted, 1).await;
+                post.passage.release(held).await;
+                return Err(ApiError::validation("Notification is too large"));
+            }
+        };
+        let accepted = self.enqueue(process_type, &bodies).await;
+        if !accepted.iter().all(|a| *a) {
+            post.passage.give_back(counted, 1).await;
+            post.passage.abandon(held).await;
+            return Err(ApiError::unavailable(
+                "Service temporarily unavailable: the notification was not accepted, please retry",
+            ));
+        }
+        post.passage.settle(held).await;
+        tracing::info!(notification_id = %id, process_type = %process_type, "notification accepted");
+        Ok((201, response))
     }
 
-    async fn bulk(
-        &self,
-        caller: &Caller,
-        body: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<(u16, Value), ApiError> {
-        let r = validate::bulk_request(body, now)?;
+    async fn bulk(&self, mut post: Post<'_>) -> Result<(u16, Value), ApiError> {
+        let (caller, now) = (&post.caller, post.now);
+        let r = validate::bulk_request(&post.body, now)?;
+        post.passage.rate(caller, now).await?;
         let template = self.template(caller, r.template_id).await?;
         let placeholders = placeholder_names(&Template {
             subject: template.subject.clone(),
@@ -191,59 +262,93 @@ impl Ingest {
         // Every row is checked before anything is enqueued: all or none.
         let rows = validate::bulk_rows(&r.rows, &placeholders)?;
         let job_id = Uuid::now_v7();
-        let notifications: Vec<IntakeNotification> = rows
+        let mut notifications: Vec<IntakeNotification> = rows
             .into_iter()
             .enumerate()
-            .map(|(i, row)| {
-                let (id, created_at) = new_notification_id();
-                IntakeNotification {
-                    id,
-                    service_id: caller.service_id,
-                    template_id: template.id,
-                    template_version: template.version,
-                    // The bulk API always uses the bulk process type, whatever the template's type.
-                    process_type: ProcessType::Bulk,
-                    email_address: row.email_address,
-                    personalisation: row.personalisation,
-                    reference: r.reference.clone(),
-                    key_type: caller.key_type,
-                    api_key_id: Some(caller.api_key_id),
-                    job_id: Some(job_id),
-                    // Notify numbers job rows from 0.
-                    job_row_number: i32::try_from(i).ok(),
-                    email_reply_to_id: r.reply_to_id,
-                    scheduled_for: r.scheduled_for,
-                    created_at,
-                }
+            .map(|(i, row)| IntakeNotification {
+                id: job_id,
+                service_id: caller.service_id,
+                template_id: template.id,
+                template_version: template.version,
+                // The bulk API always uses the bulk process type, whatever the template's type.
+                process_type: ProcessType::Bulk,
+                email_address: row.email_address,
+                personalisation: row.personalisation,
+                reference: r.reference.clone(),
+                key_type: caller.key_type,
+                api_key_id: Some(caller.api_key_id),
+                job_id: Some(job_id),
+                // Notify numbers job rows from 0.
+                job_row_number: i32::try_from(i).ok(),
+                email_reply_to_id: r.reply_to_id,
+                scheduled_for: r.scheduled_for,
+                created_at: now,
             })
             .collect();
-        let bodies = pack_intake(&notifications, self.limits.max_message_bytes).map_err(|_| {
-            ApiError::validation("A row is too large to send (personalisation above the limit)")
-        })?;
-        let accepted = self.enqueue(ProcessType::Bulk, &bodies).await;
+        assign_job(&mut notifications, job_id)?;
         let count = notifications.len();
+        let response = json!({"data": {
+            "id": job_id,
+            "job_status": "pending",
+            "notification_count": count,
+            "original_file_name": r.name,
+            "template": template.id,
+            "template_version": template.version,
+            "service": caller.service_id,
+            "service_name": {"name": caller.service_name},
+            "created_at": notify_time(now),
+            "scheduled_for": r.scheduled_for.map(notify_time),
+            "sender_id": r.reply_to_id,
+            "api_key": {"id": caller.api_key_id, "key_type": caller.key_type.as_str()},
+            "archived": false,
+        }});
+        let (held, response, job_id) = match self.admit(&mut post, &response).await? {
+            Admission::Repeat(status, stored) => return Ok((status, stored)),
+            Admission::Proceed(held) => (held, response, job_id),
+            Admission::Resume(held, stored) => {
+                // A request with this key died after claiming it: its job id (and so its
+                // rows' ids), so whatever it enqueued is the same notifications.
+                let Some(stored_job) = stored["data"]["id"]
+                    .as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                else {
+                    return Err(ApiError::internal());
+                };
+                assign_job(&mut notifications, stored_job)?;
+                (Some(held), stored, stored_job)
+            }
+        };
+        let emails = u64::try_from(count).unwrap_or(u64::MAX);
+        let counted = match post.passage.daily(&post.caller, emails, now).await {
+            Ok(counted) => counted,
+            Err(e) => {
+                post.passage.release(held).await;
+                return Err(e);
+            }
+        };
+        let bodies = match pack_intake(&notifications, self.limits.max_message_bytes) {
+            Ok(bodies) => bodies,
+            Err(_) => {
+                post.passage.give_back(counted, emails).await;
+                post.passage.release(held).await;
+                return Err(ApiError::validation(
+                    "A row is too large to send (personalisation above the limit)",
+                ));
+            }
+        };
+        let accepted = self.enqueue(ProcessType::Bulk, &bodies).await;
         if !accepted.iter().all(|a| *a) {
-            return Err(partial_failure(job_id, count, &bodies, &accepted));
+            let rows = accepted_rows(&bodies, &accepted);
+            let unaccepted = count.saturating_sub(rows.len());
+            post.passage
+                .give_back(counted, u64::try_from(unaccepted).unwrap_or(0))
+                .await;
+            post.passage.abandon(held).await;
+            return Err(partial_failure(job_id, count, rows));
         }
+        post.passage.settle(held).await;
         tracing::info!(job_id = %job_id, notifications = count, messages = bodies.len(), "bulk job accepted");
-        Ok((
-            201,
-            json!({"data": {
-                "id": job_id,
-                "job_status": "pending",
-                "notification_count": count,
-                "original_file_name": r.name,
-                "template": template.id,
-                "template_version": template.version,
-                "service": caller.service_id,
-                "service_name": {"name": caller.service_name},
-                "created_at": notify_time(now),
-                "scheduled_for": r.scheduled_for.map(notify_time),
-                "sender_id": r.reply_to_id,
-                "api_key": {"id": caller.api_key_id, "key_type": caller.key_type.as_str()},
-                "archived": false,
-            }}),
-        ))
+        Ok((201, response))
     }
 
     /// Sends the bodies to the process type's intake queue, retrying what SQS did not take (with
@@ -296,11 +401,20 @@ fn ranges(rows: &[usize]) -> Vec<[usize; 2]> {
     out
 }
 
-/// The answer when only some of a job's messages were acknowledged: a 503 (so no client
-/// mistakes it for success) that names the job and the rows that WERE accepted. Those rows
-/// will be stored and sent under `job_id`; resubmitting only the other rows completes the
-/// job without duplicates.
-fn partial_failure(job_id: Uuid, count: usize, bodies: &[String], accepted: &[bool]) -> ApiError {
+/// Gives a job's rows their ids, derived from the job's: the same job id always gives the
+/// same row ids.
+fn assign_job(notifications: &mut [IntakeNotification], job_id: Uuid) -> Result<(), ApiError> {
+    let created_at = created_at_of(job_id).ok_or_else(ApiError::internal)?;
+    for (row, n) in (0u32..).zip(notifications.iter_mut()) {
+        n.id = job_row_id(job_id, row);
+        n.job_id = Some(job_id);
+        n.created_at = created_at;
+    }
+    Ok(())
+}
+
+/// The 1-based row numbers of the rows in the bodies SQS acknowledged, in order.
+fn accepted_rows(bodies: &[String], accepted: &[bool]) -> Vec<usize> {
     let mut rows: Vec<usize> = Vec::new();
     for (body, ok) in bodies.iter().zip(accepted) {
         if *ok && let Ok(env) = IntakeEnvelope::decode(body) {
@@ -314,6 +428,14 @@ fn partial_failure(job_id: Uuid, count: usize, bodies: &[String], accepted: &[bo
         }
     }
     rows.sort_unstable();
+    rows
+}
+
+/// The answer when only some of a job's messages were acknowledged: a 503 (so no client
+/// mistakes it for success) that names the job and the rows that WERE accepted. Those rows
+/// will be stored and sent under `job_id`; resubmitting only the other rows (or the same
+/// request with its Idempotency-Key) completes the job without duplicates.
+fn partial_failure(job_id: Uuid, count: usize, rows: Vec<usize>) -> ApiError {
     let n = rows.len();
     tracing::error!(job_id = %job_id, accepted = n, total = count, "bulk job only partly enqueued");
     let message = if n == 0 {
@@ -367,12 +489,12 @@ mod tests {
             pack_intake(&[mk(2)], 262_144).unwrap().remove(0),
             pack_intake(&[mk(3)], 262_144).unwrap().remove(0),
         ];
-        let e = partial_failure(job, 4, &bodies, &[true, false, true]);
+        let e = partial_failure(job, 4, accepted_rows(&bodies, &[true, false, true]));
         assert_eq!(e.status, 503);
         assert_eq!(e.extra["accepted_rows"], json!([[1, 2], [4, 4]]));
         assert_eq!(e.extra["accepted_count"], 3);
         assert!(e.message.contains("only 3 of 4 rows"), "{}", e.message);
-        let e = partial_failure(job, 4, &bodies, &[false, false, false]);
+        let e = partial_failure(job, 4, accepted_rows(&bodies, &[false, false, false]));
         assert_eq!(e.extra["accepted_count"], 0);
         assert!(e.message.contains("no rows were accepted"));
     }

@@ -2,7 +2,7 @@
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use floodgate_api::{ApiCatalog, CachePolicy, secret_box_from_env};
-use floodgate_aws::SqsQueue;
+use floodgate_aws::{DynamoLimitStore, SqsQueue};
 use floodgate_core::Knobs;
 use floodgate_db::ReaderLane;
 use floodgate_ingest::Ingest;
@@ -19,6 +19,7 @@ async fn main() -> Result<(), Error> {
     let ingest = Ingest::new(
         Arc::new(ApiCatalog::new(reader, secrets, CachePolicy::from_env())),
         Arc::new(SqsQueue::from_env(&sdk)),
+        Arc::new(DynamoLimitStore::from_env(&sdk)?),
         &knobs,
     );
     let ingest = &ingest;

@@ -140,6 +140,15 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         runs: usize,
     },
+    /// What limits and idempotency cost a request: the ingest handler with a free store
+    /// (baseline), the embedded limit store without and with an Idempotency-Key, and
+    /// (with --moto) the DynamoDB adapter on moto.
+    BenchLimits {
+        #[arg(long, default_value_t = 5_000)]
+        requests: usize,
+        #[arg(long)]
+        moto: bool,
+    },
     /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
     /// requests (embedded queue, warm key/template cache).
     BenchIngest {
@@ -270,6 +279,12 @@ async fn main() -> Result<()> {
                     .join("release")
             });
             floodgate_local::bench::cold::bench_cold_start(&dir, runs).await?;
+        }
+        Command::BenchLimits { requests, moto } => {
+            floodgate_local::bench::limits::bench_limits(
+                floodgate_local::bench::limits::LimitsBenchOptions { requests, moto },
+            )
+            .await?;
         }
         Command::BenchIngest {
             single_requests,

@@ -2,4 +2,5 @@
 
 pub mod cold;
 pub mod ingest;
+pub mod limits;
 pub mod persist;

@@ -341,6 +341,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         &knobs,
         &pipeline.lanes,
         pipeline.queue.clone(),
+        pipeline.limit_store.clone(),
         secrets,
         opts.listen,
     )

@@ -13,10 +13,10 @@ use crate::topology::esm::{InstanceFactory, Mapping, MappingConfig, SqsHandler};
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::SqsEvent;
 use floodgate_aws::mail::{Mailer, SesMailer};
-use floodgate_aws::{DeferPolicy, Queue, SqsQueue};
+use floodgate_aws::{DeferPolicy, DynamoLimitStore, LimitStore, Queue, SqsQueue};
 use floodgate_core::{Knobs, QueueName};
 use floodgate_db::{Lane, LaneConfig, LaneKind, ReaderLane, WriterLane};
-use floodgate_emulators::{EmbeddedQueue, SimulatorMailer};
+use floodgate_emulators::{EmbeddedLimitStore, EmbeddedQueue, SimulatorMailer};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
 use floodgate_send::{SendConfig, Sender};
@@ -165,6 +165,8 @@ pub struct Pipeline {
     pub embedded: Option<Arc<EmbeddedQueue>>,
     pub simulator: Option<SimulatorMailer>,
     pub mailer: Arc<dyn Mailer>,
+    /// The limit store every `ingest` instance shares.
+    pub limit_store: Arc<dyn LimitStore>,
     pub lanes: LaneRegistry,
     pub mappings: Vec<Mapping>,
 }
@@ -210,6 +212,7 @@ impl Pipeline {
             embedded,
             mailer,
             simulator,
+            limit_store,
         } = adapters(opts, &knobs).await?;
         let lanes = LaneRegistry::default();
         let mut pipeline = Pipeline {
@@ -218,6 +221,7 @@ impl Pipeline {
             embedded,
             simulator,
             mailer: mailer.clone(),
+            limit_store,
             lanes: lanes.clone(),
             mappings: Vec::new(),
         };
@@ -426,12 +430,14 @@ fn callbacks_factory(
     })
 }
 
-/// The queue and mail adapters: embedded by default, AWS's at an endpoint (moto).
+/// The queue, mail and limit store adapters: embedded by default, AWS's at an endpoint
+/// (moto).
 struct Adapters {
     queue: Arc<dyn Queue>,
     embedded: Option<Arc<EmbeddedQueue>>,
     mailer: Arc<dyn Mailer>,
     simulator: Option<SimulatorMailer>,
+    limit_store: Arc<dyn LimitStore>,
 }
 
 async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
@@ -450,6 +456,7 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
                 embedded: Some(q),
                 mailer: Arc::new(sim.clone()),
                 simulator: Some(sim),
+                limit_store: Arc::new(EmbeddedLimitStore::new()),
             }
         }
         Some(endpoint) => {
@@ -476,11 +483,17 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
                     .await
                     .context("creating the sender identity at the AWS endpoint")?;
             }
+            let dynamodb = DynamoLimitStore::client(&sdk);
+            let table = format!("{prefix}-limits");
+            DynamoLimitStore::create_table(&dynamodb, &table)
+                .await
+                .context("creating the limits table at the AWS endpoint")?;
             Adapters {
                 queue: Arc::new(sqs),
                 embedded: None,
                 mailer: Arc::new(ses),
                 simulator: None,
+                limit_store: Arc::new(DynamoLimitStore::new(dynamodb, table)),
             }
         }
     })
@@ -499,6 +512,7 @@ impl ApiSide {
         knobs: &Knobs,
         lanes: &LaneRegistry,
         queue: Arc<dyn Queue>,
+        limit_store: Arc<dyn LimitStore>,
         secrets: Arc<floodgate_core::auth::SecretBox>,
         listen: std::net::SocketAddr,
     ) -> Result<ApiSide> {
@@ -514,6 +528,7 @@ impl ApiSide {
                     CachePolicy::default(),
                 )),
                 queue.clone(),
+                limit_store.clone(),
                 knobs,
             )));
         }

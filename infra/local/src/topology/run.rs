@@ -62,6 +62,7 @@ pub async fn run(
         &knobs,
         &pipeline.lanes,
         pipeline.queue.clone(),
+        pipeline.limit_store.clone(),
         secrets,
         listen,
     )
