@@ -372,21 +372,24 @@ resource "aws_cloudwatch_metric_alarm" "renotify_errors" {
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
 
-# Callbacks: a client's endpoint that keeps failing gets its service suspended, and a
-# callback out of retries is given up. Both are log events of the callbacks function
-# (`event` field of its JSON lines), counted by metric filters and alarmed.
+# Log events that need a person: the `event` field of a function's JSON lines, counted by
+# metric filters and alarmed. Callbacks: a client's endpoint that keeps failing gets its
+# service suspended, and a callback out of retries is given up. Ingest: the limit store
+# could not be reached, so requests were accepted without rate or daily limits and without
+# idempotency (availability first; the alarm says the door is open).
 locals {
-  callback_events = {
-    callback_suspended = { metric = "CallbackSuspensions", description = "A service's callback endpoint kept failing and was suspended: its callbacks wait." }
-    callback_failed    = { metric = "CallbacksFailed", description = "Callbacks were given up after every retry (or could not be made at all)." }
+  log_events = {
+    callback_suspended   = { function = "callbacks", metric = "CallbackSuspensions", description = "A service's callback endpoint kept failing and was suspended: its callbacks wait." }
+    callback_failed      = { function = "callbacks", metric = "CallbacksFailed", description = "Callbacks were given up after every retry (or could not be made at all)." }
+    limit_store_bypassed = { function = "ingest", metric = "LimitStoreBypasses", description = "ingest could not reach the limit store (DynamoDB): requests are accepted without rate/daily limits or idempotency." }
   }
 }
 
-resource "aws_cloudwatch_log_metric_filter" "callbacks" {
-  for_each = local.callback_events
+resource "aws_cloudwatch_log_metric_filter" "events" {
+  for_each = local.log_events
 
   name           = "${var.name_prefix}-${replace(each.key, "_", "-")}"
-  log_group_name = aws_cloudwatch_log_group.fn["callbacks"].name
+  log_group_name = aws_cloudwatch_log_group.fn[each.value.function].name
   pattern        = "{ $.fields.event = \"${each.key}\" }"
   metric_transformation {
     name      = each.value.metric
@@ -395,8 +398,8 @@ resource "aws_cloudwatch_log_metric_filter" "callbacks" {
   }
 }
 
-resource "aws_cloudwatch_metric_alarm" "callbacks" {
-  for_each = local.callback_events
+resource "aws_cloudwatch_metric_alarm" "events" {
+  for_each = local.log_events
 
   alarm_name          = "${local.alarm_prefix}${replace(each.key, "_", "-")}"
   alarm_description   = each.value.description
@@ -410,4 +413,14 @@ resource "aws_cloudwatch_metric_alarm" "callbacks" {
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
   ok_actions          = [aws_sns_topic.alarms.arn]
+}
+
+moved {
+  from = aws_cloudwatch_log_metric_filter.callbacks
+  to   = aws_cloudwatch_log_metric_filter.events
+}
+
+moved {
+  from = aws_cloudwatch_metric_alarm.callbacks
+  to   = aws_cloudwatch_metric_alarm.events
 }

@@ -41,6 +41,12 @@ locals {
           FLOODGATE_SES_ACCOUNT_RATE      = tostring(var.ses_account_rate)
         } : k => v if fn == "send"
       },
+      # ingest only: the limit store (limits.tf).
+      {
+        for k, v in {
+          FLOODGATE_LIMITS_TABLE = aws_dynamodb_table.limits.name
+        } : k => v if fn == "ingest"
+      },
       # The key that seals API key secrets: ingest and status open them, admin seals new
       # ones. The environment is encrypted with the CMK (kms_key_arn below); the value's
       # system of record is the Secrets Manager secret in secrets.tf.

@@ -488,15 +488,24 @@ def test_callbacks_run_outside_the_vpc_and_are_fed_by_send_and_receipts(tf, knob
     assert knobs["functions"]["callbacks"]["reader_lane_size"] == 0, "outside the VPC: no database"
     assert knobs["event_source_mappings"]["callbacks"]["function"] == "callbacks"
     assert '["send", "receipts"], fn) ? ["callbacks"]' in tf["locals"]["fn_produces"]
-    # The events the callbacks function logs (functions/callbacks/src/lib.rs) are the ones
-    # the metric filters count.
-    events = tf["locals"]["callback_events"]
-    source = (REPO / "functions" / "callbacks" / "src" / "lib.rs").read_text()
-    for name in ("callback_suspended", "callback_failed"):
-        assert name in events
-        assert f'event = "{name}"' in source, name
-    assert tf["resource"]["aws_cloudwatch_log_metric_filter"]["callbacks"]["for_each"] == "${local.callback_events}"
-    assert tf["resource"]["aws_cloudwatch_metric_alarm"]["callbacks"]["for_each"] == "${local.callback_events}"
+
+
+def test_every_alarmed_log_event_is_one_its_function_logs(tf):
+    # A metric filter counts the `event` field of a function's JSON log lines: the event must
+    # be one that function's code logs, or the alarm can never fire.
+    events = tf["locals"]["log_events"]
+    expected = {
+        "callback_suspended": "callbacks",
+        "callback_failed": "callbacks",
+        "limit_store_bypassed": "ingest",
+    }
+    assert {k: v["function"] for k, v in events.items()} == expected
+    for name, function in expected.items():
+        sources = (REPO / "functions" / function / "src").rglob("*.rs")
+        text = "".join(p.read_text() for p in sources)
+        assert f'event = "{name}"' in text, f"{function} never logs {name}"
+    assert tf["resource"]["aws_cloudwatch_log_metric_filter"]["events"]["for_each"] == "${local.log_events}"
+    assert tf["resource"]["aws_cloudwatch_metric_alarm"]["events"]["for_each"] == "${local.log_events}"
 
 
 def test_send_may_use_any_address_of_the_verified_domain_and_admin_checks_it(tf):
