@@ -51,6 +51,12 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _loose(name: str) -> str:
+    """Computed-only attributes have no registry anchor, so their names come from camelCase,
+    which cannot tell output_base64sha256 from output_base64_sha256: compare without '_'."""
+    return name.replace("_", "")
+
+
 def _struct_fqn(type_ref: dict) -> str | None:
     """The struct a property holds (a nested block or object), or None for primitives/maps."""
     refs = type_ref["union"]["types"] if "union" in type_ref else [type_ref]
@@ -188,7 +194,7 @@ def _check_body(body: dict, node: dict, where: str, top: bool, structs: dict) ->
         elif key in node["args"]:
             if _is_block(value):
                 out.append(f"{where}: \"{key}\" is an argument, not a nested block")
-        elif key in node["computed"]:
+        elif _loose(key) in {_loose(c) for c in node["computed"]}:
             out.append(f"{where}: \"{key}\" is computed by the provider and cannot be set")
         elif _is_block(value):
             out.append(f"{where}: unknown nested block \"{key}\"")

@@ -69,6 +69,7 @@ def test_a_computed_only_attribute_is_flagged(schema):
     assert check(FIXTURES / "computed_attribute.tf", schema) == [
         'computed_attribute.tf: aws_sqs_queue.computed: "arn" is computed by the provider and cannot be set',
         'computed_attribute.tf: aws_sqs_queue.computed: "url" is computed by the provider and cannot be set',
+        'computed_attribute.tf: data.archive_file.computed: "output_base64sha256" is computed by the provider and cannot be set',
     ]
 
 
