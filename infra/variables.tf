@@ -294,6 +294,9 @@ variable "queue_age_alarm_seconds" {
     "send-normal"     = 300
     "send-bulk"       = 1800
     "receipts"        = 600
+    # Deferred callbacks wait out retry_delay_seconds (300) and a suspended endpoint
+    # suspend_seconds (600) before they run, so younger messages are normal there.
+    "callbacks" = 1800
   }
 }
 
