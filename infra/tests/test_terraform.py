@@ -4,11 +4,12 @@ providers this machine cannot download).
 Parses every infra/*.tf with python-hcl2 and reads infra/knobs.json, then asserts:
 - every crate in functions/ has its aws_lambda_function and zip path;
 - every event source mapping is within AWS limits and reads its numbers from knobs.json;
-- every queue's visibility timeout is >= 6 x its consuming function's timeout;
 - every queue has a DLQ;
 - the knob values Terraform uses are those of knobs.json (the file the local stack embeds).
 Each rule is a function returning a list of violations, and the negative tests feed it
-broken input to prove the rule can fail.
+broken input to prove the rule can fail. What Terraform computes from the knobs (connection
+totals, visibility timeouts, the plan-time guards) is evaluated by Terraform itself in
+test_guards.py, not re-implemented here.
 
 Run: python -m pytest infra/tests (infra/check.sh does it in its venv).
 """
@@ -134,41 +135,6 @@ def esm_limit_violations(mappings: dict, functions: dict) -> list[str]:
     return out
 
 
-def visibility_violations(knobs: dict) -> list[str]:
-    """Visibility timeout as Terraform computes it (multiplier x consumer timeout)."""
-    out = []
-    mult = knobs["sqs"]["visibility_timeout_multiplier"]
-    for queue, m in knobs["event_source_mappings"].items():
-        timeout = knobs["functions"][m["function"]]["timeout_seconds"]
-        vis = mult * timeout
-        if vis < MIN_VISIBILITY_MULTIPLIER * timeout:
-            out.append(f"{queue}: visibility {vis}s < 6 x {m['function']} timeout {timeout}s")
-        if vis > MAX_VISIBILITY_S:
-            out.append(f"{queue}: visibility {vis}s > SQS maximum {MAX_VISIBILITY_S}s")
-    return out
-
-
-def connection_totals(knobs: dict) -> tuple[int, int]:
-    """Same arithmetic as locals.tf: sum over functions of max concurrency x lane size."""
-    writer = reader = 0
-    for name, f in knobs["functions"].items():
-        mapped = [m["maximum_concurrency"] for m in knobs["event_source_mappings"].values() if m["function"] == name]
-        conc = sum(mapped) if mapped else f["reserved_concurrency"]
-        writer += conc * f["writer_lane_size"]
-        reader += conc * f["reader_lane_size"]
-    return writer, reader
-
-
-def budget_violations(knobs: dict) -> list[str]:
-    writer, reader = connection_totals(knobs)
-    out = []
-    if writer > knobs["connection_budget"]["writer"]:
-        out.append(f"writer connections {writer} > budget {knobs['connection_budget']['writer']}")
-    if reader > knobs["connection_budget"]["reader"]:
-        out.append(f"reader connections {reader} > budget {knobs['connection_budget']['reader']}")
-    return out
-
-
 def queue_knob_violations(knobs: dict) -> list[str]:
     sqs = knobs["sqs"]
     out = []
@@ -259,8 +225,6 @@ def test_every_crate_has_a_function_and_zip_path(tf, knobs, crate):
     template = "${local.artifacts_dir}/floodgate-${each.key}/bootstrap.zip"
     assert fn["filename"] == template
     assert fn["source_code_hash"] == '${filebase64sha256("' + template + '")}'
-    zip_path = template.replace("${local.artifacts_dir}", str(REPO / "target" / "lambda")).replace("${each.key}", crate)
-    assert zip_path == str(REPO / "target" / "lambda" / f"floodgate-{crate}" / "bootstrap.zip")
     assert "../target/lambda" in tf["locals"]["artifacts_dir"], "default artifacts dir must be the repo's target/lambda"
 
     assert fn["runtime"] == "provided.al2023"
@@ -337,10 +301,6 @@ def test_queue_resources_read_knobs(tf):
         assert body.get("sqs_managed_sse_enabled") is True or "kms_master_key_id" in body
 
 
-def test_visibility_timeout_at_least_six_times_function_timeout(knobs):
-    assert visibility_violations(knobs) == []
-
-
 def test_every_queue_has_a_dlq(tf):
     assert dlq_violations(tf["resource"]["aws_sqs_queue"]) == []
 
@@ -350,10 +310,6 @@ def test_queue_knobs_within_limits(knobs):
 
 
 # ----------------------------------------------------------------------------- connection budget
-
-def test_connection_budget_holds(knobs):
-    assert budget_violations(knobs) == []
-
 
 def test_connection_budget_is_enforced_in_terraform(tf):
     guard = tf["resource"]["terraform_data"]["knob_guards"]
@@ -432,10 +388,7 @@ def test_rules_reject_broken_knobs(knobs):
         assert expected in found, found
 
     bad["sqs"]["visibility_timeout_multiplier"] = 5
-    assert visibility_violations(bad) and queue_knob_violations(bad)
-
-    bad["functions"]["status"]["reserved_concurrency"] = 1000
-    assert any("reader" in v for v in budget_violations(bad))
+    assert "visibility_timeout_multiplier < 6" in queue_knob_violations(bad)
 
 
 def test_rules_reject_queue_without_dlq():

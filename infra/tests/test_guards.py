@@ -1,0 +1,122 @@
+"""What Terraform computes from knobs.json, evaluated by Terraform itself (tf_eval.py): the
+connection totals, the reserved concurrency, the queues' visibility timeouts, and every
+plan-time guard of terraform_data.knob_guards, passing on the shipped values and failing on
+broken ones. The expected numbers are the ones infra/KNOBS.md publishes, not a re-computation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import hcl2
+import pytest
+
+import tf_eval
+
+pytestmark = pytest.mark.skipif(not tf_eval.available(), reason="terraform CLI not installed")
+
+INFRA = tf_eval.INFRA
+
+
+@pytest.fixture(scope="module")
+def module(tmp_path_factory):
+    return tf_eval.Module(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="module")
+def knobs():
+    return json.loads((INFRA / "knobs.json").read_text())
+
+
+def test_the_shipped_values_pass_every_guard(module):
+    ok, out = module.plan()
+    assert ok, out
+
+
+def test_connection_totals_are_the_published_ones(module):
+    # KNOBS.md, "Connection budget": writer 27, reader 90.
+    assert module.value("local.writer_connections") == 27
+    assert module.value("local.reader_connections") == 90
+
+
+def test_reserved_concurrency_is_the_published_one(module):
+    # KNOBS.md, "Functions": the knob, or the sum of the mappings' maximum concurrency (→).
+    assert module.value("local.fn_reserved_concurrency") == {
+        "ingest": 50, "status": 20, "persist": 10, "send": 13, "receipts": 3, "admin": 1, "callbacks": 3,
+    }
+
+
+def _resource_expression(filename: str, rtype: str, name: str, argument: str) -> str:
+    with (INFRA / filename).open() as fh:
+        doc = hcl2.load(fh)
+    for block in doc["resource"]:
+        for t, named in block.items():
+            if t.strip('"') == rtype:
+                for n, body in named.items():
+                    if n.strip('"') == name:
+                        text = body[argument]
+                        assert text.startswith("${") and text.endswith("}"), text
+                        return text[2:-1]
+    raise AssertionError(f"{rtype}.{name}.{argument} not found in {filename}")
+
+
+def test_every_queue_is_invisible_for_six_consumer_timeouts(module, knobs):
+    # The expression of aws_sqs_queue.main's visibility timeout, evaluated for every queue.
+    expr = _resource_expression("queues.tf", "aws_sqs_queue", "main", "visibility_timeout_seconds")
+    values = module.value("{ for q in local.queues : q => " + expr.replace("each.key", "q") + " }")
+    assert set(values) == set(knobs["event_source_mappings"])
+    for queue, seconds in values.items():
+        timeout = knobs["functions"][knobs["event_source_mappings"][queue]["function"]]["timeout_seconds"]
+        assert 6 * timeout <= seconds <= 43_200, (queue, seconds, timeout)
+    # KNOBS.md: every consumer has a 30 s timeout, so every queue gets 180 s.
+    assert set(values.values()) == {180}
+
+
+def _broken(knobs, change):
+    bad = copy.deepcopy(knobs)
+    change(bad)
+    return bad
+
+
+def _set(path, value):
+    def change(k):
+        node = k
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return change
+
+
+BROKEN_KNOBS = [
+    ("status reserves 100 instances x 2 reader connections",
+     _set(["functions", "status", "reserved_concurrency"], 100), "Reader connections (sum of max concurrency x reader_lane_size = 250) exceed connection_budget.reader (150)"),
+    ("send holds 5 writer connections per instance",
+     _set(["functions", "send", "writer_lane_size"], 5), "Writer connections (sum of max concurrency x writer_lane_size = 79) exceed connection_budget.writer (60)"),
+    ("a batch above 10 without a window",
+     _set(["event_source_mappings", "intake-priority", "batch_size"], 20), "breaks an SQS/Lambda limit"),
+    ("maximum concurrency below 2",
+     _set(["event_source_mappings", "send-bulk", "maximum_concurrency"], 1), "breaks an SQS/Lambda limit"),
+    ("visibility multiplier below AWS's 6",
+     _set(["sqs", "visibility_timeout_multiplier"], 5), "visibility_timeout_multiplier must be >= 6"),
+]
+
+
+@pytest.mark.parametrize("why,change,message", BROKEN_KNOBS, ids=[b[0] for b in BROKEN_KNOBS])
+def test_a_guard_stops_the_plan_on_broken_knobs(tmp_path, knobs, why, change, message):
+    ok, out = tf_eval.Module(tmp_path, knobs=_broken(knobs, change)).plan()
+    assert not ok and message in out, out
+
+
+BROKEN_VARIABLES = [
+    ("a queue without an age threshold",
+     {"queue_age_alarm_seconds": {"intake-priority": 60}}, "queue_age_alarm_seconds needs a threshold for every queue"),
+    ("idle connections above the proxy's share",
+     {"proxy_max_idle_connections_percent": 95}, "proxy_max_idle_connections_percent must not exceed proxy_max_connections_percent"),
+]
+
+
+@pytest.mark.parametrize("why,variables,message", BROKEN_VARIABLES, ids=[b[0] for b in BROKEN_VARIABLES])
+def test_a_guard_stops_the_plan_on_broken_variables(module, why, variables, message):
+    ok, out = module.plan(variables)
+    assert not ok and message in out, out
