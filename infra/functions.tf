@@ -14,13 +14,17 @@ locals {
   fn_env = {
     for fn, f in local.functions : fn => merge(
       {
-        RUST_LOG                            = var.rust_log
-        FLOODGATE_FUNCTION                  = fn
-        FLOODGATE_DB_IAM_AUTH               = "true"
-        FLOODGATE_WRITER_MAX_SIZE           = tostring(f.writer_lane_size)
-        FLOODGATE_READER_MAX_SIZE           = tostring(f.reader_lane_size)
-        FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS = tostring(var.writer_acquire_timeout_ms)
-        FLOODGATE_READER_ACQUIRE_TIMEOUT_MS = tostring(var.reader_acquire_timeout_ms)
+        RUST_LOG                              = var.rust_log
+        FLOODGATE_FUNCTION                    = fn
+        FLOODGATE_DB_IAM_AUTH                 = "true"
+        FLOODGATE_WRITER_MAX_SIZE             = tostring(f.writer_lane_size)
+        FLOODGATE_READER_MAX_SIZE             = tostring(f.reader_lane_size)
+        FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS   = tostring(var.writer_acquire_timeout_ms)
+        FLOODGATE_READER_ACQUIRE_TIMEOUT_MS   = tostring(var.reader_acquire_timeout_ms)
+        FLOODGATE_WRITER_CONNECT_TIMEOUT_MS   = tostring(var.writer_connect_timeout_ms)
+        FLOODGATE_READER_CONNECT_TIMEOUT_MS   = tostring(var.reader_connect_timeout_ms)
+        FLOODGATE_WRITER_OPERATION_TIMEOUT_MS = tostring(var.writer_operation_timeout_ms)
+        FLOODGATE_READER_OPERATION_TIMEOUT_MS = tostring(var.reader_operation_timeout_ms)
       },
       {
         for k, v in {

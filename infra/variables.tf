@@ -71,9 +71,14 @@ variable "db_instance_class" {
 }
 
 variable "db_instance_max_connections" {
-  description = "max_connections of ONE instance of db_instance_class (Aurora's default is LEAST(DBInstanceClassMemory/9531392, 5000); about 1,700 for db.r6g.large). The connection-budget precondition checks the budget against max_connections_percent of this."
+  description = "max_connections of ONE instance, only for a class missing from local.aurora_pg_max_connections (locals.tf; e.g. db.serverless) or to budget below the class's figure. null = AWS's default for db_instance_class (1,722 for db.r6g.large). The connection-budget precondition checks the budget against proxy_max_connections_percent of this."
   type        = number
-  default     = 1000
+  default     = null
+
+  validation {
+    condition     = var.db_instance_max_connections == null || coalesce(var.db_instance_max_connections, 0) >= 1
+    error_message = "db_instance_max_connections must be null or a positive number."
+  }
 }
 
 variable "db_reader_count" {
@@ -181,15 +186,39 @@ variable "rust_log" {
 }
 
 variable "writer_acquire_timeout_ms" {
-  description = "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS: how long a function waits for its writer-lane connection. Must exceed the proxy borrow timeout so the proxy's answer, not the client's impatience, decides."
+  description = "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS: how long an invocation waits for a free slot in its own writer-lane pool (one invocation per instance, so a wait means a leaked connection). Part of the per-invocation wait sum (locals.tf)."
   type        = number
-  default     = 5000
+  default     = 1000
 }
 
 variable "reader_acquire_timeout_ms" {
-  description = "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS: how long a function waits for its reader-lane connection (interactive path: short)."
+  description = "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS: the same for the reader lane (interactive path: short)."
   type        = number
-  default     = 2000
+  default     = 500
+}
+
+variable "writer_connect_timeout_ms" {
+  description = "FLOODGATE_WRITER_CONNECT_TIMEOUT_MS: bound on opening one writer connection (IAM token, TLS, the proxy's login)."
+  type        = number
+  default     = 3000
+}
+
+variable "reader_connect_timeout_ms" {
+  description = "FLOODGATE_READER_CONNECT_TIMEOUT_MS: the same for the reader lane."
+  type        = number
+  default     = 1000
+}
+
+variable "writer_operation_timeout_ms" {
+  description = "FLOODGATE_WRITER_OPERATION_TIMEOUT_MS: client-side bound on one use of a writer connection (a batch's transaction), the proxy's borrow wait included."
+  type        = number
+  default     = 10000
+}
+
+variable "reader_operation_timeout_ms" {
+  description = "FLOODGATE_READER_OPERATION_TIMEOUT_MS: the same for one reader round trip (a key, template or page look-up)."
+  type        = number
+  default     = 1000
 }
 
 variable "log_retention_days" {

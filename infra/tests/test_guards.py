@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import hcl2
 import pytest
@@ -120,3 +121,72 @@ BROKEN_VARIABLES = [
 def test_a_guard_stops_the_plan_on_broken_variables(module, why, variables, message):
     ok, out = module.plan(variables)
     assert not ok and message in out, out
+
+
+# ----------------------------------------------------------------------------- max_connections follows the class
+
+def test_max_connections_follows_the_instance_class(module):
+    # AWS's table: 1,722 for db.r6g.large, 405 for db.t4g.medium; the proxy may open 90 %.
+    assert module.value("local.db_instance_max_connections") == 1722
+    assert module.value("local.proxy_connection_limit") == 1549
+    assert module.value("local.db_instance_max_connections", {"db_instance_class": "db.t4g.medium"}) == 405
+    assert module.value("local.db_instance_max_connections", {"db_instance_class": "db.r7g.xlarge"}) == 3479
+
+
+BROKEN_DATABASE = [
+    ("a class with no known max_connections",
+     {"db_instance_class": "db.serverless"}, "No max_connections is known for db_instance_class db.serverless"),
+    ("a small class whose proxy share cannot hold the reader budget",
+     {"db_instance_class": "db.t4g.medium", "proxy_max_connections_percent": 30},
+     "does not fit what the proxy may open per instance (30% of 405 for db.t4g.medium = 121)"),
+    ("an override above what the class allows",
+     {"db_instance_max_connections": 2000}, "db_instance_max_connections (2000) exceeds what a db.r6g.large instance allows (1722)"),
+]
+
+
+@pytest.mark.parametrize("why,variables,message", BROKEN_DATABASE, ids=[b[0] for b in BROKEN_DATABASE])
+def test_the_connection_budget_guard_follows_the_class(module, why, variables, message):
+    ok, out = module.plan(variables)
+    assert not ok and message in out, out
+
+
+def test_a_known_class_with_a_lower_override_passes(module):
+    ok, out = module.plan({"db_instance_class": "db.serverless", "db_instance_max_connections": 400})
+    assert ok, out
+
+
+# ----------------------------------------------------------------------------- waits that stack in one invocation
+
+def test_the_waits_of_one_invocation_are_the_published_ones(module):
+    # KNOBS.md, "Waits in one invocation" (ms, 1,000 of headroom included).
+    waits = module.value("local.request_waits_ms")
+    assert waits["ingest"] == 500 + 1000 + 2 * 1000 + (3 * 1500 + 250 + 500) + 1000 == 9750
+    assert waits["status"] == 500 + 1000 + 3 * 1000 + 1000 == 5500
+    assert waits["persist"] == 1000 + 3000 + 10000 + 1500 + 1000 == 16500
+    assert waits["send"] == 1000 + 3000 + 2 * 10000 + 1500 + 1000 == 26500
+
+
+def test_the_sum_not_each_wait_alone_is_checked(module):
+    # 2 s per reader round trip is far below ingest's 10 s on its own; stacked with the
+    # acquire, the connect, a second round trip and the SQS attempts it is not.
+    ok, out = module.plan({"reader_operation_timeout_ms": 2000})
+    assert not ok and "ingest 11750 ms > 10000 ms" in out, out
+    ok, out = module.plan({"writer_operation_timeout_ms": 12000})
+    assert not ok and "send 30500 ms > 30000 ms" in out, out
+
+
+def _rust_duration_ms(path: str, name: str) -> int:
+    text = (INFRA.parent / path).read_text()
+    m = re.search(rf"const {name}: Duration = Duration::from_(millis|secs)\(([\d_]+)\)", text)
+    assert m, f"{name} not found in {path}"
+    return int(m.group(2).replace("_", "")) * (1000 if m.group(1) == "secs" else 1)
+
+
+def test_the_sqs_waits_terraform_sums_are_the_code_constants(module):
+    attempt = _rust_duration_ms("shared/aws/src/queue.rs", "SQS_ATTEMPT_TIMEOUT")
+    assert module.value("local.sqs_attempt_timeout_ms") == attempt
+    ingest = (INFRA.parent / "functions/ingest/src/lib.rs").read_text()
+    policy = re.search(r"impl Default for RetryPolicy \{.*?attempts: (\d+),\s*first_backoff: Duration::from_millis\((\d+)\)", ingest, re.S)
+    assert policy, "RetryPolicy::default() not found in functions/ingest/src/lib.rs"
+    assert module.value("local.ingest_enqueue_attempts") == int(policy.group(1))
+    assert module.value("local.ingest_first_backoff_ms") == int(policy.group(2))

@@ -476,3 +476,8 @@ def test_the_renotifier_measures_time_in_alarm_from_the_state_transition(tf):
     source = tf["locals"]["renotify_source"]
     assert "StateTransitionedTimestamp" in source
     assert "(now - alarm[\"StateUpdatedTimestamp\"])" not in source
+
+
+def test_the_wait_guard_bounds_every_api_target_by_api_gateway(tf):
+    # locals.tf bounds these functions by API Gateway's 30 s too; they must be the routes' targets.
+    assert sorted(set(tf["locals"]["api_routes"].values())) == tf["locals"]["interactive_functions"]
