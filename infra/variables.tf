@@ -58,10 +58,15 @@ variable "flow_log_retention_days" {
 
 # ---------------------------------------------------------------- database
 
-variable "db_engine_version" {
-  description = "Aurora PostgreSQL engine version. The parameter group family follows its major version."
+variable "db_engine_major_version" {
+  description = "Aurora PostgreSQL major version. The cluster is created with the newest minor of it that AWS offers (data.aws_rds_engine_version), minors then follow auto_minor_version_upgrade, and the parameter group family follows the major."
   type        = string
-  default     = "16.6"
+  default     = "16"
+
+  validation {
+    condition     = contains(["16", "17"], var.db_engine_major_version)
+    error_message = "db_engine_major_version must be 16 or 17 (the majors this stack's parameter group and migrations are written for)."
+  }
 }
 
 variable "db_instance_class" {

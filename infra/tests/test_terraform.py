@@ -481,3 +481,48 @@ def test_the_renotifier_measures_time_in_alarm_from_the_state_transition(tf):
 def test_the_wait_guard_bounds_every_api_target_by_api_gateway(tf):
     # locals.tf bounds these functions by API Gateway's 30 s too; they must be the routes' targets.
     assert sorted(set(tf["locals"]["api_routes"].values())) == tf["locals"]["interactive_functions"]
+
+
+# ----------------------------------------------------------------------------- Aurora engine version
+
+def engine_version_violations(tf: dict) -> list[str]:
+    """The cluster takes a version AWS creates today (the engine-version data source, not a
+    literal minor that AWS withdraws), ignores the minor drift auto_minor_version_upgrade
+    causes, and its parameter group family is the one AWS gives for that version."""
+    out = []
+    cluster = tf["resource"]["aws_rds_cluster"]["this"]
+    if not re.fullmatch(r"\$\{data\.aws_rds_engine_version\.\w+\.version_actual\}", str(cluster.get("engine_version"))):
+        out.append(f"aws_rds_cluster.this.engine_version is {cluster.get('engine_version')!r}, not the engine-version data source")
+    ignored = [i for lc in cluster.get("lifecycle", []) for i in lc.get("ignore_changes", [])]
+    if "engine_version" not in ignored:
+        out.append("aws_rds_cluster.this does not ignore engine_version drift (minor upgrades would plan a downgrade)")
+    family = tf["resource"]["aws_rds_cluster_parameter_group"]["this"]["family"]
+    if not re.fullmatch(r"\$\{data\.aws_rds_engine_version\.\w+\.parameter_group_family\}", str(family)):
+        out.append(f"the parameter group family {family!r} does not follow the engine version")
+    for name, body in tf["resource"]["aws_rds_cluster_instance"].items():
+        if "engine_version" in body:
+            out.append(f"aws_rds_cluster_instance.{name} sets engine_version (Aurora instances follow the cluster)")
+    for name, body in tf["data"].get("aws_rds_engine_version", {}).items():
+        if body.get("version") != "${var.db_engine_major_version}" or body.get("latest") is not True:
+            out.append(f"data.aws_rds_engine_version.{name} must ask for the latest minor of var.db_engine_major_version")
+    return out
+
+
+def test_aurora_engine_version_is_one_aws_creates_and_tolerates_minor_upgrades(tf):
+    assert engine_version_violations(tf) == []
+    variable = tf["variable"]["db_engine_major_version"]
+    assert variable["default"] in ("16", "17")
+
+
+def test_engine_version_rule_rejects_a_pinned_minor(tf):
+    bad = copy.deepcopy(tf)
+    bad["resource"]["aws_rds_cluster"]["this"]["engine_version"] = "${var.db_engine_version}"
+    bad["resource"]["aws_rds_cluster"]["this"]["lifecycle"] = []
+    bad["resource"]["aws_rds_cluster_parameter_group"]["this"]["family"] = "aurora-postgresql16"
+    bad["resource"]["aws_rds_cluster_instance"]["writer"]["engine_version"] = "${aws_rds_cluster.this.engine_version}"
+    assert engine_version_violations(bad) == [
+        "aws_rds_cluster.this.engine_version is '${var.db_engine_version}', not the engine-version data source",
+        "aws_rds_cluster.this does not ignore engine_version drift (minor upgrades would plan a downgrade)",
+        "the parameter group family 'aurora-postgresql16' does not follow the engine version",
+        "aws_rds_cluster_instance.writer sets engine_version (Aurora instances follow the cluster)",
+    ]
