@@ -127,22 +127,10 @@ variable "db_backup_retention_days" {
   default     = 7
 }
 
-variable "db_statement_timeout_ms" {
-  description = "statement_timeout set by the proxy's init query on every database connection. Must be below the shortest database-using function timeout."
-  type        = number
-  default     = 8000
-}
-
 variable "db_lock_timeout_ms" {
-  description = "lock_timeout set by the proxy's init query."
+  description = "lock_timeout, set by the proxy's init query on every database connection (the one session setting the roles' defaults do not own; statement_timeout and idle_in_transaction_session_timeout are role defaults, shared/db/src/roles.rs)."
   type        = number
   default     = 2000
-}
-
-variable "db_idle_in_transaction_timeout_ms" {
-  description = "idle_in_transaction_session_timeout set by the proxy's init query (reaps a transaction left open by a crashed invocation)."
-  type        = number
-  default     = 10000
 }
 
 # ---------------------------------------------------------------- RDS Proxy

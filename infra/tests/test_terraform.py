@@ -329,7 +329,43 @@ def test_proxy_requires_iam_and_tls_and_has_read_only_endpoint(tf):
     assert proxy["default_auth_scheme"] == "IAM_AUTH"
     assert tf["resource"]["aws_db_proxy_endpoint"]["read_only"]["target_role"] == "READ_ONLY"
     pool = _first_block(tf["resource"]["aws_db_proxy_default_target_group"]["this"], "connection_pool_config")
-    assert "statement_timeout" in pool["init_query"]
+    assert "init_query" in pool
+
+
+SESSION_SETTINGS = {"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"}
+
+
+def role_default_settings() -> set[str]:
+    """Settings admin's role bootstrap gives every function role (ALTER ROLE ... SET)."""
+    source = (REPO / "shared" / "db" / "src" / "roles.rs").read_text()
+    return set(re.findall(r"ALTER ROLE \{ident\} SET (\w+) =", source))
+
+
+def session_setting_violations(init_query: str, role_defaults: set[str]) -> list[str]:
+    """Each session setting has exactly one owner: the roles' defaults or the proxy's init
+    query, which runs after login and so would override a role default it repeats."""
+    init = set(re.findall(r"\bSET\s+(\w+)", init_query, re.I))
+    out = [f"{name} is set by both the role defaults and the proxy's init query" for name in sorted(init & role_defaults)]
+    out += [f"{name} has no owner" for name in sorted(SESSION_SETTINGS - init - role_defaults)]
+    return out
+
+
+def test_each_session_setting_has_one_owner(tf):
+    pool = _first_block(tf["resource"]["aws_db_proxy_default_target_group"]["this"], "connection_pool_config")
+    roles = role_default_settings()
+    assert roles == {"statement_timeout", "idle_in_transaction_session_timeout"}, roles
+    assert session_setting_violations(pool["init_query"], roles) == []
+
+
+def test_session_setting_rule_rejects_an_init_query_that_repeats_role_defaults():
+    old = "SET statement_timeout = 8000; SET lock_timeout = 2000; SET idle_in_transaction_session_timeout = 10000;"
+    assert session_setting_violations(old, {"statement_timeout", "idle_in_transaction_session_timeout"}) == [
+        "idle_in_transaction_session_timeout is set by both the role defaults and the proxy's init query",
+        "statement_timeout is set by both the role defaults and the proxy's init query",
+    ]
+    assert session_setting_violations("", {"statement_timeout"}) == [
+        "idle_in_transaction_session_timeout has no owner", "lock_timeout has no owner",
+    ]
 
 
 def test_aurora_has_writer_and_reader_encrypted(tf):
