@@ -124,9 +124,12 @@ resource "aws_rds_cluster" "this" {
   vpc_security_group_ids          = [aws_security_group.db.id]
   db_cluster_parameter_group_name = aws_rds_cluster_parameter_group.this.name
 
-  deletion_protection       = var.deletion_protection
-  skip_final_snapshot       = var.skip_final_snapshot
-  final_snapshot_identifier = "${var.name_prefix}-final"
+  deletion_protection = var.deletion_protection
+  skip_final_snapshot = var.skip_final_snapshot
+  # Stamped with the cluster's creation time (kept: final_snapshot_identifier is in
+  # ignore_changes), so a re-created stack's final snapshot never collides with the one
+  # its predecessor left behind.
+  final_snapshot_identifier = "${var.name_prefix}-final-${formatdate("YYYYMMDD-hhmmss", timestamp())}"
   backup_retention_period   = var.db_backup_retention_days
   copy_tags_to_snapshot     = true
 
@@ -138,8 +141,9 @@ resource "aws_rds_cluster" "this" {
   lifecycle {
     # AWS upgrades the minor version in the maintenance window and the data source above
     # moves to newer minors: without this, every plan after either would try to set the
-    # version back (a downgrade AWS refuses) or upgrade outside the window.
-    ignore_changes = [engine_version]
+    # version back (a downgrade AWS refuses) or upgrade outside the window. The snapshot
+    # name keeps the timestamp of the first apply instead of changing on every plan.
+    ignore_changes = [engine_version, final_snapshot_identifier]
 
     # A new major is not applied by ignoring drift: it needs a deliberate major upgrade.
     postcondition {

@@ -562,3 +562,40 @@ def test_engine_version_rule_rejects_a_pinned_minor(tf):
         "the parameter group family 'aurora-postgresql16' does not follow the engine version",
         "aws_rds_cluster_instance.writer sets engine_version (Aurora instances follow the cluster)",
     ]
+
+
+# ----------------------------------------------------------------------------- destroy, then deploy again
+
+def recreate_violations(tf: dict) -> list[str]:
+    """What would make destroy.sh then deploy.sh with the same name_prefix fail: a secret
+    whose name stays reserved during a recovery window, or a final snapshot name the last
+    destroy already used."""
+    out = []
+    for name, body in tf["resource"].get("aws_secretsmanager_secret", {}).items():
+        if body.get("recovery_window_in_days") != 0 and "name_prefix" not in body:
+            out.append(f"aws_secretsmanager_secret.{name}: a recovery window keeps its fixed name reserved after destroy")
+    for name, body in tf["resource"].get("aws_rds_cluster", {}).items():
+        ident = str(body.get("final_snapshot_identifier", ""))
+        ignored = [i for lc in body.get("lifecycle", []) for i in lc.get("ignore_changes", [])]
+        if "timestamp()" not in ident:
+            out.append(f"aws_rds_cluster.{name}: final_snapshot_identifier {ident!r} is the same for every stack of that name")
+        elif "final_snapshot_identifier" not in ignored:
+            out.append(f"aws_rds_cluster.{name}: a timestamped final_snapshot_identifier must be in ignore_changes (or every plan changes it)")
+    return out
+
+
+def test_the_stack_can_be_destroyed_and_deployed_again_under_the_same_name(tf):
+    assert recreate_violations(tf) == []
+
+
+def test_recreate_rule_rejects_a_recovery_window_and_a_fixed_snapshot_name(tf):
+    bad = copy.deepcopy(tf)
+    bad["resource"]["aws_secretsmanager_secret"]["api_key_encryption_key"]["recovery_window_in_days"] = 30
+    bad["resource"]["aws_rds_cluster"]["this"]["final_snapshot_identifier"] = "${var.name_prefix}-final"
+    assert recreate_violations(bad) == [
+        "aws_secretsmanager_secret.api_key_encryption_key: a recovery window keeps its fixed name reserved after destroy",
+        "aws_rds_cluster.this: final_snapshot_identifier '${var.name_prefix}-final' is the same for every stack of that name",
+    ]
+    bad["resource"]["aws_rds_cluster"]["this"]["final_snapshot_identifier"] = '${var.name_prefix}-final-${timestamp()}'
+    bad["resource"]["aws_rds_cluster"]["this"]["lifecycle"] = []
+    assert recreate_violations(bad)[-1].endswith("must be in ignore_changes (or every plan changes it)")
