@@ -64,7 +64,7 @@ locals {
           # the cluster presents an Amazon RDS CA certificate, not a public one.
           FLOODGATE_DB_CA_FILE = "/var/task/rds-ca-bundle.pem"
           # The domains a service's from_email may use: the SES identities send may send as.
-          FLOODGATE_SENDING_DOMAINS = var.ses_domain
+          FLOODGATE_SENDING_DOMAINS = join(",", local.sending_domains)
         } : k => v if fn == "admin"
       },
     )
@@ -153,24 +153,25 @@ data "aws_iam_policy_document" "fn" {
   # ses:ApiVersion, ses:FeedbackAddress, ses:FromAddress, ses:FromDisplayName and
   # ses:Recipients). The configuration set is a *resource* of SendEmail: a send that names a
   # configuration set is authorised against the identity AND that configuration set, so the
-  # policy lists exactly our identity and our configuration set, and the identity's default
-  # configuration set (ses.tf) applies ours when a call names none. Each service sends from
-  # its own address (services.from_email), which must be in the verified domain: IAM allows
-  # any address there (ses:FromAddress), and `floodgate-admin create-service` refuses others
+  # policy lists exactly our identities and our configuration set, and each identity's
+  # default configuration set (ses.tf) applies ours when a call names none. Each service
+  # sends from its own address (services.from_email), which must be in one of the verified
+  # domains (the default one or a custom sending domain): IAM allows any address there
+  # (ses:FromAddress), and `floodgate-admin create-service` refuses others
   # (FLOODGATE_SENDING_DOMAINS), so IAM, code and admin agree.
   dynamic "statement" {
     for_each = each.key == "send" ? [1] : []
     content {
       sid     = "SendThroughOwnIdentityAndConfigurationSet"
       actions = ["ses:SendEmail"]
-      resources = [
-        aws_sesv2_email_identity.this.arn,
-        aws_sesv2_configuration_set.this.arn,
-      ]
+      resources = concat(
+        [for d in local.sending_domains : local.ses_identity_arns[d]],
+        [aws_sesv2_configuration_set.this.arn],
+      )
       condition {
         test     = "StringLike"
         variable = "ses:FromAddress"
-        values   = ["*@${var.ses_domain}"]
+        values   = [for d in local.sending_domains : "*@${d}"]
       }
     }
   }

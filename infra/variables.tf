@@ -251,9 +251,25 @@ variable "api_key_encryption_key" {
 # ---------------------------------------------------------------- SES
 
 variable "ses_domain" {
-  description = "Domain verified in SES (DKIM CNAMEs are in the outputs) and used for the From address."
+  description = "Default sending domain, verified in SES (its DKIM CNAMEs are in the ses_dkim_records output); services' From addresses are in it unless they have a custom domain."
   type        = string
   default     = "notify.example.com"
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.ses_domain))
+    error_message = "ses_domain must be a lower-case domain name such as notify.example.com."
+  }
+}
+
+variable "ses_custom_domains" {
+  description = "Custom sending domains of services that send from their own domain (GC Notify's custom sending domains): each becomes an SES domain identity (DKIM CNAMEs in ses_dkim_records), send may use any address in it, and admin's create-service accepts from_email addresses there."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for d in var.ses_custom_domains : can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", d))])
+    error_message = "Every ses_custom_domains entry must be a lower-case domain name such as mail.example.org."
+  }
 }
 
 variable "ses_account_rate" {

@@ -112,6 +112,8 @@ def test_a_guard_stops_the_plan_on_broken_knobs(tmp_path, knobs, why, change, me
 BROKEN_VARIABLES = [
     ("a queue without an age threshold",
      {"queue_age_alarm_seconds": {"intake-priority": 60}}, "queue_age_alarm_seconds needs a threshold for every queue"),
+    ("a custom sending domain that is not a domain name",
+     {"ses_custom_domains": ["Mail_Example.org"]}, "Every ses_custom_domains entry must be a lower-case domain name"),
     ("idle connections above the proxy's share",
      {"proxy_max_idle_connections_percent": 95}, "proxy_max_idle_connections_percent must not exceed proxy_max_connections_percent"),
 ]
@@ -190,3 +192,8 @@ def test_the_sqs_waits_terraform_sums_are_the_code_constants(module):
     assert policy, "RetryPolicy::default() not found in functions/ingest/src/lib.rs"
     assert module.value("local.ingest_enqueue_attempts") == int(policy.group(1))
     assert module.value("local.ingest_first_backoff_ms") == int(policy.group(2))
+
+
+def test_custom_sending_domains_are_accepted(module):
+    ok, out = module.plan({"ses_custom_domains": ["mail.example.org", "notify.service.gov.example"]})
+    assert ok, out

@@ -488,18 +488,57 @@ def test_callbacks_run_outside_the_vpc_and_are_fed_by_send_and_receipts(tf, knob
     assert tf["resource"]["aws_cloudwatch_metric_alarm"]["callbacks"]["for_each"] == "${local.callback_events}"
 
 
-def test_send_may_use_any_address_of_the_verified_domain_and_admin_checks_it(tf):
+def sending_domain_violations(tf: dict) -> list[str]:
+    """IAM, admin and the outputs agree on one list of sending domains (the default one and
+    the custom ones): send may use any address of each and only through their identities,
+    admin is told all of them, and each identity's DKIM records are an output."""
+    out = []
+    if tf["locals"].get("sending_domains") != "${distinct(concat([var.ses_domain], var.ses_custom_domains))}":
+        out.append("local.sending_domains is not the default domain plus var.ses_custom_domains")
+    custom = tf["resource"]["aws_sesv2_email_identity"].get("custom", {})
+    if "var.ses_custom_domains" not in str(custom.get("for_each", "")) or custom.get("email_identity") != "${each.key}":
+        out.append("there is no SES identity per custom sending domain")
+    env = tf["locals"]["fn_env"]
+    if 'FLOODGATE_SENDING_DOMAINS = join(",", local.sending_domains)' not in env.replace('"FLOODGATE_SENDING_DOMAINS"', "FLOODGATE_SENDING_DOMAINS"):
+        out.append("admin's FLOODGATE_SENDING_DOMAINS is not every sending domain")
+    policy = json.dumps(tf["data"]["aws_iam_policy_document"]["fn"])
+    if "for d in local.sending_domains : \\\"*@${d}\\\"" not in policy:
+        out.append("send's ses:FromAddress condition does not allow every sending domain")
+    if "for d in local.sending_domains : local.ses_identity_arns[d]" not in policy:
+        out.append("send's SES resources are not every sending domain's identity")
+    dkim = json.dumps(tf["output"]["ses_dkim_records"])
+    if "aws_sesv2_email_identity.custom" not in dkim or "aws_sesv2_email_identity.this" not in dkim:
+        out.append("ses_dkim_records does not cover every sending domain's identity")
+    return out
+
+
+def test_send_may_use_any_address_of_every_sending_domain_and_admin_checks_it(tf):
     # Each service sends from its own address: IAM must not pin one From address, and the
-    # admin command that creates services is told the domain (functions/admin checks it).
+    # admin command that creates services is told the domains (functions/admin checks it).
     env = tf["locals"]["fn_env"]
     assert "FLOODGATE_FROM_EMAIL" not in env, "no code reads it"
-    assert "FLOODGATE_SENDING_DOMAINS" in env and "var.ses_domain" in env
     admin_src = (REPO / "functions" / "admin" / "src" / "lib.rs").read_text()
-    assert '"FLOODGATE_SENDING_DOMAINS"' in admin_src
-    policy = tf["data"]["aws_iam_policy_document"]["fn"]
-    text = json.dumps(policy)
-    assert "*@${var.ses_domain}" in text
-    assert "var.from_email" not in text
+    assert '"FLOODGATE_SENDING_DOMAINS"' in admin_src and ".split(',')" in admin_src
+    assert "var.from_email" not in json.dumps(tf["data"]["aws_iam_policy_document"]["fn"])
+    assert sending_domain_violations(tf) == []
+
+
+def test_sending_domain_rule_rejects_a_single_pinned_domain(tf):
+    bad = copy.deepcopy(tf)
+    bad["locals"]["sending_domains"] = "${[var.ses_domain]}"
+    del bad["resource"]["aws_sesv2_email_identity"]["custom"]
+    bad["locals"]["fn_env"] = bad["locals"]["fn_env"].replace('join(",", local.sending_domains)', "var.ses_domain")
+    policy = json.dumps(bad["data"]["aws_iam_policy_document"]["fn"]).replace(
+        "for d in local.sending_domains : \\\"*@${d}\\\"", "\\\"*@${var.ses_domain}\\\"")
+    bad["data"]["aws_iam_policy_document"]["fn"] = json.loads(policy)
+    bad["output"]["ses_dkim_records"] = {"value": "${aws_sesv2_email_identity.this.dkim_signing_attributes[0].tokens}"}
+    assert sending_domain_violations(bad) == [
+        "local.sending_domains is not the default domain plus var.ses_custom_domains",
+        "there is no SES identity per custom sending domain",
+        "admin's FLOODGATE_SENDING_DOMAINS is not every sending domain",
+        "send's ses:FromAddress condition does not allow every sending domain",
+        "ses_dkim_records does not cover every sending domain's identity",
+    ]
 
 
 def test_instances_with_enhanced_monitoring_wait_for_its_policy(tf):
