@@ -34,7 +34,8 @@ resource "aws_db_subnet_group" "this" {
 # Cluster-wide settings the schema relies on. notifications is range-partitioned
 # by day and updated in place (HOT updates: fillfactor < 100 and per-table autovacuum
 # settings are written in the migration). These cluster defaults make autovacuum frequent
-# and cheap on the small, hot partitions instead of rare and heavy ("vacuum storm", seeds/003).
+# and cheap on the small, hot partitions instead of rare and heavy (a "vacuum storm" that
+# competes with a blast for I/O).
 resource "aws_rds_cluster_parameter_group" "this" {
   name        = "${var.name_prefix}-aurora-pg${var.db_engine_major_version}"
   family      = data.aws_rds_engine_version.aurora_pg.parameter_group_family

@@ -90,7 +90,7 @@ resource "aws_db_proxy_target" "cluster" {
 }
 
 # The reader lane's endpoint: connections are routed to the Aurora readers only, so status
-# look-ups and API-key/template reads never queue behind pipeline writes (seeds/000).
+# look-ups and API-key/template reads never queue behind pipeline writes.
 resource "aws_db_proxy_endpoint" "read_only" {
   db_proxy_name          = aws_db_proxy.this.name
   db_proxy_endpoint_name = "${var.name_prefix}-read-only"

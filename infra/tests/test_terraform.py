@@ -638,3 +638,28 @@ def test_recreate_rule_rejects_a_recovery_window_and_a_fixed_snapshot_name(tf):
     bad["resource"]["aws_rds_cluster"]["this"]["final_snapshot_identifier"] = '${var.name_prefix}-final-${timestamp()}'
     bad["resource"]["aws_rds_cluster"]["this"]["lifecycle"] = []
     assert recreate_violations(bad)[-1].endswith("must be in ignore_changes (or every plan changes it)")
+
+
+def comment_citation_violations(text: str, filename: str) -> list[str]:
+    """Comments give the reason itself, not a pointer to a document, a seed or an issue."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        comment = re.search(r"(?:#|//)(.*)$", line)
+        if comment and re.search(r"SPEC\s*§|\bseeds?/\d|\bseed\b|\bissue\s+#?\d", comment.group(1), re.I):
+            out.append(f"{filename}:{n}: {comment.group(1).strip()}")
+    return out
+
+
+def test_terraform_comments_stand_on_their_own():
+    found = []
+    for path in sorted(INFRA.rglob("*.tf")):
+        if "fixtures" not in path.parts and ".terraform" not in path.parts:
+            found += comment_citation_violations(path.read_text(), str(path.relative_to(INFRA)))
+    assert found == []
+
+
+def test_comment_citation_rule_flags_spec_seed_and_issue_references():
+    text = "# why (SPEC §3)\n# as in seeds/001\n  x = 1 # see issue 13\n# a plain reason\n"
+    assert comment_citation_violations(text, "f.tf") == [
+        "f.tf:1: why (SPEC §3)", "f.tf:2: as in seeds/001", "f.tf:3: see issue 13",
+    ]
