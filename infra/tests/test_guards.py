@@ -197,3 +197,15 @@ def test_the_sqs_waits_terraform_sums_are_the_code_constants(module):
 def test_custom_sending_domains_are_accepted(module):
     ok, out = module.plan({"ses_custom_domains": ["mail.example.org", "notify.service.gov.example"]})
     assert ok, out
+
+
+def test_the_documented_account_concurrency_quota_is_what_terraform_reserves(module):
+    # Lambda keeps 100 of the account's concurrency unreserved; the re-notifier reserves 1.
+    reserved = sum(module.value("local.fn_reserved_concurrency").values())
+    renotify = re.search(r'resource "aws_lambda_function" "renotify" \{.*?reserved_concurrent_executions = (\d+)',
+                         (INFRA / "alarms.tf").read_text(), re.S)
+    quota = reserved + int(renotify.group(1)) + 100
+    assert quota == 201
+    readme = (INFRA.parent / "README.md").read_text()
+    knobs_md = " ".join((INFRA / "KNOBS.md").read_text().split())
+    assert f"must be **≥ {quota}**" in readme and f"must be at least {quota}" in knobs_md
