@@ -14,6 +14,7 @@ For every `resource` and `data` block it reports:
   - a required argument or block that is not set,
   - an attribute the provider computes and does not accept (set as if it were an argument),
   - a nested block written as an attribute or the reverse,
+  - a reference `type.name.attribute` to an undeclared block or an attribute its type lacks,
 recursing into nested blocks and `dynamic` blocks' content. Meta-arguments (count, for_each,
 depends_on, provider, lifecycle, provisioner, connection) are Terraform's, not the provider's.
 
@@ -209,6 +210,49 @@ def _check_body(body: dict, node: dict, where: str, top: bool, structs: dict) ->
     return out
 
 
+_REFERENCE = re.compile(
+    r"(?<![\w.])(data\.)?((?:aws|archive)_[a-z0-9_]+|terraform_data)\.([a-zA-Z_][\w-]*)(?:\[[^\]\[]*\])?\.([a-z_][a-z0-9_]*)"
+)
+
+
+def _strip_comments(text: str) -> str:
+    return re.sub(r"(?m)(^|\s)(#|//).*$", r"\1", text)
+
+
+def declared(docs: dict[str, dict]) -> set[tuple[str, str, str]]:
+    out = set()
+    for doc in docs.values():
+        for kind in ("resource", "data"):
+            for block in doc.get(kind, []):
+                for raw_type, named in block.items():
+                    for raw_name in named:
+                        out.add((kind, _unquote(raw_type), _unquote(raw_name)))
+    return out
+
+
+def check_references(text: str, filename: str, schema: dict, known: set[tuple[str, str, str]]) -> list[str]:
+    """Every `type.name.attribute` (and `data.type.name.attribute`) names a block that is
+    declared and an attribute its type has, as `terraform validate` would check."""
+    out = []
+    for m in _REFERENCE.finditer(_strip_comments(text)):
+        kind = "data" if m.group(1) else "resource"
+        tf_type, name, attr = m.group(2), m.group(3), m.group(4)
+        ref = schema[kind].get(tf_type)
+        if ref is None:
+            if kind == "resource" and tf_type in schema["data"]:
+                out.append(f"{filename}: {tf_type}.{name} is a data source: write data.{tf_type}.{name}")
+            continue  # an unknown type is reported where it is declared
+        shown = f"{'data.' if kind == 'data' else ''}{tf_type}.{name}"
+        if (kind, tf_type, name) not in known:
+            out.append(f"{filename}: reference to undeclared {shown}")
+            continue
+        node = schema["structs"][ref]
+        names = {_loose(n) for n in list(node["args"]) + list(node["blocks"]) + node["computed"]} | {"id"}
+        if _loose(attr) not in names:
+            out.append(f"{filename}: {shown} has no attribute \"{attr}\"")
+    return sorted(set(out))
+
+
 def check_document(doc: dict, schema: dict, filename: str) -> list[str]:
     out = []
     for kind in ("resource", "data"):
@@ -241,11 +285,16 @@ def check_paths(paths: list[Path], schema: dict, root: Path | None = None) -> li
     import hcl2  # only the check needs python-hcl2; build runs with the standard library
 
     out = []
+    docs, texts = {}, {}
     for path in tf_files(paths):
+        shown = str(path.relative_to(root) if root and path.is_relative_to(root) else path)
+        texts[shown] = path.read_text()
         with path.open() as fh:
-            doc = hcl2.load(fh)
-        shown = path.relative_to(root) if root and path.is_relative_to(root) else path
-        out += check_document(doc, schema, str(shown))
+            docs[shown] = hcl2.load(fh)
+    known = declared(docs)
+    for shown, doc in docs.items():
+        out += check_document(doc, schema, shown)
+        out += check_references(texts[shown], shown, schema, known)
     return out
 
 

@@ -83,6 +83,14 @@ def test_nested_and_dynamic_blocks_are_checked_and_meta_arguments_are_not(schema
     ]
 
 
+def test_a_reference_to_a_missing_attribute_or_block_is_flagged(schema):
+    assert check(FIXTURES / "bad_reference.tf", schema) == [
+        'bad_reference.tf: aws_iam_policy_document.missing is a data source: write data.aws_iam_policy_document.missing',
+        'bad_reference.tf: aws_sqs_queue.ref has no attribute "urll"',
+        'bad_reference.tf: reference to undeclared data.aws_caller_identity.nobody',
+    ]
+
+
 def test_a_valid_file_passes(schema):
     assert check(FIXTURES / "valid.tf", schema) == []
 
