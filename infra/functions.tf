@@ -1,5 +1,6 @@
 # One Lambda function per key of knobs.json "functions" (= one crate per folder in
-# functions/, binary floodgate-<name>): ingest, status, persist, send, receipts, admin.
+# functions/, binary floodgate-<name>): ingest, status, persist, send, receipts, admin,
+# callbacks.
 # provided.al2023 on arm64, handler "bootstrap", code from the zip that
 # `cargo lambda build --release --arm64 --output-format zip` writes to
 # target/lambda/floodgate-<name>/bootstrap.zip (deploy.sh builds them first).
