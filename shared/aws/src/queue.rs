@@ -350,7 +350,7 @@ impl SqsQueue {
         max_receive_count: u32,
     ) -> Result<Self, QueueError> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
-        // Setup, not a request path: the bounds of `SqsQueue::client` (one 2.5 s attempt)
+        // Setup, not a request path: the bounds of `SqsQueue::client` (one 1.5 s attempt)
         // are for callers that retry themselves; a cold endpoint may take longer to create
         // the first queue, so setup gets retries and a longer attempt. The queue keeps the
         // bounded client for its work.
