@@ -663,3 +663,30 @@ def test_comment_citation_rule_flags_spec_seed_and_issue_references():
     assert comment_citation_violations(text, "f.tf") == [
         "f.tf:1: why (SPEC §3)", "f.tf:2: as in seeds/001", "f.tf:3: see issue 13",
     ]
+
+
+# ----------------------------------------------------------------------------- var. and local. references
+
+def undeclared_names(texts: dict[str, str], variables: set[str], locals_: set[str]) -> list[str]:
+    """Every var.X and local.X used in the .tf files is declared (terraform validate's check,
+    which cannot run here)."""
+    out = []
+    for filename, text in texts.items():
+        code = re.sub(r"(?m)(^|\s)(#|//).*$", r"\1", text)
+        for kind, name in re.findall(r"(?<![\w.])(var|local)\.([A-Za-z_]\w*)", code):
+            if name not in (variables if kind == "var" else locals_):
+                out.append(f"{filename}: {kind}.{name} is not declared")
+    return sorted(set(out))
+
+
+def test_every_variable_and_local_used_is_declared(tf):
+    texts = {p.name: p.read_text() for p in _tf_files()}
+    assert undeclared_names(texts, set(tf["variable"]), set(tf["locals"])) == []
+
+
+def test_undeclared_rule_flags_a_removed_variable_and_a_misspelled_local(tf):
+    texts = {"x.tf": 'a = var.db_statement_timeout_ms\nb = local.fn_max_concurency["send"] # local.ok_in_comment\n'}
+    assert undeclared_names(texts, set(tf["variable"]), set(tf["locals"])) == [
+        "x.tf: local.fn_max_concurency is not declared",
+        "x.tf: var.db_statement_timeout_ms is not declared",
+    ]
