@@ -1,8 +1,8 @@
 # Alarms that keep notifying while the fault persists.
 #
 # A CloudWatch alarm notifies only on a state change: an alarm that stays in ALARM is silent
-# after its first message, which is how the 5xx storm of seeds/001 went unnoticed. Metric
-# math and composite alarms do not change that. The mechanism here:
+# after its first message, so a 5xx storm that lasts hours looks like a single blip in the
+# inbox. Metric math and composite alarms do not change that. The mechanism here:
 #   1. every alarm sends its ALARM and OK transitions to the alarm SNS topic, and
 #   2. an EventBridge rule runs the small "renotify" function every
 #      var.alarm_renotify_minutes; it lists this stack's alarms that are still in ALARM

@@ -4,11 +4,16 @@
 #   1. terraform fmt -check -recursive infra
 #   2. every infra/**/*.tf parses with python-hcl2
 #   3. checkov reports no failed check (skips are inline, with reasons)
-#   4. pytest infra/tests (crates <-> functions, ESM limits, visibility, DLQs, knobs)
+#   4. provider schema: every resource and data block uses only arguments and blocks the
+#      AWS provider has, sets the required ones and no computed-only attribute
+#      (infra/tests/provider_schema.py, schema from the npm packages pinned below)
+#   5. pytest infra/tests (crates <-> functions, ESM limits, visibility, DLQs, knobs,
+#      the schema checker's fixtures)
 #
 # Idempotent. Tools go in private venvs under ${FLOODGATE_TOOLS_DIR:-/var/cache/floodgate-tools}:
 #   venv-infra   python-hcl2 + pytest
 #   venv-checkov checkov
+#   npm/         the provider packages' jsii assemblies; provider-schema/ the schema built from them
 # Two venvs because checkov depends on bc-python-hcl2, a fork that installs the same `hcl2`
 # package as python-hcl2: in one venv they overwrite each other's files.
 # Exit status: 0 when every check passed, 1 otherwise.
@@ -23,6 +28,14 @@ OUT="${TOOLS}/infra-check"
 # Pinned so a new checkov release cannot turn the build red overnight; bump on purpose.
 HCL2_REQ="python-hcl2==8.1.4 pytest==9.1.1"
 CHECKOV_REQ="checkov==3.3.30"
+# The AWS provider's schema, from CDK Terrain's prebuilt providers (their jsii assembly lists
+# every argument and block of every resource and data source). @cdktn/provider-aws 25.7.0 is
+# built from hashicorp/aws 6.66.0 and provider-archive 14.0.1 from hashicorp/archive 2.8.1,
+# both within versions.tf's constraints. The sha512 is npm's integrity of each tarball.
+SCHEMA_PACKAGES=(
+    "@cdktn/provider-aws@25.7.0 sha512-E/nhu0yVZE4mXMgIPuI8tEFt1BExLkA7ARjihdG+/HmfDfzLr+OEF3dkFRvI6glRt30lrrBWQLwXqCJBxcmyUg=="
+    "@cdktn/provider-archive@14.0.1 sha512-JqpyFUXXFn8GZcsXuxuQbs26WUKlheVhQXy+w9yk9QXn0mUnsohQhmkbFvn8WWYm2bsMJX4Oh9iRwfe68oATNA=="
+)
 
 failures=0
 say() { printf '%s\n' "$*"; }
@@ -131,7 +144,53 @@ else
     [ -n "$ck_summary" ] || tail -20 "$OUT/checkov.txt" | sed 's/^/        /'
 fi
 
-# 4. pytest ----------------------------------------------------------------------------
+# 4. provider schema ---------------------------------------------------------------------
+# fetch_assembly "NAME@VERSION" INTEGRITY: prints the path of the package's .jsii, fetching
+# the tarball with npm pack (checked against INTEGRITY) the first time.
+fetch_assembly() {
+    local spec="$1" integrity="$2" dir tgz
+    dir="$TOOLS/npm/$(printf '%s' "$spec" | tr '/@' '__')"
+    if [ ! -f "$dir/package/.jsii" ]; then
+        command -v npm >/dev/null 2>&1 || { echo "npm is not on PATH" >&2; return 1; }
+        rm -rf "$dir" && mkdir -p "$dir"
+        (cd "$dir" && npm pack --silent "$spec" >"$OUT/npm-pack.log" 2>&1) || { tail -5 "$OUT/npm-pack.log" >&2; return 1; }
+        tgz="$(ls "$dir"/*.tgz)"
+        if [ "$("$PY" -c 'import base64,hashlib,sys; print("sha512-" + base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tgz")" != "$integrity" ]; then
+            echo "$spec: tarball does not match the pinned sha512" >&2
+            rm -rf "$dir"
+            return 1
+        fi
+        tar -xzf "$tgz" -C "$dir" package/.jsii && rm -f "$tgz" || return 1
+    fi
+    printf '%s\n' "$dir/package/.jsii"
+}
+
+assemblies=()
+schema_ok=1
+for entry in "${SCHEMA_PACKAGES[@]}"; do
+    if jsii="$(fetch_assembly ${entry})"; then
+        assemblies+=("$jsii")
+    else
+        schema_ok=0
+    fi
+done
+SCHEMA="$TOOLS/provider-schema/$(printf '%s ' "${SCHEMA_PACKAGES[@]}" | sha256sum | cut -c1-16).json"
+if [ "$schema_ok" = 1 ] && [ ! -f "$SCHEMA" ]; then
+    mkdir -p "$(dirname "$SCHEMA")"
+    "$PY" "$INFRA/tests/provider_schema.py" build "$SCHEMA.tmp" "${assemblies[@]}" >"$OUT/schema-build.txt" 2>&1 \
+        && mv "$SCHEMA.tmp" "$SCHEMA" || { schema_ok=0; cat "$OUT/schema-build.txt"; }
+fi
+if [ "$schema_ok" != 1 ]; then
+    fail "provider schema: could not fetch or build it from ${SCHEMA_PACKAGES[*]%% *}"
+elif schema_out="$(cd "$REPO" && PYTHONDONTWRITEBYTECODE=1 "$TOOLS/venv-infra/bin/python" "$INFRA/tests/provider_schema.py" check "$SCHEMA" infra 2>&1)"; then
+    pass "provider schema (${SCHEMA_PACKAGES[0]%% *}): $(say "$schema_out" | tail -1)"
+else
+    fail "provider schema (${SCHEMA_PACKAGES[0]%% *}):"
+    say "$schema_out" | sed 's/^/        /'
+fi
+export FLOODGATE_PROVIDER_SCHEMA="$SCHEMA"
+
+# 5. pytest ----------------------------------------------------------------------------
 if py_out="$(cd "$REPO" && PYTHONDONTWRITEBYTECODE=1 "$TOOLS/venv-infra/bin/python" -m pytest -q -p no:cacheprovider infra/tests 2>&1)"; then
     pass "pytest infra/tests: $(say "$py_out" | tail -1)"
 else

@@ -10,8 +10,20 @@
 # FLOODGATE_DB_USERS idempotently, then runs the versioned migrations. After that every
 # connection, admin's included, goes Lambda -> RDS Proxy -> database as the function's role.
 
-locals {
-  db_engine_major = split(".", var.db_engine_version)[0]
+# The engine version: the newest minor of var.db_engine_major_version that AWS creates today,
+# found at plan time, so the stack never names a minor AWS has withdrawn. After creation the
+# cluster's minor moves on its own (auto_minor_version_upgrade on the instances), which is why
+# the cluster ignores engine_version drift below; the parameter group family is the one AWS
+# gives for that version.
+data "aws_rds_engine_version" "aurora_pg" {
+  engine  = "aurora-postgresql"
+  version = var.db_engine_major_version
+  latest  = true
+
+  filter {
+    name   = "engine-mode"
+    values = ["provisioned"]
+  }
 }
 
 resource "aws_db_subnet_group" "this" {
@@ -22,10 +34,11 @@ resource "aws_db_subnet_group" "this" {
 # Cluster-wide settings the schema relies on. notifications is range-partitioned
 # by day and updated in place (HOT updates: fillfactor < 100 and per-table autovacuum
 # settings are written in the migration). These cluster defaults make autovacuum frequent
-# and cheap on the small, hot partitions instead of rare and heavy ("vacuum storm", seeds/003).
+# and cheap on the small, hot partitions instead of rare and heavy (a "vacuum storm" that
+# competes with a blast for I/O).
 resource "aws_rds_cluster_parameter_group" "this" {
-  name        = "${var.name_prefix}-aurora-pg${local.db_engine_major}"
-  family      = "aurora-postgresql${local.db_engine_major}"
+  name        = "${var.name_prefix}-aurora-pg${var.db_engine_major_version}"
+  family      = data.aws_rds_engine_version.aurora_pg.parameter_group_family
   description = "Floodgate: TLS only, autovacuum tuned for HOT-updated daily partitions"
 
   # TLS between the proxy and the database (the proxy also requires TLS from clients).
@@ -96,7 +109,7 @@ resource "aws_rds_cluster" "this" {
   cluster_identifier = var.name_prefix
   engine             = "aurora-postgresql"
   engine_mode        = "provisioned"
-  engine_version     = var.db_engine_version
+  engine_version     = data.aws_rds_engine_version.aurora_pg.version_actual
   database_name      = var.db_name
   master_username    = var.db_master_username
 
@@ -112,9 +125,12 @@ resource "aws_rds_cluster" "this" {
   vpc_security_group_ids          = [aws_security_group.db.id]
   db_cluster_parameter_group_name = aws_rds_cluster_parameter_group.this.name
 
-  deletion_protection       = var.deletion_protection
-  skip_final_snapshot       = var.skip_final_snapshot
-  final_snapshot_identifier = "${var.name_prefix}-final"
+  deletion_protection = var.deletion_protection
+  skip_final_snapshot = var.skip_final_snapshot
+  # Stamped with the cluster's creation time (kept: final_snapshot_identifier is in
+  # ignore_changes), so a re-created stack's final snapshot never collides with the one
+  # its predecessor left behind.
+  final_snapshot_identifier = "${var.name_prefix}-final-${formatdate("YYYYMMDD-hhmmss", timestamp())}"
   backup_retention_period   = var.db_backup_retention_days
   copy_tags_to_snapshot     = true
 
@@ -122,6 +138,20 @@ resource "aws_rds_cluster" "this" {
   preferred_maintenance_window = "sun:04:00-sun:05:00"
 
   enabled_cloudwatch_logs_exports = ["postgresql"]
+
+  lifecycle {
+    # AWS upgrades the minor version in the maintenance window and the data source above
+    # moves to newer minors: without this, every plan after either would try to set the
+    # version back (a downgrade AWS refuses) or upgrade outside the window. The snapshot
+    # name keeps the timestamp of the first apply instead of changing on every plan.
+    ignore_changes = [engine_version, final_snapshot_identifier]
+
+    # A new major is not applied by ignoring drift: it needs a deliberate major upgrade.
+    postcondition {
+      condition     = startswith(self.engine_version_actual, "${var.db_engine_major_version}.")
+      error_message = "The cluster runs Aurora PostgreSQL ${self.engine_version_actual}, not major ${var.db_engine_major_version}: a major upgrade is an operation of its own (README, Deploying to AWS), not a changed variable."
+    }
+  }
 }
 
 data "aws_iam_policy_document" "rds_monitoring_assume" {
@@ -149,7 +179,6 @@ resource "aws_rds_cluster_instance" "writer" {
   identifier         = "${var.name_prefix}-writer"
   cluster_identifier = aws_rds_cluster.this.id
   engine             = aws_rds_cluster.this.engine
-  engine_version     = aws_rds_cluster.this.engine_version
   instance_class     = var.db_instance_class
 
   db_subnet_group_name       = aws_db_subnet_group.this.name
@@ -175,7 +204,6 @@ resource "aws_rds_cluster_instance" "reader" {
   identifier         = "${var.name_prefix}-reader-${count.index + 1}"
   cluster_identifier = aws_rds_cluster.this.id
   engine             = aws_rds_cluster.this.engine
-  engine_version     = aws_rds_cluster.this.engine_version
   instance_class     = var.db_instance_class
 
   db_subnet_group_name       = aws_db_subnet_group.this.name

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Destroy the Floodgate stack: turns the cluster's deletion protection off, then runs
-# terraform destroy. The cluster leaves a final snapshot "<name_prefix>-final" unless
-# skip_final_snapshot = true.
+# terraform destroy. The cluster leaves a final snapshot "<name_prefix>-final-<its creation
+# time, YYYYMMDD-hhmmss>" unless skip_final_snapshot = true; snapshots are kept (and billed)
+# until deleted by hand. The API-key secret is deleted without a recovery window, so
+# deploy.sh can re-create the stack under the same name_prefix at once (keep the key).
 #
 # Usage: infra/destroy.sh [-y]     -y does not ask.
 set -euo pipefail

@@ -1,5 +1,6 @@
 # One Lambda function per key of knobs.json "functions" (= one crate per folder in
-# functions/, binary floodgate-<name>): ingest, status, persist, send, receipts, admin.
+# functions/, binary floodgate-<name>): ingest, status, persist, send, receipts, admin,
+# callbacks.
 # provided.al2023 on arm64, handler "bootstrap", code from the zip that
 # `cargo lambda build --release --arm64 --output-format zip` writes to
 # target/lambda/floodgate-<name>/bootstrap.zip (deploy.sh builds them first).
@@ -14,13 +15,17 @@ locals {
   fn_env = {
     for fn, f in local.functions : fn => merge(
       {
-        RUST_LOG                            = var.rust_log
-        FLOODGATE_FUNCTION                  = fn
-        FLOODGATE_DB_IAM_AUTH               = "true"
-        FLOODGATE_WRITER_MAX_SIZE           = tostring(f.writer_lane_size)
-        FLOODGATE_READER_MAX_SIZE           = tostring(f.reader_lane_size)
-        FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS = tostring(var.writer_acquire_timeout_ms)
-        FLOODGATE_READER_ACQUIRE_TIMEOUT_MS = tostring(var.reader_acquire_timeout_ms)
+        RUST_LOG                              = var.rust_log
+        FLOODGATE_FUNCTION                    = fn
+        FLOODGATE_DB_IAM_AUTH                 = "true"
+        FLOODGATE_WRITER_MAX_SIZE             = tostring(f.writer_lane_size)
+        FLOODGATE_READER_MAX_SIZE             = tostring(f.reader_lane_size)
+        FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS   = tostring(var.writer_acquire_timeout_ms)
+        FLOODGATE_READER_ACQUIRE_TIMEOUT_MS   = tostring(var.reader_acquire_timeout_ms)
+        FLOODGATE_WRITER_CONNECT_TIMEOUT_MS   = tostring(var.writer_connect_timeout_ms)
+        FLOODGATE_READER_CONNECT_TIMEOUT_MS   = tostring(var.reader_connect_timeout_ms)
+        FLOODGATE_WRITER_OPERATION_TIMEOUT_MS = tostring(var.writer_operation_timeout_ms)
+        FLOODGATE_READER_OPERATION_TIMEOUT_MS = tostring(var.reader_operation_timeout_ms)
       },
       {
         for k, v in {
@@ -66,7 +71,7 @@ locals {
           # the cluster presents an Amazon RDS CA certificate, not a public one.
           FLOODGATE_DB_CA_FILE = "/var/task/rds-ca-bundle.pem"
           # The domains a service's from_email may use: the SES identities send may send as.
-          FLOODGATE_SENDING_DOMAINS = var.ses_domain
+          FLOODGATE_SENDING_DOMAINS = join(",", local.sending_domains)
         } : k => v if fn == "admin"
       },
     )
@@ -155,24 +160,25 @@ data "aws_iam_policy_document" "fn" {
   # ses:ApiVersion, ses:FeedbackAddress, ses:FromAddress, ses:FromDisplayName and
   # ses:Recipients). The configuration set is a *resource* of SendEmail: a send that names a
   # configuration set is authorised against the identity AND that configuration set, so the
-  # policy lists exactly our identity and our configuration set, and the identity's default
-  # configuration set (ses.tf) applies ours when a call names none. Each service sends from
-  # its own address (services.from_email), which must be in the verified domain: IAM allows
-  # any address there (ses:FromAddress), and `floodgate-admin create-service` refuses others
+  # policy lists exactly our identities and our configuration set, and each identity's
+  # default configuration set (ses.tf) applies ours when a call names none. Each service
+  # sends from its own address (services.from_email), which must be in one of the verified
+  # domains (the default one or a custom sending domain): IAM allows any address there
+  # (ses:FromAddress), and `floodgate-admin create-service` refuses others
   # (FLOODGATE_SENDING_DOMAINS), so IAM, code and admin agree.
   dynamic "statement" {
     for_each = each.key == "send" ? [1] : []
     content {
       sid     = "SendThroughOwnIdentityAndConfigurationSet"
       actions = ["ses:SendEmail"]
-      resources = [
-        aws_sesv2_email_identity.this.arn,
-        aws_sesv2_configuration_set.this.arn,
-      ]
+      resources = concat(
+        [for d in local.sending_domains : local.ses_identity_arns[d]],
+        [aws_sesv2_configuration_set.this.arn],
+      )
       condition {
         test     = "StringLike"
         variable = "ses:FromAddress"
-        values   = ["*@${var.ses_domain}"]
+        values   = [for d in local.sending_domains : "*@${d}"]
       }
     }
   }

@@ -50,14 +50,24 @@ output "connection_budget" {
 }
 
 output "ses_dkim_records" {
-  description = "CNAME records to publish in the DNS of ses_domain so SES can verify the domain (Easy DKIM)."
-  value = [
-    for token in aws_sesv2_email_identity.this.dkim_signing_attributes[0].tokens : {
-      name  = "${token}._domainkey.${var.ses_domain}"
-      type  = "CNAME"
-      value = "${token}.dkim.amazonses.com"
-    }
-  ]
+  description = "Per sending domain (ses_domain and each of ses_custom_domains): the Easy DKIM CNAME records to publish in that domain's DNS so SES verifies it and signs its mail."
+  value = {
+    for d, identity in merge(
+      { (var.ses_domain) = aws_sesv2_email_identity.this },
+      aws_sesv2_email_identity.custom,
+      ) : d => [
+      for token in identity.dkim_signing_attributes[0].tokens : {
+        name  = "${token}._domainkey.${d}"
+        type  = "CNAME"
+        value = "${token}.dkim.amazonses.com"
+      }
+    ]
+  }
+}
+
+output "ses_sending_domains" {
+  description = "Domains services may send from (FLOODGATE_SENDING_DOMAINS of admin, ses:FromAddress of send)."
+  value       = local.sending_domains
 }
 
 output "ses_configuration_set" {

@@ -70,20 +70,14 @@ resource "aws_db_proxy_default_target_group" "this" {
     max_connections_percent      = var.proxy_max_connections_percent
     max_idle_connections_percent = var.proxy_max_idle_connections_percent
 
-    # Session settings live here, not in the code: a SET issued by a client makes the proxy
-    # pin that client to one database connection for the rest of its session, which defeats
-    # multiplexing (so do PREPARE/EXECUTE, temporary tables, LISTEN, advisory locks,
-    # set_config and nextval/setval called in SQL text; SPEC §3). The init query runs once
-    # when the proxy opens a database connection, before any client uses it, and does not
-    # pin. PostgreSQL's SET takes one parameter, so these are separate statements. One value
-    # serves both lanes; a role that needs a different value gets it with
-    # ALTER ROLE ... SET in a migration (init_query runs after login, so it wins over role
-    # defaults only for the three parameters set here).
-    init_query = join(" ", [
-      "SET statement_timeout = ${var.db_statement_timeout_ms};",
-      "SET lock_timeout = ${var.db_lock_timeout_ms};",
-      "SET idle_in_transaction_session_timeout = ${var.db_idle_in_transaction_timeout_ms};",
-    ])
+    # Session settings have one owner each, and none is a run-time SET (a SET issued by a
+    # client pins it to one database connection for the rest of its session, defeating
+    # multiplexing). statement_timeout and idle_in_transaction_session_timeout are the
+    # function roles' defaults (ALTER ROLE ... SET, written by admin's role bootstrap,
+    # shared/db/src/roles.rs); the init query must not repeat them, because it runs after
+    # login and would silently override them. It sets only lock_timeout, which no role
+    # default sets; it runs once when the proxy opens a database connection and does not pin.
+    init_query = "SET lock_timeout = ${var.db_lock_timeout_ms};"
   }
 }
 
@@ -96,7 +90,7 @@ resource "aws_db_proxy_target" "cluster" {
 }
 
 # The reader lane's endpoint: connections are routed to the Aurora readers only, so status
-# look-ups and API-key/template reads never queue behind pipeline writes (seeds/000).
+# look-ups and API-key/template reads never queue behind pipeline writes.
 resource "aws_db_proxy_endpoint" "read_only" {
   db_proxy_name          = aws_db_proxy.this.name
   db_proxy_endpoint_name = "${var.name_prefix}-read-only"

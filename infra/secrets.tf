@@ -12,10 +12,14 @@ locals {
 
 resource "aws_secretsmanager_secret" "api_key_encryption_key" {
   #checkov:skip=CKV2_AWS_57:Automatic rotation would orphan every issued API key: the key seals secrets already stored in the database, so a new key needs a re-seal migration run by an operator, not a Lambda rotator.
-  name                    = "${var.name_prefix}/api-key-encryption-key"
-  description             = "Floodgate FLOODGATE_API_KEY_ENCRYPTION_KEY (seals API key secrets)"
-  kms_key_id              = aws_kms_key.this.arn
-  recovery_window_in_days = 30
+  name        = "${var.name_prefix}/api-key-encryption-key"
+  description = "Floodgate FLOODGATE_API_KEY_ENCRYPTION_KEY (seals API key secrets)"
+  kms_key_id  = aws_kms_key.this.arn
+  # Deleted at once on destroy: a recovery window would keep the name reserved (for up to 30
+  # days), so destroy.sh then deploy.sh with the same name_prefix would fail to create it.
+  # Nothing is lost: the value is the operator's (var.api_key_encryption_key), who keeps it
+  # and supplies it again to the next deploy.
+  recovery_window_in_days = 0
 }
 
 resource "aws_secretsmanager_secret_version" "api_key_encryption_key" {

@@ -1,4 +1,6 @@
-# SES v2: the sending domain (DKIM CNAMEs are outputs to publish in DNS), a configuration set
+# SES v2: the sending domains (the default var.ses_domain and each custom domain in
+# var.ses_custom_domains, the GC Notify "custom sending domains" of services that send from
+# their own domain; the DKIM CNAMEs of each are outputs to publish in DNS), a configuration set
 # whose event destination sends Delivery, Bounce, Complaint, Reject, DeliveryDelay and
 # Rendering Failure events to an SNS topic, and that topic subscribed to the receipts queue.
 # The send function puts the notification id in the message tags; SES copies the tags into
@@ -24,11 +26,35 @@ resource "aws_sesv2_configuration_set" "this" {
   }
 }
 
+locals {
+  # Every domain a service's from_email may use: IAM lets send use any address in them
+  # (functions.tf) and admin's create-service refuses others (FLOODGATE_SENDING_DOMAINS).
+  sending_domains = distinct(concat([var.ses_domain], var.ses_custom_domains))
+  # Identity ARN per domain, for IAM.
+  ses_identity_arns = merge(
+    { (var.ses_domain) = aws_sesv2_email_identity.this.arn },
+    { for d, identity in aws_sesv2_email_identity.custom : d => identity.arn },
+  )
+}
+
 resource "aws_sesv2_email_identity" "this" {
   email_identity = var.ses_domain
 
   # Default configuration set of the identity: applied to every send from this domain, so
   # no email can skip the event destination (see the send role in functions.tf).
+  configuration_set_name = aws_sesv2_configuration_set.this.configuration_set_name
+
+  dkim_signing_attributes {
+    next_signing_key_length = "RSA_2048_BIT"
+  }
+}
+
+# A service's own domain: verified and DKIM-signed like the default one, with the same
+# default configuration set, so its events reach receipts too.
+resource "aws_sesv2_email_identity" "custom" {
+  for_each = toset([for d in var.ses_custom_domains : d if d != var.ses_domain])
+
+  email_identity         = each.key
   configuration_set_name = aws_sesv2_configuration_set.this.configuration_set_name
 
   dkim_signing_attributes {

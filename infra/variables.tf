@@ -58,10 +58,15 @@ variable "flow_log_retention_days" {
 
 # ---------------------------------------------------------------- database
 
-variable "db_engine_version" {
-  description = "Aurora PostgreSQL engine version. The parameter group family follows its major version."
+variable "db_engine_major_version" {
+  description = "Aurora PostgreSQL major version. The cluster is created with the newest minor of it that AWS offers (data.aws_rds_engine_version), minors then follow auto_minor_version_upgrade, and the parameter group family follows the major."
   type        = string
-  default     = "16.6"
+  default     = "16"
+
+  validation {
+    condition     = contains(["16", "17"], var.db_engine_major_version)
+    error_message = "db_engine_major_version must be 16 or 17 (the majors this stack's parameter group and migrations are written for)."
+  }
 }
 
 variable "db_instance_class" {
@@ -71,9 +76,14 @@ variable "db_instance_class" {
 }
 
 variable "db_instance_max_connections" {
-  description = "max_connections of ONE instance of db_instance_class (Aurora's default is LEAST(DBInstanceClassMemory/9531392, 5000); about 1,700 for db.r6g.large). The connection-budget precondition checks the budget against max_connections_percent of this."
+  description = "max_connections of ONE instance, only for a class missing from local.aurora_pg_max_connections (locals.tf; e.g. db.serverless) or to budget below the class's figure. null = AWS's default for db_instance_class (1,722 for db.r6g.large). The connection-budget precondition checks the budget against proxy_max_connections_percent of this."
   type        = number
-  default     = 1000
+  default     = null
+
+  validation {
+    condition     = var.db_instance_max_connections == null || coalesce(var.db_instance_max_connections, 0) >= 1
+    error_message = "db_instance_max_connections must be null or a positive number."
+  }
 }
 
 variable "db_reader_count" {
@@ -117,22 +127,10 @@ variable "db_backup_retention_days" {
   default     = 7
 }
 
-variable "db_statement_timeout_ms" {
-  description = "statement_timeout set by the proxy's init query on every database connection. Must be below the shortest database-using function timeout."
-  type        = number
-  default     = 8000
-}
-
 variable "db_lock_timeout_ms" {
-  description = "lock_timeout set by the proxy's init query."
+  description = "lock_timeout, set by the proxy's init query on every database connection (the one session setting the roles' defaults do not own; statement_timeout and idle_in_transaction_session_timeout are role defaults, shared/db/src/roles.rs)."
   type        = number
   default     = 2000
-}
-
-variable "db_idle_in_transaction_timeout_ms" {
-  description = "idle_in_transaction_session_timeout set by the proxy's init query (reaps a transaction left open by a crashed invocation)."
-  type        = number
-  default     = 10000
 }
 
 # ---------------------------------------------------------------- RDS Proxy
@@ -181,15 +179,39 @@ variable "rust_log" {
 }
 
 variable "writer_acquire_timeout_ms" {
-  description = "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS: how long a function waits for its writer-lane connection. Must exceed the proxy borrow timeout so the proxy's answer, not the client's impatience, decides."
+  description = "FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS: how long an invocation waits for a free slot in its own writer-lane pool (one invocation per instance, so a wait means a leaked connection). Part of the per-invocation wait sum (locals.tf)."
   type        = number
-  default     = 5000
+  default     = 1000
 }
 
 variable "reader_acquire_timeout_ms" {
-  description = "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS: how long a function waits for its reader-lane connection (interactive path: short)."
+  description = "FLOODGATE_READER_ACQUIRE_TIMEOUT_MS: the same for the reader lane (interactive path: short)."
   type        = number
-  default     = 2000
+  default     = 500
+}
+
+variable "writer_connect_timeout_ms" {
+  description = "FLOODGATE_WRITER_CONNECT_TIMEOUT_MS: bound on opening one writer connection (IAM token, TLS, the proxy's login)."
+  type        = number
+  default     = 3000
+}
+
+variable "reader_connect_timeout_ms" {
+  description = "FLOODGATE_READER_CONNECT_TIMEOUT_MS: the same for the reader lane."
+  type        = number
+  default     = 1000
+}
+
+variable "writer_operation_timeout_ms" {
+  description = "FLOODGATE_WRITER_OPERATION_TIMEOUT_MS: client-side bound on one use of a writer connection (a batch's transaction), the proxy's borrow wait included."
+  type        = number
+  default     = 10000
+}
+
+variable "reader_operation_timeout_ms" {
+  description = "FLOODGATE_READER_OPERATION_TIMEOUT_MS: the same for one reader round trip (a key, template or page look-up)."
+  type        = number
+  default     = 1000
 }
 
 variable "log_retention_days" {
@@ -229,9 +251,25 @@ variable "api_key_encryption_key" {
 # ---------------------------------------------------------------- SES
 
 variable "ses_domain" {
-  description = "Domain verified in SES (DKIM CNAMEs are in the outputs) and used for the From address."
+  description = "Default sending domain, verified in SES (its DKIM CNAMEs are in the ses_dkim_records output); services' From addresses are in it unless they have a custom domain."
   type        = string
   default     = "notify.example.com"
+
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", var.ses_domain))
+    error_message = "ses_domain must be a lower-case domain name such as notify.example.com."
+  }
+}
+
+variable "ses_custom_domains" {
+  description = "Custom sending domains of services that send from their own domain (GC Notify's custom sending domains): each becomes an SES domain identity (DKIM CNAMEs in ses_dkim_records), send may use any address in it, and admin's create-service accepts from_email addresses there."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for d in var.ses_custom_domains : can(regex("^([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+[a-z]{2,}$", d))])
+    error_message = "Every ses_custom_domains entry must be a lower-case domain name such as mail.example.org."
+  }
 }
 
 variable "ses_account_rate" {
@@ -294,6 +332,9 @@ variable "queue_age_alarm_seconds" {
     "send-normal"     = 300
     "send-bulk"       = 1800
     "receipts"        = 600
+    # Deferred callbacks wait out retry_delay_seconds (300) and a suspended endpoint
+    # suspend_seconds (600) before they run, so younger messages are normal there.
+    "callbacks" = 1800
   }
 }
 

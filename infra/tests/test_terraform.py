@@ -4,11 +4,12 @@ providers this machine cannot download).
 Parses every infra/*.tf with python-hcl2 and reads infra/knobs.json, then asserts:
 - every crate in functions/ has its aws_lambda_function and zip path;
 - every event source mapping is within AWS limits and reads its numbers from knobs.json;
-- every queue's visibility timeout is >= 6 x its consuming function's timeout;
 - every queue has a DLQ;
 - the knob values Terraform uses are those of knobs.json (the file the local stack embeds).
 Each rule is a function returning a list of violations, and the negative tests feed it
-broken input to prove the rule can fail.
+broken input to prove the rule can fail. What Terraform computes from the knobs (connection
+totals, visibility timeouts, the plan-time guards) is evaluated by Terraform itself in
+test_guards.py, not re-implemented here.
 
 Run: python -m pytest infra/tests (infra/check.sh does it in its venv).
 """
@@ -134,41 +135,6 @@ def esm_limit_violations(mappings: dict, functions: dict) -> list[str]:
     return out
 
 
-def visibility_violations(knobs: dict) -> list[str]:
-    """Visibility timeout as Terraform computes it (multiplier x consumer timeout)."""
-    out = []
-    mult = knobs["sqs"]["visibility_timeout_multiplier"]
-    for queue, m in knobs["event_source_mappings"].items():
-        timeout = knobs["functions"][m["function"]]["timeout_seconds"]
-        vis = mult * timeout
-        if vis < MIN_VISIBILITY_MULTIPLIER * timeout:
-            out.append(f"{queue}: visibility {vis}s < 6 x {m['function']} timeout {timeout}s")
-        if vis > MAX_VISIBILITY_S:
-            out.append(f"{queue}: visibility {vis}s > SQS maximum {MAX_VISIBILITY_S}s")
-    return out
-
-
-def connection_totals(knobs: dict) -> tuple[int, int]:
-    """Same arithmetic as locals.tf: sum over functions of max concurrency x lane size."""
-    writer = reader = 0
-    for name, f in knobs["functions"].items():
-        mapped = [m["maximum_concurrency"] for m in knobs["event_source_mappings"].values() if m["function"] == name]
-        conc = sum(mapped) if mapped else f["reserved_concurrency"]
-        writer += conc * f["writer_lane_size"]
-        reader += conc * f["reader_lane_size"]
-    return writer, reader
-
-
-def budget_violations(knobs: dict) -> list[str]:
-    writer, reader = connection_totals(knobs)
-    out = []
-    if writer > knobs["connection_budget"]["writer"]:
-        out.append(f"writer connections {writer} > budget {knobs['connection_budget']['writer']}")
-    if reader > knobs["connection_budget"]["reader"]:
-        out.append(f"reader connections {reader} > budget {knobs['connection_budget']['reader']}")
-    return out
-
-
 def queue_knob_violations(knobs: dict) -> list[str]:
     sqs = knobs["sqs"]
     out = []
@@ -259,8 +225,6 @@ def test_every_crate_has_a_function_and_zip_path(tf, knobs, crate):
     template = "${local.artifacts_dir}/floodgate-${each.key}/bootstrap.zip"
     assert fn["filename"] == template
     assert fn["source_code_hash"] == '${filebase64sha256("' + template + '")}'
-    zip_path = template.replace("${local.artifacts_dir}", str(REPO / "target" / "lambda")).replace("${each.key}", crate)
-    assert zip_path == str(REPO / "target" / "lambda" / f"floodgate-{crate}" / "bootstrap.zip")
     assert "../target/lambda" in tf["locals"]["artifacts_dir"], "default artifacts dir must be the repo's target/lambda"
 
     assert fn["runtime"] == "provided.al2023"
@@ -337,10 +301,6 @@ def test_queue_resources_read_knobs(tf):
         assert body.get("sqs_managed_sse_enabled") is True or "kms_master_key_id" in body
 
 
-def test_visibility_timeout_at_least_six_times_function_timeout(knobs):
-    assert visibility_violations(knobs) == []
-
-
 def test_every_queue_has_a_dlq(tf):
     assert dlq_violations(tf["resource"]["aws_sqs_queue"]) == []
 
@@ -350,10 +310,6 @@ def test_queue_knobs_within_limits(knobs):
 
 
 # ----------------------------------------------------------------------------- connection budget
-
-def test_connection_budget_holds(knobs):
-    assert budget_violations(knobs) == []
-
 
 def test_connection_budget_is_enforced_in_terraform(tf):
     guard = tf["resource"]["terraform_data"]["knob_guards"]
@@ -373,7 +329,43 @@ def test_proxy_requires_iam_and_tls_and_has_read_only_endpoint(tf):
     assert proxy["default_auth_scheme"] == "IAM_AUTH"
     assert tf["resource"]["aws_db_proxy_endpoint"]["read_only"]["target_role"] == "READ_ONLY"
     pool = _first_block(tf["resource"]["aws_db_proxy_default_target_group"]["this"], "connection_pool_config")
-    assert "statement_timeout" in pool["init_query"]
+    assert "init_query" in pool
+
+
+SESSION_SETTINGS = {"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"}
+
+
+def role_default_settings() -> set[str]:
+    """Settings admin's role bootstrap gives every function role (ALTER ROLE ... SET)."""
+    source = (REPO / "shared" / "db" / "src" / "roles.rs").read_text()
+    return set(re.findall(r"ALTER ROLE \{ident\} SET (\w+) =", source))
+
+
+def session_setting_violations(init_query: str, role_defaults: set[str]) -> list[str]:
+    """Each session setting has exactly one owner: the roles' defaults or the proxy's init
+    query, which runs after login and so would override a role default it repeats."""
+    init = set(re.findall(r"\bSET\s+(\w+)", init_query, re.I))
+    out = [f"{name} is set by both the role defaults and the proxy's init query" for name in sorted(init & role_defaults)]
+    out += [f"{name} has no owner" for name in sorted(SESSION_SETTINGS - init - role_defaults)]
+    return out
+
+
+def test_each_session_setting_has_one_owner(tf):
+    pool = _first_block(tf["resource"]["aws_db_proxy_default_target_group"]["this"], "connection_pool_config")
+    roles = role_default_settings()
+    assert roles == {"statement_timeout", "idle_in_transaction_session_timeout"}, roles
+    assert session_setting_violations(pool["init_query"], roles) == []
+
+
+def test_session_setting_rule_rejects_an_init_query_that_repeats_role_defaults():
+    old = "SET statement_timeout = 8000; SET lock_timeout = 2000; SET idle_in_transaction_session_timeout = 10000;"
+    assert session_setting_violations(old, {"statement_timeout", "idle_in_transaction_session_timeout"}) == [
+        "idle_in_transaction_session_timeout is set by both the role defaults and the proxy's init query",
+        "statement_timeout is set by both the role defaults and the proxy's init query",
+    ]
+    assert session_setting_violations("", {"statement_timeout"}) == [
+        "idle_in_transaction_session_timeout has no owner", "lock_timeout has no owner",
+    ]
 
 
 def test_aurora_has_writer_and_reader_encrypted(tf):
@@ -432,10 +424,7 @@ def test_rules_reject_broken_knobs(knobs):
         assert expected in found, found
 
     bad["sqs"]["visibility_timeout_multiplier"] = 5
-    assert visibility_violations(bad) and queue_knob_violations(bad)
-
-    bad["functions"]["status"]["reserved_concurrency"] = 1000
-    assert any("reader" in v for v in budget_violations(bad))
+    assert "visibility_timeout_multiplier < 6" in queue_knob_violations(bad)
 
 
 def test_rules_reject_queue_without_dlq():
@@ -508,18 +497,57 @@ def test_every_alarmed_log_event_is_one_its_function_logs(tf):
     assert tf["resource"]["aws_cloudwatch_metric_alarm"]["events"]["for_each"] == "${local.log_events}"
 
 
-def test_send_may_use_any_address_of_the_verified_domain_and_admin_checks_it(tf):
+def sending_domain_violations(tf: dict) -> list[str]:
+    """IAM, admin and the outputs agree on one list of sending domains (the default one and
+    the custom ones): send may use any address of each and only through their identities,
+    admin is told all of them, and each identity's DKIM records are an output."""
+    out = []
+    if tf["locals"].get("sending_domains") != "${distinct(concat([var.ses_domain], var.ses_custom_domains))}":
+        out.append("local.sending_domains is not the default domain plus var.ses_custom_domains")
+    custom = tf["resource"]["aws_sesv2_email_identity"].get("custom", {})
+    if "var.ses_custom_domains" not in str(custom.get("for_each", "")) or custom.get("email_identity") != "${each.key}":
+        out.append("there is no SES identity per custom sending domain")
+    env = tf["locals"]["fn_env"]
+    if 'FLOODGATE_SENDING_DOMAINS = join(",", local.sending_domains)' not in env.replace('"FLOODGATE_SENDING_DOMAINS"', "FLOODGATE_SENDING_DOMAINS"):
+        out.append("admin's FLOODGATE_SENDING_DOMAINS is not every sending domain")
+    policy = json.dumps(tf["data"]["aws_iam_policy_document"]["fn"])
+    if "for d in local.sending_domains : \\\"*@${d}\\\"" not in policy:
+        out.append("send's ses:FromAddress condition does not allow every sending domain")
+    if "for d in local.sending_domains : local.ses_identity_arns[d]" not in policy:
+        out.append("send's SES resources are not every sending domain's identity")
+    dkim = json.dumps(tf["output"]["ses_dkim_records"])
+    if "aws_sesv2_email_identity.custom" not in dkim or "aws_sesv2_email_identity.this" not in dkim:
+        out.append("ses_dkim_records does not cover every sending domain's identity")
+    return out
+
+
+def test_send_may_use_any_address_of_every_sending_domain_and_admin_checks_it(tf):
     # Each service sends from its own address: IAM must not pin one From address, and the
-    # admin command that creates services is told the domain (functions/admin checks it).
+    # admin command that creates services is told the domains (functions/admin checks it).
     env = tf["locals"]["fn_env"]
     assert "FLOODGATE_FROM_EMAIL" not in env, "no code reads it"
-    assert "FLOODGATE_SENDING_DOMAINS" in env and "var.ses_domain" in env
     admin_src = (REPO / "functions" / "admin" / "src" / "lib.rs").read_text()
-    assert '"FLOODGATE_SENDING_DOMAINS"' in admin_src
-    policy = tf["data"]["aws_iam_policy_document"]["fn"]
-    text = json.dumps(policy)
-    assert "*@${var.ses_domain}" in text
-    assert "var.from_email" not in text
+    assert '"FLOODGATE_SENDING_DOMAINS"' in admin_src and ".split(',')" in admin_src
+    assert "var.from_email" not in json.dumps(tf["data"]["aws_iam_policy_document"]["fn"])
+    assert sending_domain_violations(tf) == []
+
+
+def test_sending_domain_rule_rejects_a_single_pinned_domain(tf):
+    bad = copy.deepcopy(tf)
+    bad["locals"]["sending_domains"] = "${[var.ses_domain]}"
+    del bad["resource"]["aws_sesv2_email_identity"]["custom"]
+    bad["locals"]["fn_env"] = bad["locals"]["fn_env"].replace('join(",", local.sending_domains)', "var.ses_domain")
+    policy = json.dumps(bad["data"]["aws_iam_policy_document"]["fn"]).replace(
+        "for d in local.sending_domains : \\\"*@${d}\\\"", "\\\"*@${var.ses_domain}\\\"")
+    bad["data"]["aws_iam_policy_document"]["fn"] = json.loads(policy)
+    bad["output"]["ses_dkim_records"] = {"value": "${aws_sesv2_email_identity.this.dkim_signing_attributes[0].tokens}"}
+    assert sending_domain_violations(bad) == [
+        "local.sending_domains is not the default domain plus var.ses_custom_domains",
+        "there is no SES identity per custom sending domain",
+        "admin's FLOODGATE_SENDING_DOMAINS is not every sending domain",
+        "send's ses:FromAddress condition does not allow every sending domain",
+        "ses_dkim_records does not cover every sending domain's identity",
+    ]
 
 
 def test_instances_with_enhanced_monitoring_wait_for_its_policy(tf):
@@ -532,3 +560,142 @@ def test_the_renotifier_measures_time_in_alarm_from_the_state_transition(tf):
     source = tf["locals"]["renotify_source"]
     assert "StateTransitionedTimestamp" in source
     assert "(now - alarm[\"StateUpdatedTimestamp\"])" not in source
+
+
+def test_the_wait_guard_bounds_every_api_target_by_api_gateway(tf):
+    # locals.tf bounds these functions by API Gateway's 30 s too; they must be the routes' targets.
+    assert sorted(set(tf["locals"]["api_routes"].values())) == tf["locals"]["interactive_functions"]
+
+
+# ----------------------------------------------------------------------------- Aurora engine version
+
+def engine_version_violations(tf: dict) -> list[str]:
+    """The cluster takes a version AWS creates today (the engine-version data source, not a
+    literal minor that AWS withdraws), ignores the minor drift auto_minor_version_upgrade
+    causes, and its parameter group family is the one AWS gives for that version."""
+    out = []
+    cluster = tf["resource"]["aws_rds_cluster"]["this"]
+    if not re.fullmatch(r"\$\{data\.aws_rds_engine_version\.\w+\.version_actual\}", str(cluster.get("engine_version"))):
+        out.append(f"aws_rds_cluster.this.engine_version is {cluster.get('engine_version')!r}, not the engine-version data source")
+    ignored = [i for lc in cluster.get("lifecycle", []) for i in lc.get("ignore_changes", [])]
+    if "engine_version" not in ignored:
+        out.append("aws_rds_cluster.this does not ignore engine_version drift (minor upgrades would plan a downgrade)")
+    family = tf["resource"]["aws_rds_cluster_parameter_group"]["this"]["family"]
+    if not re.fullmatch(r"\$\{data\.aws_rds_engine_version\.\w+\.parameter_group_family\}", str(family)):
+        out.append(f"the parameter group family {family!r} does not follow the engine version")
+    for name, body in tf["resource"]["aws_rds_cluster_instance"].items():
+        if "engine_version" in body:
+            out.append(f"aws_rds_cluster_instance.{name} sets engine_version (Aurora instances follow the cluster)")
+    for name, body in tf["data"].get("aws_rds_engine_version", {}).items():
+        if body.get("version") != "${var.db_engine_major_version}" or body.get("latest") is not True:
+            out.append(f"data.aws_rds_engine_version.{name} must ask for the latest minor of var.db_engine_major_version")
+    return out
+
+
+def test_aurora_engine_version_is_one_aws_creates_and_tolerates_minor_upgrades(tf):
+    assert engine_version_violations(tf) == []
+    variable = tf["variable"]["db_engine_major_version"]
+    assert variable["default"] in ("16", "17")
+
+
+def test_engine_version_rule_rejects_a_pinned_minor(tf):
+    bad = copy.deepcopy(tf)
+    bad["resource"]["aws_rds_cluster"]["this"]["engine_version"] = "${var.db_engine_version}"
+    bad["resource"]["aws_rds_cluster"]["this"]["lifecycle"] = []
+    bad["resource"]["aws_rds_cluster_parameter_group"]["this"]["family"] = "aurora-postgresql16"
+    bad["resource"]["aws_rds_cluster_instance"]["writer"]["engine_version"] = "${aws_rds_cluster.this.engine_version}"
+    assert engine_version_violations(bad) == [
+        "aws_rds_cluster.this.engine_version is '${var.db_engine_version}', not the engine-version data source",
+        "aws_rds_cluster.this does not ignore engine_version drift (minor upgrades would plan a downgrade)",
+        "the parameter group family 'aurora-postgresql16' does not follow the engine version",
+        "aws_rds_cluster_instance.writer sets engine_version (Aurora instances follow the cluster)",
+    ]
+
+
+# ----------------------------------------------------------------------------- destroy, then deploy again
+
+def recreate_violations(tf: dict) -> list[str]:
+    """What would make destroy.sh then deploy.sh with the same name_prefix fail: a secret
+    whose name stays reserved during a recovery window, or a final snapshot name the last
+    destroy already used."""
+    out = []
+    for name, body in tf["resource"].get("aws_secretsmanager_secret", {}).items():
+        if body.get("recovery_window_in_days") != 0 and "name_prefix" not in body:
+            out.append(f"aws_secretsmanager_secret.{name}: a recovery window keeps its fixed name reserved after destroy")
+    for name, body in tf["resource"].get("aws_rds_cluster", {}).items():
+        ident = str(body.get("final_snapshot_identifier", ""))
+        ignored = [i for lc in body.get("lifecycle", []) for i in lc.get("ignore_changes", [])]
+        if "timestamp()" not in ident:
+            out.append(f"aws_rds_cluster.{name}: final_snapshot_identifier {ident!r} is the same for every stack of that name")
+        elif "final_snapshot_identifier" not in ignored:
+            out.append(f"aws_rds_cluster.{name}: a timestamped final_snapshot_identifier must be in ignore_changes (or every plan changes it)")
+    return out
+
+
+def test_the_stack_can_be_destroyed_and_deployed_again_under_the_same_name(tf):
+    assert recreate_violations(tf) == []
+
+
+def test_recreate_rule_rejects_a_recovery_window_and_a_fixed_snapshot_name(tf):
+    bad = copy.deepcopy(tf)
+    bad["resource"]["aws_secretsmanager_secret"]["api_key_encryption_key"]["recovery_window_in_days"] = 30
+    bad["resource"]["aws_rds_cluster"]["this"]["final_snapshot_identifier"] = "${var.name_prefix}-final"
+    assert recreate_violations(bad) == [
+        "aws_secretsmanager_secret.api_key_encryption_key: a recovery window keeps its fixed name reserved after destroy",
+        "aws_rds_cluster.this: final_snapshot_identifier '${var.name_prefix}-final' is the same for every stack of that name",
+    ]
+    bad["resource"]["aws_rds_cluster"]["this"]["final_snapshot_identifier"] = '${var.name_prefix}-final-${timestamp()}'
+    bad["resource"]["aws_rds_cluster"]["this"]["lifecycle"] = []
+    assert recreate_violations(bad)[-1].endswith("must be in ignore_changes (or every plan changes it)")
+
+
+def comment_citation_violations(text: str, filename: str) -> list[str]:
+    """Comments give the reason itself, not a pointer to a document, a seed or an issue."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        comment = re.search(r"(?:#|//)(.*)$", line)
+        if comment and re.search(r"SPEC\s*§|\bseeds?/\d|\bseed\b|\bissue\s+#?\d", comment.group(1), re.I):
+            out.append(f"{filename}:{n}: {comment.group(1).strip()}")
+    return out
+
+
+def test_terraform_comments_stand_on_their_own():
+    found = []
+    for path in sorted(INFRA.rglob("*.tf")):
+        if "fixtures" not in path.parts and ".terraform" not in path.parts:
+            found += comment_citation_violations(path.read_text(), str(path.relative_to(INFRA)))
+    assert found == []
+
+
+def test_comment_citation_rule_flags_spec_seed_and_issue_references():
+    text = "# why (SPEC §3)\n# as in seeds/001\n  x = 1 # see issue 13\n# a plain reason\n"
+    assert comment_citation_violations(text, "f.tf") == [
+        "f.tf:1: why (SPEC §3)", "f.tf:2: as in seeds/001", "f.tf:3: see issue 13",
+    ]
+
+
+# ----------------------------------------------------------------------------- var. and local. references
+
+def undeclared_names(texts: dict[str, str], variables: set[str], locals_: set[str]) -> list[str]:
+    """Every var.X and local.X used in the .tf files is declared (terraform validate's check,
+    which cannot run here)."""
+    out = []
+    for filename, text in texts.items():
+        code = re.sub(r"(?m)(^|\s)(#|//).*$", r"\1", text)
+        for kind, name in re.findall(r"(?<![\w.])(var|local)\.([A-Za-z_]\w*)", code):
+            if name not in (variables if kind == "var" else locals_):
+                out.append(f"{filename}: {kind}.{name} is not declared")
+    return sorted(set(out))
+
+
+def test_every_variable_and_local_used_is_declared(tf):
+    texts = {p.name: p.read_text() for p in _tf_files()}
+    assert undeclared_names(texts, set(tf["variable"]), set(tf["locals"])) == []
+
+
+def test_undeclared_rule_flags_a_removed_variable_and_a_misspelled_local(tf):
+    texts = {"x.tf": 'a = var.db_statement_timeout_ms\nb = local.fn_max_concurency["send"] # local.ok_in_comment\n'}
+    assert undeclared_names(texts, set(tf["variable"]), set(tf["locals"])) == [
+        "x.tf: local.fn_max_concurency is not declared",
+        "x.tf: var.db_statement_timeout_ms is not declared",
+    ]

@@ -224,9 +224,11 @@ pub async fn send_messages(
 /// Bounds on one SQS call. The SDK does not retry: every caller has its own retry (ingest's
 /// bounded policy, which must end inside its 10 s function timeout; the consumers, SQS's
 /// redelivery), and stacked retries would outlast it. Long polls (`ReceiveMessage` waits
-/// up to 20 s) get their wait on top.
+/// up to 20 s) get their wait on top. 1.5 s is far above a healthy call's tens of ms and
+/// keeps ingest's three attempts (4.5 s plus 0.75 s back-off) inside its timeout together
+/// with a cold-cache database look-up; infra/locals.tf checks that sum at plan time.
 pub const SQS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-pub const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2_500);
+pub const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// One attempt of a setup call (creating queues for a local run).
 const SETUP_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -348,7 +350,7 @@ impl SqsQueue {
         max_receive_count: u32,
     ) -> Result<Self, QueueError> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
-        // Setup, not a request path: the bounds of `SqsQueue::client` (one 2.5 s attempt)
+        // Setup, not a request path: the bounds of `SqsQueue::client` (one 1.5 s attempt)
         // are for callers that retry themselves; a cold endpoint may take longer to create
         // the first queue, so setup gets retries and a longer attempt. The queue keeps the
         // bounded client for its work.
