@@ -209,7 +209,7 @@ impl DynamoLimitStore {
             )
             .send()
             .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_unavailable)?;
         setup
             .update_time_to_live()
             .table_name(table)
@@ -222,7 +222,7 @@ impl DynamoLimitStore {
             )
             .send()
             .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_unavailable)?;
         Ok(())
     }
 
@@ -242,7 +242,7 @@ impl DynamoLimitStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(sdk_unavailable)?;
         Ok(out.item)
     }
 
@@ -271,21 +271,38 @@ impl DynamoLimitStore {
                 .expression_attribute_values(":seen", n(start)),
             None => req.condition_expression("attribute_not_exists(pk)"),
         };
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional(&e) => Ok(false),
-            Err(e) => Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
-        }
+        Ok(applied(req.send().await)?.is_some())
     }
 }
 
-fn is_conditional<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+type SdkResult<T, E> =
+    Result<T, aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>;
+
+fn sdk_unavailable<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> LimitStoreError
 where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
 {
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c == "ConditionalCheckFailedException")
+    unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))
+}
+
+/// A conditional call's outcome: `Some` when it was applied, `None` when its condition did
+/// not hold; any other failure is the store being unavailable.
+fn applied<T, E>(r: SdkResult<T, E>) -> Result<Option<T>, LimitStoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match r {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error()
+                .and_then(|s| s.code())
+                .is_some_and(|c| c == "ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(sdk_unavailable(e)),
+    }
 }
 
 fn record_of(
@@ -351,20 +368,16 @@ impl LimitStore for DynamoLimitStore {
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
                 .send()
                 .await;
-            match out {
-                Ok(out) => {
-                    let count = out
-                        .attributes
-                        .as_ref()
-                        .map(|a| get_n(a, "n", &counter.key))
-                        .transpose()?
-                        .unwrap_or(0);
-                    return Ok(Take::Taken {
-                        count: u64::try_from(count).unwrap_or(0),
-                    });
-                }
-                Err(e) if is_conditional(&e) => {}
-                Err(e) => return Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+            if let Some(out) = applied(out)? {
+                let count = out
+                    .attributes
+                    .as_ref()
+                    .map(|a| get_n(a, "n", &counter.key))
+                    .transpose()?
+                    .unwrap_or(0);
+                return Ok(Take::Taken {
+                    count: u64::try_from(count).unwrap_or(0),
+                });
             }
             // Refused: either the window is full, or it has ended and a new one starts now.
             let item = self.get(&counter.key).await?;
@@ -399,12 +412,8 @@ impl LimitStore for DynamoLimitStore {
             .expression_attribute_values(":cost", n(cost))
             .send()
             .await;
-        match out {
-            // Already a new window (or gone): nothing of this take is left to give back.
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
-            Err(e) => Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
-        }
+        // Not applied: already a new window (or gone), nothing of this take to give back.
+        applied(out).map(|_| ())
     }
 
     async fn claim(
@@ -430,10 +439,8 @@ impl LimitStore for DynamoLimitStore {
                 .expression_attribute_values(":now", n(now.timestamp()))
                 .send()
                 .await;
-            match out {
-                Ok(_) => return Ok(Claim::Claimed),
-                Err(e) if is_conditional(&e) => {}
-                Err(e) => return Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+            if applied(out)?.is_some() {
+                return Ok(Claim::Claimed);
             }
             if let Some(item) = self.get(key.as_str()).await? {
                 return Ok(Claim::Existing(record_of(&item, key.as_str())?));
@@ -464,7 +471,7 @@ impl LimitStore for DynamoLimitStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e)))
+            .map_err(sdk_unavailable)
     }
 
     async fn release(&self, key: &IdempotencyKey) -> Result<(), LimitStoreError> {
@@ -477,11 +484,8 @@ impl LimitStore for DynamoLimitStore {
             .expression_attribute_values(":f", AttributeValue::Bool(false))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
-            Err(e) => Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
-        }
+        // Not applied: settled (final) or already gone.
+        applied(out).map(|_| ())
     }
 
     async fn take_over(
@@ -502,10 +506,6 @@ impl LimitStore for DynamoLimitStore {
             .expression_attribute_values(":f", AttributeValue::Bool(false))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional(&e) => Ok(false),
-            Err(e) => Err(unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e))),
-        }
+        Ok(applied(out)?.is_some())
     }
 }
