@@ -120,6 +120,10 @@ locals {
   # Attempts, plus the doubling back-off between them (250 + 500 ms for 3 attempts).
   ingest_enqueue_ms = local.ingest_enqueue_attempts * local.sqs_attempt_timeout_ms + local.ingest_first_backoff_ms * (pow(2, local.ingest_enqueue_attempts - 1) - 1)
 
+  # ingest's whole budget for the limit store in one request (LIMIT_STORE_BUDGET,
+  # functions/ingest/src/door.rs): its calls and a repeat's wait for the first request.
+  limit_store_budget_ms = 250
+
   request_headroom_ms        = 1000
   api_integration_timeout_ms = 30000
   interactive_functions      = ["ingest", "status"] # the targets of api.tf's routes
@@ -133,7 +137,7 @@ locals {
   # consumer runs one transaction per batch and one SendMessageBatch attempt per call it
   # makes (forwarding or deferring the batch); admin's commands are one operation at a time.
   request_shape = {
-    ingest    = { lane = "reader", db_round_trips = 2, sqs_ms = local.ingest_enqueue_ms }
+    ingest    = { lane = "reader", db_round_trips = 2, sqs_ms = local.ingest_enqueue_ms + local.limit_store_budget_ms }
     status    = { lane = "reader", db_round_trips = 3, sqs_ms = 0 }
     persist   = { lane = "writer", db_round_trips = 1, sqs_ms = local.sqs_attempt_timeout_ms }
     send      = { lane = "writer", db_round_trips = 2, sqs_ms = local.sqs_attempt_timeout_ms }

@@ -15,24 +15,30 @@ use floodgate_core::limits::{
     counts_against_daily_limit, daily_limit_message, rate_limit_message,
 };
 use serde_json::Value;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
-/// How long a repeat waits for the first request with its key to finish, and how often it
-/// looks: well inside ingest's 10 s timeout.
-const WAIT_FOR_FIRST: Duration = Duration::from_secs(5);
-const WAIT_STEP: Duration = Duration::from_millis(25);
+/// All the time one request may spend on the limit store: its calls, and a repeat's wait
+/// for the first request with its key. DynamoDB answers in milliseconds, and the rest of
+/// ingest's waits leave this much of its 10 s timeout (Terraform's guard sums them).
+const LIMIT_STORE_BUDGET: Duration = Duration::from_millis(250);
+/// How often a repeat looks whether the first request with its key has finished.
+const WAIT_STEP: Duration = Duration::from_millis(10);
 
 pub struct Door {
     store: Arc<dyn LimitStore>,
     bypasses: AtomicU64,
 }
 
-/// One request's way through the door: once the store failed, it is not asked again.
+/// One request's way through the door: once the store failed (or the request's budget
+/// for it is spent), it is not asked again.
 pub struct Passage<'a> {
     door: &'a Door,
     bypassed: AtomicBool,
+    /// Set at the first store call: the budget is the store's alone, not the database's.
+    deadline: OnceLock<Instant>,
 }
 
 /// What idempotency says of a request before its work.
@@ -83,17 +89,34 @@ impl Door {
         Passage {
             door: self,
             bypassed: AtomicBool::new(false),
+            deadline: OnceLock::new(),
         }
     }
 }
 
 impl Passage<'_> {
+    fn deadline(&self) -> Instant {
+        *self
+            .deadline
+            .get_or_init(|| Instant::now() + LIMIT_STORE_BUDGET)
+    }
+
     fn store(&self) -> Option<&dyn LimitStore> {
         (!self.bypassed.load(Ordering::Relaxed)).then_some(self.door.store.as_ref())
     }
 
-    /// Records that the store failed: this request goes on without it.
-    fn bypass<T>(&self, what: &'static str, e: &LimitStoreError) -> Option<T> {
+    /// One store call, within what is left of the request's budget; `None` (a bypass)
+    /// when it failed or took too long.
+    async fn within<T>(
+        &self,
+        what: &'static str,
+        call: impl Future<Output = Result<T, LimitStoreError>>,
+    ) -> Option<T> {
+        let e = match tokio::time::timeout_at(self.deadline(), call).await {
+            Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) => e,
+            Err(_) => LimitStoreError::Unavailable("over the request's limit store budget".into()),
+        };
         if !self.bypassed.swap(true, Ordering::Relaxed) {
             self.door.bypasses.fetch_add(1, Ordering::Relaxed);
         }
@@ -108,19 +131,15 @@ impl Passage<'_> {
             return Ok(());
         };
         let counter = Counter::rate(caller.service_id, caller.key_type, caller.limits);
-        match store.take(&counter, 1, now).await {
-            Ok(Take::Taken { .. }) => Ok(()),
-            Ok(Take::Refused { .. }) => {
+        match self.within("rate", store.take(&counter, 1, now)).await {
+            None | Some(Take::Taken { .. }) => Ok(()),
+            Some(Take::Refused { .. }) => {
                 tracing::info!(service_id = %caller.service_id, key_type = caller.key_type.as_str(), "rate limit reached");
                 Err(ApiError::new(
                     429,
                     "RateLimitError",
                     rate_limit_message(caller.limits.rate_limit, caller.key_type),
                 ))
-            }
-            Err(e) => {
-                self.bypass::<()>("rate", &e);
-                Ok(())
             }
         }
     }
@@ -140,9 +159,13 @@ impl Passage<'_> {
             return Ok(None);
         };
         let counter = Counter::daily(caller.service_id, now.date_naive(), caller.limits);
-        match store.take(&counter, emails, now).await {
-            Ok(Take::Taken { .. }) => Ok(Some(counter)),
-            Ok(Take::Refused { .. }) => {
+        match self
+            .within("daily", store.take(&counter, emails, now))
+            .await
+        {
+            None => Ok(None),
+            Some(Take::Taken { .. }) => Ok(Some(counter)),
+            Some(Take::Refused { .. }) => {
                 tracing::info!(service_id = %caller.service_id, emails, "daily limit reached");
                 Err(ApiError::new(
                     429,
@@ -150,19 +173,16 @@ impl Passage<'_> {
                     daily_limit_message(caller.limits.daily_limit),
                 ))
             }
-            Err(e) => Ok(self.bypass("daily", &e)),
         }
     }
 
     /// Uncounts emails that were counted but not accepted.
     pub async fn give_back(&self, counted: Option<Counter>, emails: u64) {
-        let (Some(counter), Some(store)) = (counted, self.store()) else {
-            return;
-        };
-        if emails > 0
-            && let Err(e) = store.give_back(&counter, emails).await
+        if let (Some(counter), Some(store)) = (counted, self.store())
+            && emails > 0
         {
-            self.bypass::<()>("give_back", &e);
+            self.within("give_back", store.give_back(&counter, emails))
+                .await;
         }
     }
 
@@ -176,10 +196,7 @@ impl Passage<'_> {
         response: &Value,
         now: DateTime<Utc>,
     ) -> Result<Admission, ApiError> {
-        let Some(key) = key else {
-            return Ok(Admission::Proceed(None));
-        };
-        let Some(store) = self.store() else {
+        let (Some(key), Some(store)) = (key, self.store()) else {
             return Ok(Admission::Proceed(None));
         };
         let claimed_at = to_millis(now);
@@ -192,14 +209,13 @@ impl Passage<'_> {
             expires_at: now + TimeDelta::from_std(IDEMPOTENCY_WINDOW).unwrap_or(TimeDelta::MAX),
         };
         let lease = TimeDelta::from_std(IDEMPOTENCY_LEASE).unwrap_or(TimeDelta::MAX);
-        let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
         loop {
-            let existing = match store.claim(&key, &record, now).await {
-                Ok(Claim::Claimed) => {
+            let existing = match self.within("claim", store.claim(&key, &record, now)).await {
+                None => return Ok(Admission::Proceed(None)),
+                Some(Claim::Claimed) => {
                     return Ok(Admission::Proceed(Some(Held { key, claimed_at })));
                 }
-                Ok(Claim::Existing(existing)) => existing,
-                Err(e) => return Ok(self.bypass("claim", &e).unwrap_or(Admission::Proceed(None))),
+                Some(Claim::Existing(existing)) => existing,
             };
             if existing.fingerprint != fingerprint {
                 return Err(conflict(
@@ -214,25 +230,22 @@ impl Passage<'_> {
             }
             let now = to_millis(Utc::now());
             if existing.claimed_at + lease <= now {
-                match store.take_over(&key, existing.claimed_at, now).await {
-                    Ok(true) => {
-                        return Ok(Admission::Resume(
-                            Held {
-                                key,
-                                claimed_at: now,
-                            },
-                            parse(&existing.response)?,
-                        ));
+                let taken =
+                    self.within("take_over", store.take_over(&key, existing.claimed_at, now));
+                match taken.await {
+                    None => return Ok(Admission::Proceed(None)),
+                    Some(true) => {
+                        let held = Held {
+                            key,
+                            claimed_at: now,
+                        };
+                        return Ok(Admission::Resume(held, parse(&existing.response)?));
                     }
-                    Ok(false) => {}
-                    Err(e) => {
-                        return Ok(self
-                            .bypass("take_over", &e)
-                            .unwrap_or(Admission::Proceed(None)));
-                    }
+                    Some(false) => {}
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
+            // Still running: look again while the budget lasts.
+            if Instant::now() + WAIT_STEP >= self.deadline() {
                 return Err(conflict(
                     "A request with this Idempotency-Key is still in progress: retry later",
                 ));
@@ -243,35 +256,30 @@ impl Passage<'_> {
 
     /// The work is accepted: repeats get its answer from now on.
     pub async fn settle(&self, held: Option<Held>) {
-        let (Some(held), Some(store)) = (held, self.store()) else {
-            return;
-        };
-        if let Err(e) = store.settle(&held.key).await {
-            // The claim stays pending: a repeat after the lease finishes it with the same
-            // ids, which stores and sends nothing twice.
-            self.bypass::<()>("settle", &e);
+        if let (Some(held), Some(store)) = (held, self.store()) {
+            // Not settled, the claim stays pending: a repeat after the lease finishes it
+            // with the same ids, which stores and sends nothing twice.
+            self.within("settle", store.settle(&held.key)).await;
         }
     }
 
     /// Nothing was enqueued: the key is free again.
     pub async fn release(&self, held: Option<Held>) {
-        let (Some(held), Some(store)) = (held, self.store()) else {
-            return;
-        };
-        if let Err(e) = store.release(&held.key).await {
-            self.bypass::<()>("release", &e);
+        if let (Some(held), Some(store)) = (held, self.store()) {
+            self.within("release", store.release(&held.key)).await;
         }
     }
 
     /// Some or all of the work may have been enqueued: a repeat may finish it at once,
     /// with the same ids (so what was enqueued is not enqueued under new ones).
     pub async fn abandon(&self, held: Option<Held>) {
-        let (Some(held), Some(store)) = (held, self.store()) else {
-            return;
-        };
-        let long_ago = DateTime::<Utc>::UNIX_EPOCH;
-        if let Err(e) = store.take_over(&held.key, held.claimed_at, long_ago).await {
-            self.bypass::<()>("abandon", &e);
+        if let (Some(held), Some(store)) = (held, self.store()) {
+            let long_ago = DateTime::<Utc>::UNIX_EPOCH;
+            self.within(
+                "abandon",
+                store.take_over(&held.key, held.claimed_at, long_ago),
+            )
+            .await;
         }
     }
 }
