@@ -593,7 +593,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
             "malformed token",
             Some("Bearer not-a-jwt".into()),
             403,
-            "Invalid token: signature, api token is not valid",
+            "Invalid token: make sure your API token matches the example at https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header",
         ),
         (
             "bad signature",
@@ -602,7 +602,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
                 sign_jwt(api.service.id, "0f0e0d0c-0000-4000-8000-000000000000", now)
             )),
             403,
-            "Invalid token: signature, api token not found",
+            "Invalid token: API key not found",
         ),
         (
             "iat 31 s old",

@@ -101,11 +101,15 @@ impl Ingest {
         }
     }
 
-    /// The caller's template, or Notify's "Template not found" (unknown, another service's,
-    /// or archived: the client cannot tell them apart, as in Notify).
+    /// The caller's template, or Notify's "Template not found" (unknown, or another
+    /// service's: the client cannot tell them apart) or "Template has been deleted"
+    /// (archived; app/notifications/validators.py `check_template_is_active`).
     async fn template(&self, caller: &Caller, id: Uuid) -> Result<Arc<TemplateRow>, ApiError> {
         match self.catalog.template(id).await? {
-            Some(t) if t.service_id == caller.service_id && !t.archived => Ok(t),
+            Some(t) if t.service_id == caller.service_id && t.archived => {
+                Err(ApiError::bad_request("Template has been deleted"))
+            }
+            Some(t) if t.service_id == caller.service_id => Ok(t),
             _ => Err(ApiError::bad_request("Template not found")),
         }
     }
