@@ -11,7 +11,7 @@ use floodgate_admin::{archive_service, create_service, put_template, revoke_key}
 use floodgate_api::gateway::{request, response_text};
 use floodgate_api::{ApiCatalog, CachePolicy};
 use floodgate_core::auth::{SecretBox, generate_encryption_key, sign_jwt};
-use floodgate_core::{Knobs, ProcessType};
+use floodgate_core::{Knobs, ProcessType, QueueName};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_e2e::*;
 use floodgate_emulators::EmbeddedQueue;
@@ -259,6 +259,17 @@ async fn notify_s_request_cases_get_notify_s_answers() {
             post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": "nope"})), 400, vec![v("email_reply_to_id is not a valid UUID")]),
         case(format!("email_reply_to_id null ({SCHEMAS} email_reply_to_id: uuid, not nullable)"),
             post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": null})), 400, vec![v("email_reply_to_id is not a valid UUID")]),
+        case(format!("one_click_unsubscribe_url over http ({SCHEMAS} one_click_unsubscribe_url: app/schema_validation/definitions.py https_url)"),
+            post.clone(), e, Auth::Valid, email(json!({"one_click_unsubscribe_url": "http://www.someservice.com/unsubscribe"})), 400,
+            vec![v("one_click_unsubscribe_url is not a valid https url")]),
+        case("one_click_unsubscribe_url not a string (app/schema_validation/definitions.py https_url validationMessage)",
+            post.clone(), e, Auth::Valid, email(json!({"one_click_unsubscribe_url": 12})), 400,
+            vec![v("one_click_unsubscribe_url is not a valid https url")]),
+        case("one_click_unsubscribe_url with a space is no URI (https_url format uri, rfc3987)",
+            post.clone(), e, Auth::Valid, email(json!({"one_click_unsubscribe_url": "https://www.some service.com/u"})), 400,
+            vec![v("one_click_unsubscribe_url is not a valid https url")]),
+        case(format!("one_click_unsubscribe_url https ({POST_TESTS} test_post_email_notification_with_unsubscribe_link_returns_201)"),
+            post.clone(), e, Auth::Valid, email(json!({"one_click_unsubscribe_url": "https://www.someservice.com/unsubscribe?for=anne@example.com"})), 201, vec![]),
         case(format!("scheduled_for not a date ({VALIDATION} validate_schema_date_with_hour)"),
             post.clone(), e, Auth::Valid, email(json!({"scheduled_for": "next tuesday"})), 400,
             vec![v("scheduled_for datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601")]),
@@ -458,4 +469,190 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Receives everything on `name`, hands it to `handle` in batches of 10 and deletes it.
+async fn drain<F, Fut>(queue: &Arc<EmbeddedQueue>, name: QueueName, mut handle: F)
+where
+    F: FnMut(aws_lambda_events::event::sqs::SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use floodgate_aws::Queue;
+    loop {
+        let msgs = queue
+            .receive(name, 10, Duration::from_millis(100))
+            .await
+            .expect("receive");
+        if msgs.is_empty() {
+            return;
+        }
+        let bodies: Vec<String> = msgs.iter().map(|m| m.body.clone()).collect();
+        handle(sqs_event(&bodies)).await;
+        let handles: Vec<String> = msgs.iter().map(|m| m.receipt_handle.clone()).collect();
+        queue.delete_batch(name, &handles).await.expect("delete");
+    }
+}
+
+/// RFC 8058 one-click unsubscribe, end to end: the URL Notify's schema accepts
+/// (app/v2/notifications/notification_schemas.py `one_click_unsubscribe_url: https_url`)
+/// is stored, returned on reads (app/models.py `serialize`), and sent as the
+/// `List-Unsubscribe` and `List-Unsubscribe-Post` headers: on what the mailbox simulator
+/// received, and in the SES v2 SendEmail request itself (a loopback SES endpoint keeps
+/// the request body).
+#[tokio::test]
+async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
+    use floodgate_aws::mail::SesMailer;
+    use floodgate_emulators::SimulatorMailer;
+    use floodgate_persist::Persist;
+    use floodgate_send::{SendConfig, Sender};
+
+    let stack = shared_stack().await;
+    let secrets = Arc::new(SecretBox::from_base64(&generate_encryption_key()).expect("key"));
+    let f = service_fixture_with(&stack, ProcessType::Normal, BODY, secrets.clone()).await;
+    let catalog = Arc::new(ApiCatalog::new(
+        reader_lane(&stack).await,
+        secrets,
+        CachePolicy::default(),
+    ));
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let ingest = Ingest::new(catalog.clone(), queue.clone(), &Knobs::embedded());
+    let status = Status::new(catalog);
+    let url = "https://www.someservice.com/unsubscribe?for=anne%40example.com&list=1";
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, v) = f
+            .post(
+                &ingest,
+                "/v2/notifications/email",
+                &json!({"email_address": "success@simulator.amazonses.com", "template_id": f.template_id,
+                        "personalisation": {"name": "Ann", "code": 1}, "one_click_unsubscribe_url": url}),
+            )
+            .await;
+        assert_eq!(code, 201, "{v}");
+        // app/v2/notifications/create_response.py: the 201 echoes the URL in content.
+        assert_eq!(v["content"]["one_click_unsubscribe_url"], url);
+        ids.push(Uuid::parse_str(v["id"].as_str().unwrap()).unwrap());
+    }
+    let persist = Persist::new(f.writer.clone(), queue.clone(), Arc::new(Knobs::embedded()));
+    drain(&queue, QueueName::Intake(ProcessType::Normal), |e| async {
+        let (resp, _) = persist.handle(e).await.expect("persist");
+        assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    })
+    .await;
+    // The send messages: the first goes to the simulator, the second to "SES".
+    use floodgate_aws::Queue;
+    let send_msgs = queue
+        .receive(
+            QueueName::Send(ProcessType::Normal),
+            10,
+            Duration::from_millis(500),
+        )
+        .await
+        .expect("receive");
+    let send_ids: Vec<Uuid> = send_msgs
+        .iter()
+        .flat_map(|m| {
+            floodgate_core::SendEnvelope::decode(&m.body)
+                .expect("send envelope")
+                .notification_ids
+        })
+        .collect();
+    assert_eq!(send_ids.len(), 2, "{send_ids:?}");
+    let config = SendConfig {
+        rate_per_second: 1_000.0,
+        max_in_flight: 4,
+        throttle_retries: 0,
+    };
+    let envelope = |id: Uuid| {
+        floodgate_core::SendEnvelope {
+            v: 1,
+            process_type: ProcessType::Normal,
+            notification_ids: vec![id],
+            claim_tokens: vec![],
+        }
+        .encode()
+    };
+    let deadline = || std::time::Instant::now() + Duration::from_secs(30);
+
+    let simulator = SimulatorMailer::new(queue.clone());
+    let sender = Sender::new(
+        f.writer.clone(),
+        Arc::new(simulator.clone()),
+        queue.clone(),
+        Arc::new(Knobs::embedded()),
+        config.clone(),
+    );
+    let (resp, _) = sender
+        .handle(sqs_event(&[envelope(ids[0])]), deadline())
+        .await
+        .expect("send");
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    let want = vec![
+        ("List-Unsubscribe".to_string(), format!("<{url}>")),
+        (
+            "List-Unsubscribe-Post".to_string(),
+            "List-Unsubscribe=One-Click".to_string(),
+        ),
+    ];
+    assert_eq!(simulator.headers_of(ids[0]), want);
+
+    let (endpoint, bodies) = loopback_http(Reply::With(http_response(
+        "200 OK",
+        None,
+        r#"{"MessageId":"0100-unsubscribe"}"#,
+    )))
+    .await;
+    let ses = SesMailer::from_sdk(&local_aws_config(&endpoint).await, None);
+    let sender = Sender::new(
+        f.writer.clone(),
+        Arc::new(ses),
+        queue.clone(),
+        Arc::new(Knobs::embedded()),
+        config.clone(),
+    );
+    let (resp, _) = sender
+        .handle(sqs_event(&[envelope(ids[1])]), deadline())
+        .await
+        .expect("send");
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    let seen = bodies.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one SendEmail request");
+    let request: Value = serde_json::from_str(&seen[0]).expect("SES v2 JSON");
+    assert_eq!(
+        request["Content"]["Simple"]["Headers"],
+        json!([
+            {"Name": "List-Unsubscribe", "Value": format!("<{url}>")},
+            {"Name": "List-Unsubscribe-Post", "Value": "List-Unsubscribe=One-Click"},
+        ]),
+        "{request}"
+    );
+
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("api.test"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_str(&f.bearer()).expect("header"),
+    );
+    let r = status
+        .handle(request_of(
+            Method::GET,
+            &format!("/v2/notifications/{}", ids[1]),
+            h,
+        ))
+        .await;
+    let n: Value = serde_json::from_str(&response_text(&r)).unwrap();
+    assert_eq!(r.status_code, 200, "{n}");
+    assert_eq!(n["one_click_unsubscribe_url"], url);
+}
+
+fn request_of(
+    method: Method,
+    path: &str,
+    headers: HeaderMap,
+) -> aws_lambda_events::apigw::ApiGatewayV2httpRequest {
+    request(method, path, headers, None)
 }

@@ -148,6 +148,7 @@ impl Ingest {
             job_row_number: None,
             email_reply_to_id: r.email_reply_to_id,
             scheduled_for: r.scheduled_for,
+            one_click_unsubscribe_url: r.one_click_unsubscribe_url.clone(),
             created_at,
         };
         let bodies = pack_intake(std::slice::from_ref(&n), self.limits.max_message_bytes)
@@ -175,6 +176,7 @@ impl Ingest {
                     "from_email": caller.from_email,
                     "subject": rendered.subject,
                     "body": rendered.body,
+                    "one_click_unsubscribe_url": r.one_click_unsubscribe_url,
                 },
             }),
         ))
@@ -217,6 +219,7 @@ impl Ingest {
                     job_row_number: i32::try_from(i).ok(),
                     email_reply_to_id: r.reply_to_id,
                     scheduled_for: r.scheduled_for,
+                    one_click_unsubscribe_url: None,
                     created_at,
                 }
             })
@@ -363,6 +366,7 @@ mod tests {
                 job_row_number: Some(row),
                 email_reply_to_id: None,
                 scheduled_for: None,
+                one_click_unsubscribe_url: None,
                 created_at,
             }
         };

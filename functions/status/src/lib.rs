@@ -219,7 +219,7 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         "email_address": n.email_address,
         "phone_number": null,
         "line_1": null, "line_2": null, "line_3": null, "line_4": null,
-        "line_5": null, "line_6": null, "postcode": null, "postage": null,
+        "line_5": null, "line_6": null, "postcode": null,
         "type": "email",
         "status": n.status,
         "template": {
@@ -234,6 +234,12 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         "sent_at": n.sent_at.map(notify_time),
         "completed_at": n.completed_at.map(notify_time),
         "scheduled_for": n.scheduled_for.map(notify_time),
+        "postage": null,
+        "one_click_unsubscribe_url": n.one_click_unsubscribe_url,
+        // Notify's serialize_with_cost_data: an email costs nothing and its cost is known.
+        "cost_details": {},
+        "cost_in_pounds": 0.0,
+        "is_cost_data_ready": true,
         "job_id": n.job_id,
     })
 }

@@ -69,6 +69,7 @@ pub struct NotificationRow {
     pub completed_at: Option<DateTime<Utc>>,
     pub template_subject: String,
     pub template_body: String,
+    pub one_click_unsubscribe_url: Option<String>,
 }
 
 /// Column `i` of `r` as a domain value; a stored value the domain does not know is an error
@@ -404,7 +405,7 @@ pub async fn list_templates(
 const NOTIFICATION_SELECT: &str = "/* floodgate:status */ SELECT n.id, n.created_at, n.service_id,
     n.template_id, n.template_version, n.key_type, n.job_id, n.job_row_number, n.email_address,
     n.personalisation, n.client_reference, n.scheduled_for, n.status, n.sent_at, n.completed_at,
-    coalesce(tv.subject, ''), coalesce(tv.body, '')
+    coalesce(tv.subject, ''), coalesce(tv.body, ''), n.one_click_unsubscribe_url
   FROM notifications n
   LEFT JOIN template_versions tv ON tv.template_id = n.template_id AND tv.version = n.template_version";
 
@@ -427,6 +428,7 @@ fn notification_row(r: &Row) -> Result<NotificationRow, DbError> {
         completed_at: r.get(14),
         template_subject: r.get(15),
         template_body: r.get(16),
+        one_click_unsubscribe_url: r.get(17),
     })
 }
 

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "process_type",
         sql: include_str!("../migrations/0007_process_type.sql"),
     },
+    Migration {
+        version: 9,
+        name: "unsubscribe",
+        sql: include_str!("../migrations/0009_unsubscribe.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.
