@@ -1165,7 +1165,7 @@ fn client_error(status: i64, class: &str, message: &str) -> Value {
 }
 
 /// Every public method of notifications-python-client that concerns email, unmodified,
-/// against the local HTTP front: sending (reference, one-click unsubscribe), reading one
+/// against the local HTTP front: sending (reference, reply-to, one-click unsubscribe), reading one
 /// and many (filters, older_than, the iterator across two pages), templates (one, a
 /// version, the lists, a preview), and the HTTPError each error path raises.
 #[tokio::test]
@@ -1193,6 +1193,10 @@ async fn the_published_notify_python_client_covers_every_email_method() {
         .await
         .unwrap();
     drop(conn);
+    let reply_to =
+        floodgate_admin::add_reply_to(&api.writer, api.service.id, "help@example.gov", false)
+            .await
+            .expect("reply-to");
     replica_caught_up(&stack).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1207,14 +1211,18 @@ async fn the_published_notify_python_client_covers_every_email_method() {
         Arc::new(status),
     ));
     let url = "https://example.com/unsubscribe?list=news&u=1";
-    let (b, k, t, py) = (
+    let (b, k, t, r, py) = (
         base.clone(),
         api.key.key.clone(),
         api.template.id.to_string(),
+        reply_to.id.to_string(),
         python.clone(),
     );
     let out = tokio::task::spawn_blocking(move || {
-        run_python(&py, &["methods", &b, &k, &t, "ada@example.com", paged, url])
+        run_python(
+            &py,
+            &["methods", &b, &k, &t, "ada@example.com", paged, url, &r],
+        )
     })
     .await
     .unwrap();
@@ -1321,6 +1329,18 @@ async fn the_published_notify_python_client_covers_every_email_method() {
             client_error(403, "AuthError", "Invalid token: API key not found"),
         ),
     ];
+    // app/notifications/validators.py check_service_email_reply_to_id.
+    assert_eq!(
+        errors["unknown_reply_to"],
+        client_error(
+            400,
+            "BadRequestError",
+            &format!(
+                "email_reply_to_id 0f0e0d0c-0b0a-4908-8706-050403020100 does not exist in database for service id {}",
+                api.service.id
+            ),
+        )
+    );
     for (name, want) in expected {
         assert_eq!(errors[name], want, "{name}");
     }

@@ -143,6 +143,27 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         .await
         .expect("archive template");
     }
+    let reply_to =
+        floodgate_admin::add_reply_to(&main.writer, main.service_id, "help@example.gov", true)
+            .await
+            .expect("reply-to");
+    let archived_reply_to =
+        floodgate_admin::add_reply_to(&main.writer, main.service_id, "old@example.gov", false)
+            .await
+            .expect("reply-to");
+    let others_reply_to =
+        floodgate_admin::add_reply_to(&other.writer, other.service_id, "theirs@example.gov", false)
+            .await
+            .expect("reply-to");
+    {
+        let conn = main.writer.acquire().await.expect("writer");
+        conn.bounded(conn.execute_typed(
+            "UPDATE service_email_reply_to SET archived = true WHERE id = $1",
+            &[(&archived_reply_to.id, Type::UUID)],
+        ))
+        .await
+        .expect("archive reply-to");
+    }
     stack
         .wait_replica_caught_up(Duration::from_secs(30))
         .await
@@ -270,6 +291,24 @@ async fn notify_s_request_cases_get_notify_s_answers() {
             vec![v("one_click_unsubscribe_url is not a valid https url")]),
         case(format!("one_click_unsubscribe_url https ({POST_TESTS} test_post_email_notification_with_unsubscribe_link_returns_201)"),
             post.clone(), e, Auth::Valid, email(json!({"one_click_unsubscribe_url": "https://www.someservice.com/unsubscribe?for=anne@example.com"})), 201, vec![]),
+        case(format!("an email_reply_to_id the service does not have ({POST_TESTS} test_post_email_notification_with_invalid_reply_to_id_returns_400)"),
+            post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": unknown})), 400,
+            vec![bad(format!("email_reply_to_id {unknown} does not exist in database for service id {sid}"))]),
+        case(format!("an archived reply-to address ({POST_TESTS} test_post_email_notification_with_archived_reply_to_id_returns_400)"),
+            post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": archived_reply_to.id})), 400,
+            vec![bad(format!("email_reply_to_id {} does not exist in database for service id {sid}", archived_reply_to.id))]),
+        case(format!("another service's reply-to address ({VALIDATORS} check_service_email_reply_to_id: by id and service id)"),
+            post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": others_reply_to.id})), 400,
+            vec![bad(format!("email_reply_to_id {} does not exist in database for service id {sid}", others_reply_to.id))]),
+        case(format!("the service's own reply-to address ({POST_TESTS} test_post_email_notification_with_valid_reply_to_id_returns_201)"),
+            post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": reply_to.id})), 201, vec![]),
+        case("a bulk job's reply_to_id the service does not have (cds-snc/notification-api app/v2/notifications/post_notifications.py validate_sender_id)",
+            post.clone(), "/v2/notifications/bulk", Auth::Valid,
+            Some(json!({"name": "j", "template_id": tid, "reply_to_id": unknown, "rows": [["email address", "name", "code"], ["a@b.co", "A", "1"]]}).to_string()), 400,
+            vec![bad(format!("email_reply_to_id {unknown} does not exist in database for service id {sid}"))]),
+        case(format!("a missing placeholder is reported before the reply-to ({VALIDATORS}: validate_template runs first in post_notifications.py)"),
+            post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": unknown, "personalisation": {"name": "Ann"}})), 400,
+            vec![bad("Missing personalisation: code")]),
         case(format!("scheduled_for not a date ({VALIDATION} validate_schema_date_with_hour)"),
             post.clone(), e, Auth::Valid, email(json!({"scheduled_for": "next tuesday"})), 400,
             vec![v("scheduled_for datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601")]),
@@ -518,16 +557,25 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
     let ingest = Ingest::new(catalog.clone(), queue.clone(), &Knobs::embedded());
     let status = Status::new(catalog);
     let url = "https://www.someservice.com/unsubscribe?for=anne%40example.com&list=1";
+    // A default reply-to address, and another one a notification names.
+    floodgate_admin::add_reply_to(&f.writer, f.service_id, "help@example.gov", true)
+        .await
+        .expect("reply-to");
+    let named = floodgate_admin::add_reply_to(&f.writer, f.service_id, "named@example.gov", false)
+        .await
+        .expect("reply-to");
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
     let mut ids = Vec::new();
-    for _ in 0..2 {
-        let (code, v) = f
-            .post(
-                &ingest,
-                "/v2/notifications/email",
-                &json!({"email_address": "success@simulator.amazonses.com", "template_id": f.template_id,
-                        "personalisation": {"name": "Ann", "code": 1}, "one_click_unsubscribe_url": url}),
-            )
-            .await;
+    for reply_to in [None, Some(named.id)] {
+        let mut body = json!({"email_address": "success@simulator.amazonses.com", "template_id": f.template_id,
+                "personalisation": {"name": "Ann", "code": 1}, "one_click_unsubscribe_url": url});
+        if let Some(r) = reply_to {
+            body["email_reply_to_id"] = json!(r);
+        }
+        let (code, v) = f.post(&ingest, "/v2/notifications/email", &body).await;
         assert_eq!(code, 201, "{v}");
         // app/v2/notifications/create_response.py: the 201 echoes the URL in content.
         assert_eq!(v["content"]["one_click_unsubscribe_url"], url);
@@ -595,6 +643,11 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
         ),
     ];
     assert_eq!(simulator.headers_of(ids[0]), want);
+    // No email_reply_to_id: the service's default (Notify's get_reply_to_text).
+    assert_eq!(
+        simulator.reply_to_of(ids[0]).as_deref(),
+        Some("help@example.gov")
+    );
 
     let (endpoint, bodies) = loopback_http(Reply::With(http_response(
         "200 OK",
@@ -626,6 +679,7 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
         ]),
         "{request}"
     );
+    assert_eq!(request["ReplyToAddresses"], json!(["named@example.gov"]));
 
     stack
         .wait_replica_caught_up(Duration::from_secs(30))

@@ -1252,6 +1252,7 @@ fn email_to(to: &str, from: &str) -> Email {
         html: "<p>Hello</p>".into(),
         text: "Hello".into(),
         headers: Vec::new(),
+        reply_to: None,
     }
 }
 

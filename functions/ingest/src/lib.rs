@@ -114,6 +114,18 @@ impl Ingest {
         }
     }
 
+    /// Notify's `check_service_email_reply_to_id` (app/notifications/validators.py): the id
+    /// must name one of the caller's unarchived reply-to addresses.
+    async fn check_reply_to(&self, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+        match self.catalog.reply_to(caller.service_id, id).await? {
+            Some(r) if !r.archived => Ok(()),
+            _ => Err(ApiError::bad_request(format!(
+                "email_reply_to_id {id} does not exist in database for service id {}",
+                caller.service_id
+            ))),
+        }
+    }
+
     async fn email(
         &self,
         caller: &Caller,
@@ -131,6 +143,9 @@ impl Ingest {
             &r.personalisation,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(reply_to) = r.email_reply_to_id {
+            self.check_reply_to(caller, reply_to).await?;
+        }
         let process_type = template.process_type;
         let (id, created_at) = new_notification_id();
         let n = IntakeNotification {
@@ -190,6 +205,10 @@ impl Ingest {
     ) -> Result<(u16, Value), ApiError> {
         let r = validate::bulk_request(body, now)?;
         let template = self.template(caller, r.template_id).await?;
+        // GC Notify's validate_sender_id: checked before the rows.
+        if let Some(reply_to) = r.reply_to_id {
+            self.check_reply_to(caller, reply_to).await?;
+        }
         let placeholders = placeholder_names(&Template {
             subject: template.subject.clone(),
             body: template.body.clone(),

@@ -286,6 +286,7 @@ pub fn build_email(c: &Claimed) -> Result<Email, String> {
             .as_deref()
             .map(one_click_unsubscribe_headers)
             .unwrap_or_default(),
+        reply_to: c.reply_to.clone(),
     })
 }
 
@@ -723,6 +724,7 @@ mod tests {
             body: Some("Dear ((name)),\n\n**Your code**: ((code))\n\n((items))".into()),
             from_email: Some("noreply@example.gov".into()),
             one_click_unsubscribe_url: None,
+            reply_to: None,
         }
     }
 

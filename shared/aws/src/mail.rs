@@ -23,6 +23,8 @@ pub struct Email {
     pub text: String,
     /// Further message headers, name and value (RFC 8058's `List-Unsubscribe` pair).
     pub headers: Vec<(String, String)>,
+    /// The message's Reply-To address.
+    pub reply_to: Option<String>,
 }
 
 /// RFC 8058's two headers for a one-click unsubscribe URL (the URL was validated as an
@@ -243,6 +245,7 @@ impl Mailer for SesMailer {
             .send_email()
             .from_email_address(&email.from)
             .destination(Destination::builder().to_addresses(&email.to).build())
+            .set_reply_to_addresses(email.reply_to.clone().map(|r| vec![r]))
             .content(EmailContent::builder().simple(message).build())
             .email_tags(tag(NOTIFICATION_ID_TAG, email.notification_id.to_string())?)
             .email_tags(tag(
@@ -284,6 +287,7 @@ mod tests {
             html: "<p>h</p>".into(),
             text: "h".into(),
             headers: one_click_unsubscribe_headers("https://example.com/u?secret"),
+            reply_to: Some("secret-reply@example.com".into()),
         };
         assert!(!format!("{e:?}").contains("secret"));
         assert_eq!(

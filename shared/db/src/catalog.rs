@@ -399,6 +399,77 @@ pub async fn list_templates(
 }
 
 // ---------------------------------------------------------------------------------------
+// Reply-to addresses
+// ---------------------------------------------------------------------------------------
+
+/// One of a service's reply-to addresses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplyToRow {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub email_address: String,
+    pub is_default: bool,
+    pub archived: bool,
+}
+
+const REPLY_TO_COLUMNS: &str = "id, service_id, email_address, is_default, archived";
+
+fn reply_to_row(r: &Row) -> ReplyToRow {
+    ReplyToRow {
+        id: r.get(0),
+        service_id: r.get(1),
+        email_address: r.get(2),
+        is_default: r.get(3),
+        archived: r.get(4),
+    }
+}
+
+/// Adds a reply-to address (a new default supersedes the old one: the newest default
+/// wins). `None` when the service does not exist.
+pub async fn insert_reply_to(
+    client: &WriterConnection,
+    id: Uuid,
+    service_id: Uuid,
+    email_address: &str,
+    is_default: bool,
+) -> Result<Option<ReplyToRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "INSERT INTO service_email_reply_to (id, service_id, email_address, is_default)
+                 SELECT $1, id, $3, $4 FROM services WHERE id = $2
+                 RETURNING {REPLY_TO_COLUMNS}"
+            ),
+            &[
+                (&id, Type::UUID),
+                (&service_id, Type::UUID),
+                (&email_address, Type::TEXT),
+                (&is_default, Type::BOOL),
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(reply_to_row))
+}
+
+/// One reply-to address of a service, archived or not (the caller decides).
+pub async fn fetch_reply_to(
+    client: &ReaderConnection,
+    service_id: Uuid,
+    id: Uuid,
+) -> Result<Option<ReplyToRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "/* floodgate:status */ SELECT {REPLY_TO_COLUMNS} FROM service_email_reply_to
+                 WHERE id = $1 AND service_id = $2"
+            ),
+            &[(&id, Type::UUID), (&service_id, Type::UUID)],
+        )
+        .await?;
+    Ok(row.as_ref().map(reply_to_row))
+}
+
+// ---------------------------------------------------------------------------------------
 // Notifications (status reads)
 // ---------------------------------------------------------------------------------------
 

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "unsubscribe",
         sql: include_str!("../migrations/0009_unsubscribe.sql"),
     },
+    Migration {
+        version: 10,
+        name: "reply_to",
+        sql: include_str!("../migrations/0010_reply_to.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

@@ -37,6 +37,8 @@ struct SimInner {
     /// The extra headers of each accepted email that had any (a blast has none, so this
     /// stays small).
     headers: Mutex<HashMap<Uuid, Vec<(String, String)>>>,
+    /// The Reply-To of each accepted email that had one.
+    reply_tos: Mutex<HashMap<Uuid, String>>,
     pending: AtomicUsize,
     idle: tokio::sync::Notify,
     published: AtomicU64,
@@ -76,6 +78,7 @@ impl SimulatorMailer {
                 throttled: AtomicU64::new(0),
                 accepted: Mutex::new(HashMap::new()),
                 headers: Mutex::new(HashMap::new()),
+                reply_tos: Mutex::new(HashMap::new()),
                 pending: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
                 published: AtomicU64::new(0),
@@ -119,6 +122,11 @@ impl SimulatorMailer {
             .get(&notification_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The Reply-To address the accepted email of a notification carried.
+    pub fn reply_to_of(&self, notification_id: Uuid) -> Option<String> {
+        lock(&self.inner.reply_tos).get(&notification_id).cloned()
     }
 
     /// Event messages put on the receipts queue so far.
@@ -185,6 +193,9 @@ impl Mailer for SimulatorMailer {
             .or_insert(0) += 1;
         if !email.headers.is_empty() {
             lock(&self.inner.headers).insert(email.notification_id, email.headers.clone());
+        }
+        if let Some(r) = &email.reply_to {
+            lock(&self.inner.reply_tos).insert(email.notification_id, r.clone());
         }
 
         let (min, max) = *lock(&self.inner.delay);
@@ -272,6 +283,7 @@ mod tests {
             html: "<p>h</p>".into(),
             text: "h".into(),
             headers: Vec::new(),
+            reply_to: None,
         }
     }
 
