@@ -501,6 +501,102 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         }
     }
     println!("{total} Notify request cases run");
+
+    // What a list holds, beyond its status (app/dao/notifications_dao.py
+    // get_notifications_for_service): a job's notifications only with include_jobs, and
+    // an older_than that is not the service's own notification gives an empty page.
+    let mut from_job = notification(sid, ProcessType::Bulk, 1);
+    from_job.template_id = tid;
+    from_job.personalisation.insert("code".into(), json!(1));
+    from_job.reference = Some("listed".into());
+    from_job.job_id = Some(Uuid::now_v7());
+    from_job.job_row_number = Some(0);
+    let mut single = notification(sid, ProcessType::Normal, 2);
+    single.template_id = tid;
+    single.personalisation.insert("code".into(), json!(2));
+    single.reference = Some("listed".into());
+    {
+        let conn = main.writer.acquire().await.expect("writer");
+        conn.bounded(floodgate_db::insert_notifications(
+            &conn,
+            &[from_job.clone(), single.clone()],
+        ))
+        .await
+        .expect("insert");
+    }
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+    let list = |query: String| {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("api.test"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&main.bearer()).expect("header"),
+        );
+        let r = request(Method::GET, &format!("/v2/notifications?{query}"), h, None);
+        let status = &status;
+        async move {
+            let r = status.handle(r).await;
+            let v: Value = serde_json::from_str(&response_text(&r)).unwrap_or(Value::Null);
+            assert_eq!(r.status_code, 200, "{query}: {v}");
+            v["notifications"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(
+        list("reference=listed".into()).await,
+        vec![single.id.to_string()]
+    );
+    assert_eq!(
+        list("reference=listed&include_jobs=true".into()).await,
+        vec![single.id.to_string(), from_job.id.to_string()]
+    );
+    assert_eq!(
+        list(format!(
+            "reference=listed&include_jobs=true&older_than={}",
+            single.id
+        ))
+        .await,
+        vec![from_job.id.to_string()]
+    );
+    // A time-ordered id that was never sent: Notify finds no such notification.
+    assert!(
+        list(format!(
+            "reference=listed&include_jobs=true&older_than={}",
+            Uuid::now_v7()
+        ))
+        .await
+        .is_empty()
+    );
+    // Another service's notification is no anchor either.
+    let mut theirs = notification(other.service_id, ProcessType::Normal, 3);
+    theirs.template_id = other.template_id;
+    {
+        let conn = main.writer.acquire().await.expect("writer");
+        conn.bounded(floodgate_db::insert_notifications(&conn, &[theirs.clone()]))
+            .await
+            .expect("insert");
+    }
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+    assert!(
+        list(format!(
+            "reference=listed&include_jobs=true&older_than={}",
+            theirs.id
+        ))
+        .await
+        .is_empty()
+    );
     assert!(total >= 60, "only {total} cases");
     assert!(
         failures.is_empty(),
@@ -577,8 +673,16 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
         }
         let (code, v) = f.post(&ingest, "/v2/notifications/email", &body).await;
         assert_eq!(code, 201, "{v}");
-        // app/v2/notifications/create_response.py: the 201 echoes the URL in content.
+        // app/v2/notifications/create_response.py: the 201 echoes the URL in content,
+        // and links the template by Notify's services/.../templates/... path.
         assert_eq!(v["content"]["one_click_unsubscribe_url"], url);
+        assert_eq!(
+            v["template"]["uri"],
+            format!(
+                "https://api.test/services/{}/templates/{}",
+                f.service_id, f.template_id
+            )
+        );
         ids.push(Uuid::parse_str(v["id"].as_str().unwrap()).unwrap());
     }
     let persist = Persist::new(f.writer.clone(), queue.clone(), Arc::new(Knobs::embedded()));
@@ -701,6 +805,11 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
     let n: Value = serde_json::from_str(&response_text(&r)).unwrap();
     assert_eq!(r.status_code, 200, "{n}");
     assert_eq!(n["one_click_unsubscribe_url"], url);
+    // app/models.py serialize: the template version's link (TemplateHistory.get_link).
+    assert_eq!(
+        n["template"]["uri"],
+        format!("https://api.test/v2/template/{}/version/1", f.template_id)
+    );
 }
 
 fn request_of(

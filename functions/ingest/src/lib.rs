@@ -184,7 +184,9 @@ impl Ingest {
                 "template": {
                     "id": template.id,
                     "version": template.version,
-                    "uri": format!("{base}/v2/template/{}", template.id),
+                    // Notify's create_post_email_response_from_notification gives this
+                    // (admin) path, not the v2 one.
+                    "uri": format!("{base}/services/{}/templates/{}", caller.service_id, template.id),
                 },
                 "scheduled_for": r.scheduled_for.map(notify_time),
                 "content": {

@@ -153,13 +153,15 @@ pub fn list_filter(
             ));
         }
     }
-    if let Some(j) = values("include_jobs").first()
-        && !["true", "True"].contains(j)
-    {
-        errors.push(format!(
-            "include_jobs {} is not one of [true, True]",
-            shown(j)
-        ));
+    if let Some(j) = values("include_jobs").first() {
+        if ["true", "True"].contains(j) {
+            f.include_jobs = true;
+        } else {
+            errors.push(format!(
+                "include_jobs {} is not one of [true, True]",
+                shown(j)
+            ));
+        }
     }
     let mut unknown_older_than = false;
     if let Some(o) = values("older_than").first() {
@@ -225,7 +227,8 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         "template": {
             "id": n.template_id,
             "version": n.template_version,
-            "uri": format!("{base}/v2/template/{}", n.template_id),
+            // Notify links the version the notification used (TemplateHistory.get_link).
+            "uri": format!("{base}/v2/template/{}/version/{}", n.template_id, n.template_version),
         },
         "body": body,
         "subject": subject,

@@ -538,6 +538,8 @@ pub struct NotificationFilter {
     pub older_than: Option<(DateTime<Utc>, Uuid)>,
     /// Notify lists only the notifications sent with the caller's key type.
     pub key_type: Option<String>,
+    /// Notify leaves out the notifications of jobs (bulk sends) unless asked.
+    pub include_jobs: bool,
     pub limit: i64,
 }
 
@@ -561,8 +563,13 @@ pub async fn list_notifications(
                  WHERE n.service_id = $1
                    AND ($2::text[] IS NULL OR n.status = ANY($2))
                    AND ($3::text IS NULL OR n.client_reference = $3)
-                   AND ($4::timestamptz IS NULL OR (n.created_at, n.id) < ($4, $5))
+                   AND ($4::timestamptz IS NULL OR ((n.created_at, n.id) < ($4, $5)
+                        -- As Notify: an older_than that is not one of the service's
+                        -- notifications is an empty page (one primary-key probe).
+                        AND EXISTS (SELECT 1 FROM notifications o
+                                    WHERE o.id = $5 AND o.created_at = $4 AND o.service_id = $1)))
                    AND ($6::text IS NULL OR n.key_type = $6)
+                   AND ($8 OR n.job_id IS NULL)
                  ORDER BY n.created_at DESC, n.id DESC
                  LIMIT $7"
             ),
@@ -574,6 +581,7 @@ pub async fn list_notifications(
                 (&older_id, Type::UUID),
                 (&f.key_type, Type::TEXT),
                 (&f.limit, Type::INT8),
+                (&f.include_jobs, Type::BOOL),
             ],
         )
         .await?;
