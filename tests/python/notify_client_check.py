@@ -36,6 +36,12 @@ def methods(client, base_url, template_id, email, paged_reference, unsubscribe_u
         one_click_unsubscribe_url=unsubscribe_url,
         **kwargs,
     )
+    out["sanitised"] = client.send_email_notification(
+        email_address=email,
+        template_id=template_id,
+        personalisation={"name": "[click](https://evil.link)", "code": "42"},
+        sanitise_content_for=["name"],
+    )
     out["template"] = client.get_template(template_id)
     out["template_version"] = client.get_template_version(template_id, 1)
     out["all_templates"] = client.get_all_templates()

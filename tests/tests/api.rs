@@ -1232,6 +1232,12 @@ async fn the_published_notify_python_client_covers_every_email_method() {
     assert_eq!(sent["content"]["subject"], "Hello Ada");
     // create_response.py create_post_email_response_from_notification.
     assert_eq!(sent["content"]["one_click_unsubscribe_url"], url);
+    // post_notifications.py sanitise_personalisation_item: the link is gone, the
+    // Markdown characters escaped.
+    assert_eq!(
+        out["sanitised"]["sanitised_content"]["name"]["sanitised"],
+        "\\[click\\]\\(\\)"
+    );
     let tid = api.template.id.to_string();
     assert_eq!(out["template"]["id"], tid);
     assert_eq!(out["template_version"]["version"], 1);
@@ -1356,7 +1362,7 @@ async fn the_published_notify_python_client_covers_every_email_method() {
     // email (app/models.py serialize_with_cost_data).
     assert_eq!(
         persist_all(&api.queue, api.writer.clone(), ProcessType::Normal).await,
-        1
+        2
     );
     replica_caught_up(&stack).await;
     let id = sent["id"].as_str().unwrap().to_string();

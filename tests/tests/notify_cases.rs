@@ -309,6 +309,11 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         case(format!("a missing placeholder is reported before the reply-to ({VALIDATORS}: validate_template runs first in post_notifications.py)"),
             post.clone(), e, Auth::Valid, email(json!({"email_reply_to_id": unknown, "personalisation": {"name": "Ann"}})), 400,
             vec![bad("Missing personalisation: code")]),
+        case(format!("sanitise_content_for not a list ({SCHEMAS} sanitise_content_for type [array, null])"),
+            post.clone(), e, Auth::Valid, email(json!({"sanitise_content_for": "name"})), 400,
+            vec![v("sanitise_content_for name is not of type array, null")]),
+        case(format!("sanitise_content_for null ({SCHEMAS} sanitise_content_for type [array, null])"),
+            post.clone(), e, Auth::Valid, email(json!({"sanitise_content_for": null})), 201, vec![]),
         case(format!("scheduled_for not a date ({VALIDATION} validate_schema_date_with_hour)"),
             post.clone(), e, Auth::Valid, email(json!({"scheduled_for": "next tuesday"})), 400,
             vec![v("scheduled_for datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601")]),
@@ -501,6 +506,38 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         }
     }
     println!("{total} Notify request cases run");
+
+    // test_post_email_notification_sanitise_content_for_selected_personalisation
+    // (tests/app/v2/notifications/test_post_notifications.py): the named value is made
+    // inert, the answer says what changed, and every email's answer has the key.
+    let (code, sanitised) = main
+        .post(
+            &ingest,
+            e,
+            &json!({"email_address": "amala@example.com", "template_id": tid,
+                "personalisation": {"Name": "Amala, please [click this evil link](https://evil.link)", "code": "https://pab.gov.uk/123"},
+                "sanitise_content_for": ["NAME"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{sanitised}");
+    assert_eq!(
+        sanitised["sanitised_content"],
+        json!({"Name": {"sanitised": "Amala, please \\[click this evil link\\]\\(\\)",
+            "unsanitised": "Amala, please [click this evil link](https://evil.link)"}})
+    );
+    assert_eq!(
+        sanitised["content"]["body"],
+        "Dear Amala, please \\[click this evil link\\]\\(\\),\n\nYour code is https://pab.gov.uk/123."
+    );
+    let (_, plain) = main
+        .post(
+            &ingest,
+            e,
+            &json!({"email_address": "a@example.com", "template_id": tid,
+        "personalisation": {"name": "A", "code": 1}}),
+        )
+        .await;
+    assert_eq!(plain["sanitised_content"], json!({}), "{plain}");
 
     // What a list holds, beyond its status (app/dao/notifications_dao.py
     // get_notifications_for_service): a job's notifications only with include_jobs, and

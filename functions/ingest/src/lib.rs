@@ -4,6 +4,7 @@
 //! (the API only enqueues, so a slow database cannot detach it), and answers 201 only once SQS has acknowledged every
 //! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
 
+pub mod sanitise;
 pub mod storable;
 pub mod validate;
 
@@ -189,6 +190,9 @@ impl Ingest {
                     "uri": format!("{base}/services/{}/templates/{}", caller.service_id, template.id),
                 },
                 "scheduled_for": r.scheduled_for.map(notify_time),
+                // post_notifications.py adds it to every email's answer, empty when
+                // nothing was sanitised.
+                "sanitised_content": r.sanitised_content,
                 "content": {
                     "from_email": caller.from_email,
                     "subject": rendered.subject,

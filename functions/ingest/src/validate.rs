@@ -30,6 +30,7 @@ pub const EMAIL_FIELDS: &[&str] = &[
     "scheduled_for",
     "email_reply_to_id",
     "one_click_unsubscribe_url",
+    "sanitise_content_for",
 ];
 
 /// SES refuses a message header value longer than this.
@@ -45,6 +46,10 @@ pub struct EmailRequest {
     pub scheduled_for: Option<DateTime<Utc>>,
     /// RFC 8058 one-click unsubscribe: sent as the `List-Unsubscribe` header.
     pub one_click_unsubscribe_url: Option<String>,
+    /// Notify's `sanitised_content` answer: for each personalisation value that
+    /// `sanitise_content_for` changed, `{"unsanitised": ..., "sanitised": ...}`.
+    /// `personalisation` already holds the sanitised values.
+    pub sanitised_content: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -480,6 +485,20 @@ pub fn email_request(body: &[u8], now: DateTime<Utc>) -> Result<EmailRequest, Ap
             None
         }
     };
+    let sanitise_for: Vec<String> = match m.get("sanitise_content_for") {
+        None | Some(Value::Null) => Vec::new(),
+        // Names match as Notify's InsensitiveSet does; an item that is not a string names
+        // nothing (Notify fails on one with a 500).
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(normalise_key)
+            .collect(),
+        Some(v) => {
+            errors.push(type_message("sanitise_content_for", v, "array, null"));
+            Vec::new()
+        }
+    };
     for field in ["email_address", "template_id"] {
         if !m.contains_key(field) {
             errors.push(format!("{field} is a required property"));
@@ -505,6 +524,26 @@ pub fn email_request(body: &[u8], now: DateTime<Utc>) -> Result<EmailRequest, Ap
         // Both are required properties, checked above.
         return Err(ApiError::validation("email_address is a required property"));
     };
+    let mut personalisation = personalisation;
+    let mut sanitised_content = Map::new();
+    if !sanitise_for.is_empty() {
+        for (key, value) in personalisation.iter_mut() {
+            let Value::String(text) = value else {
+                continue;
+            };
+            if !sanitise_for.contains(&normalise_key(key)) {
+                continue;
+            }
+            let clean = crate::sanitise::sanitise_item(text);
+            if clean != *text {
+                let mut change = Map::new();
+                change.insert("unsanitised".into(), Value::String(text.clone()));
+                change.insert("sanitised".into(), Value::String(clean.clone()));
+                sanitised_content.insert(key.clone(), Value::Object(change));
+                *text = clean;
+            }
+        }
+    }
     Ok(EmailRequest {
         email_address,
         template_id,
@@ -513,6 +552,7 @@ pub fn email_request(body: &[u8], now: DateTime<Utc>) -> Result<EmailRequest, Ap
         email_reply_to_id,
         scheduled_for,
         one_click_unsubscribe_url,
+        sanitised_content,
     })
 }
 
