@@ -670,7 +670,8 @@ where
 /// is stored, returned on reads (app/models.py `serialize`), and sent as the
 /// `List-Unsubscribe` and `List-Unsubscribe-Post` headers: on what the mailbox simulator
 /// received, and in the SES v2 SendEmail request itself (a loopback SES endpoint keeps
-/// the request body).
+/// the request body: moto's SESv2 `send_email` drops `Content.Simple.Headers` and
+/// `ReplyToAddresses`, so it cannot show them).
 #[tokio::test]
 async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
     use floodgate_aws::mail::SesMailer;
