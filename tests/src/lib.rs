@@ -84,6 +84,7 @@ pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> In
         job_row_number: None,
         email_reply_to_id: None,
         scheduled_for: None,
+        one_click_unsubscribe_url: None,
         created_at,
     }
 }

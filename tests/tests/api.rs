@@ -599,7 +599,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
             "malformed token",
             Some("Bearer not-a-jwt".into()),
             403,
-            "Invalid token: signature, api token is not valid",
+            "Invalid token: make sure your API token matches the example at https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header",
         ),
         (
             "bad signature",
@@ -608,7 +608,7 @@ async fn every_error_has_notify_s_status_and_shape_and_enqueues_nothing() {
                 sign_jwt(api.service.id, "0f0e0d0c-0000-4000-8000-000000000000", now)
             )),
             403,
-            "Invalid token: signature, api token not found",
+            "Invalid token: API key not found",
         ),
         (
             "iat 31 s old",
@@ -1161,4 +1161,257 @@ async fn the_sample_events_run_through_their_handlers() {
     assert_eq!(r.status_code, 200, "{v}");
     assert_eq!(v["id"], EVENTS_NOTIFICATION.to_string());
     assert_eq!(v["body"], "Hi Person 1");
+}
+
+/// Notify's error answer as the Python client's `HTTPError` exposes it: the status and the
+/// `errors` list (`APIError.message` in notifications_python_client/errors.py).
+fn client_error(status: i64, class: &str, message: &str) -> Value {
+    json!({"status_code": status, "class": "HTTPError",
+        "message": [{"error": class, "message": message}]})
+}
+
+/// Every public method of notifications-python-client that concerns email, unmodified,
+/// against the local HTTP front: sending (reference, reply-to, one-click unsubscribe), reading one
+/// and many (filters, older_than, the iterator across two pages), templates (one, a
+/// version, the lists, a preview), and the HTTPError each error path raises.
+#[tokio::test]
+async fn the_published_notify_python_client_covers_every_email_method() {
+    let python =
+        tokio::task::spawn_blocking(floodgate_local::services::install::ensure_notify_client)
+            .await
+            .unwrap()
+            .expect("notifications-python-client installs");
+    let stack = shared_stack().await;
+    let api = setup(&stack, ProcessType::Normal).await;
+    // More than one page of 250: the iterator must follow links.next to the empty page.
+    let paged = "py-paged";
+    let batch: Vec<_> = (0..260)
+        .map(|i| {
+            let mut n = notification(api.service.id, ProcessType::Normal, i);
+            n.template_id = api.template.id;
+            n.personalisation.insert("code".into(), json!(i));
+            n.reference = Some(paged.into());
+            n
+        })
+        .collect();
+    let conn = api.writer.acquire().await.unwrap();
+    conn.bounded(floodgate_db::insert_notifications(&conn, &batch))
+        .await
+        .unwrap();
+    drop(conn);
+    let reply_to =
+        floodgate_admin::add_reply_to(&api.writer, api.service.id, "help@example.gov", false)
+            .await
+            .expect("reply-to");
+    replica_caught_up(&stack).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (ingest, status) = api_on(
+        reader_lane(&stack).await,
+        api.queue.clone(),
+        CachePolicy::default(),
+    );
+    let server = tokio::spawn(floodgate_local::topology::front::serve(
+        listener,
+        Arc::new(ingest),
+        Arc::new(status),
+    ));
+    let url = "https://example.com/unsubscribe?list=news&u=1";
+    let (b, k, t, r, py) = (
+        base.clone(),
+        api.key.key.clone(),
+        api.template.id.to_string(),
+        reply_to.id.to_string(),
+        python.clone(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        run_python(
+            &py,
+            &["methods", &b, &k, &t, "ada@example.com", paged, url, &r],
+        )
+    })
+    .await
+    .unwrap();
+
+    let sent = &out["sent"];
+    assert_eq!(sent["reference"], "py-methods");
+    assert_eq!(sent["content"]["subject"], "Hello Ada");
+    // create_response.py create_post_email_response_from_notification.
+    assert_eq!(sent["content"]["one_click_unsubscribe_url"], url);
+    // post_notifications.py sanitise_personalisation_item: the link is gone, the
+    // Markdown characters escaped.
+    assert_eq!(
+        out["sanitised"]["sanitised_content"]["name"]["sanitised"],
+        "\\[click\\]\\(\\)"
+    );
+    let tid = api.template.id.to_string();
+    assert_eq!(out["template"]["id"], tid);
+    assert_eq!(out["template_version"]["version"], 1);
+    assert_eq!(out["template_version"]["id"], tid);
+    for list in ["all_templates", "email_templates"] {
+        let ids: Vec<&Value> = out[list]["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["id"])
+            .collect();
+        assert_eq!(ids, vec![&json!(tid)], "{list}");
+    }
+    assert_eq!(out["sms_templates"]["templates"], json!([]));
+    assert_eq!(out["preview"]["subject"], "Hello Bo");
+    assert_eq!(out["preview"]["body"], "Dear Bo,\n\nYour code is 7.");
+    let filtered = out["filtered"]["notifications"].as_array().unwrap();
+    assert_eq!(filtered.len(), 250);
+    assert!(filtered.iter().all(|n| n["reference"] == paged));
+    assert_eq!(
+        out["older_than_page"]["notifications"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+    let mut iterated: Vec<String> = out["iterated_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(iterated.len(), 260, "the iterator reads both pages once");
+    iterated.sort();
+    let mut stored: Vec<String> = batch.iter().map(|n| n.id.to_string()).collect();
+    stored.sort();
+    assert_eq!(iterated, stored);
+
+    let errors = &out["errors"];
+    let expected = [
+        (
+            "invalid_email",
+            client_error(
+                400,
+                "ValidationError",
+                "email_address Not a valid email address",
+            ),
+        ),
+        (
+            "unknown_template",
+            client_error(400, "BadRequestError", "Template not found"),
+        ),
+        (
+            "missing_personalisation",
+            client_error(
+                400,
+                "BadRequestError",
+                "Missing personalisation: name, code",
+            ),
+        ),
+        (
+            "http_unsubscribe_url",
+            client_error(
+                400,
+                "ValidationError",
+                "one_click_unsubscribe_url is not a valid https url",
+            ),
+        ),
+        (
+            "bad_notification_id",
+            client_error(
+                400,
+                "ValidationError",
+                "notification_id is not a valid UUID",
+            ),
+        ),
+        (
+            "unknown_notification",
+            client_error(404, "NoResultFound", "No result found"),
+        ),
+        (
+            "unknown_template_read",
+            client_error(404, "NoResultFound", "No result found"),
+        ),
+        (
+            "unknown_template_version",
+            client_error(404, "NoResultFound", "No result found"),
+        ),
+        (
+            "preview_missing_personalisation",
+            client_error(400, "BadRequestError", "Missing personalisation: code"),
+        ),
+        (
+            "wrong_secret",
+            client_error(403, "AuthError", "Invalid token: API key not found"),
+        ),
+    ];
+    // app/notifications/validators.py check_service_email_reply_to_id.
+    assert_eq!(
+        errors["unknown_reply_to"],
+        client_error(
+            400,
+            "BadRequestError",
+            &format!(
+                "email_reply_to_id 0f0e0d0c-0b0a-4908-8706-050403020100 does not exist in database for service id {}",
+                api.service.id
+            ),
+        )
+    );
+    for (name, want) in expected {
+        assert_eq!(errors[name], want, "{name}");
+    }
+    assert_eq!(errors["bad_status_filter"]["status_code"], 400);
+    assert!(
+        errors["bad_status_filter"]["message"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("status elephant is not one of [cancelled, created,")
+    );
+
+    // The sent notification, once stored, reads back with the full key set Notify gives an
+    // email (app/models.py serialize_with_cost_data).
+    assert_eq!(
+        persist_all(&api.queue, api.writer.clone(), ProcessType::Normal).await,
+        2
+    );
+    replica_caught_up(&stack).await;
+    let id = sent["id"].as_str().unwrap().to_string();
+    let (key, py) = (api.key.key.clone(), python.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        run_python(&py, &["read", &base, &key, &id, &tid, "py-methods"])
+    })
+    .await
+    .unwrap();
+    let n = &read["notification"];
+    assert_eq!(n["one_click_unsubscribe_url"], url);
+    assert_eq!(n["cost_details"], json!({}));
+    assert_eq!(n["cost_in_pounds"], 0.0);
+    assert_eq!(n["is_cost_data_ready"], true);
+    for key in [
+        "id",
+        "reference",
+        "email_address",
+        "phone_number",
+        "line_1",
+        "line_2",
+        "line_3",
+        "line_4",
+        "line_5",
+        "line_6",
+        "postcode",
+        "type",
+        "status",
+        "template",
+        "body",
+        "subject",
+        "created_at",
+        "created_by_name",
+        "sent_at",
+        "completed_at",
+        "scheduled_for",
+        "postage",
+        "one_click_unsubscribe_url",
+        "cost_details",
+        "cost_in_pounds",
+        "is_cost_data_ready",
+    ] {
+        assert!(n.get(key).is_some(), "{key} missing: {n}");
+    }
+    server.abort();
 }

@@ -1251,6 +1251,8 @@ fn email_to(to: &str, from: &str) -> Email {
         subject: "Hello".into(),
         html: "<p>Hello</p>".into(),
         text: "Hello".into(),
+        headers: Vec::new(),
+        reply_to: None,
     }
 }
 

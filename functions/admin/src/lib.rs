@@ -103,6 +103,17 @@ pub enum AdminCommand {
         #[arg(long)]
         kind: CallbackKind,
     },
+    /// Add a reply-to address a notification can name by `email_reply_to_id`; the newest
+    /// default one is used when it names none.
+    AddReplyTo {
+        #[arg(long)]
+        service_id: Uuid,
+        #[arg(long)]
+        email_address: String,
+        #[serde(default)]
+        #[arg(long)]
+        is_default: bool,
+    },
     /// Revoke an API key.
     RevokeKey {
         #[arg(long)]
@@ -383,6 +394,35 @@ pub async fn set_limits(
     .ok_or_else(|| AdminError::NotFound(format!("no service {service_id}")))
 }
 
+/// Adds a reply-to address to a service.
+pub async fn add_reply_to(
+    writer: &WriterLane,
+    service_id: Uuid,
+    email_address: &str,
+    is_default: bool,
+) -> Result<catalog::ReplyToRow, AdminError> {
+    let address = email_address.trim();
+    let valid = address
+        .rsplit_once('@')
+        .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'))
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(AdminError::Invalid(
+            "email_address must be an email address".into(),
+        ));
+    }
+    let conn = writer.acquire().await?;
+    conn.bounded(catalog::insert_reply_to(
+        &conn,
+        Uuid::now_v7(),
+        service_id,
+        address,
+        is_default,
+    ))
+    .await?
+    .ok_or_else(|| AdminError::NotFound(format!("no service {service_id}")))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn put_template(
     writer: &WriterLane,
@@ -483,6 +523,11 @@ async fn execute_on_writer(
                 .await?;
             serde_json::json!({"service_id": service_id, "kind": kind, "removed": removed})
         }
+        AdminCommand::AddReplyTo {
+            service_id,
+            email_address,
+            is_default,
+        } => json(&add_reply_to(writer, *service_id, email_address, *is_default).await?),
         AdminCommand::RevokeKey { service_id, key_id } => {
             revoke_key(writer, *service_id, *key_id).await?;
             serde_json::json!({"revoked": key_id})
@@ -966,6 +1011,40 @@ mod tests {
         assert!(!e.to_string().contains("12345678"), "{e}");
         let e = MasterCredentials::from_secret_json("hunter2-not-json").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn add_reply_to_parses_from_json_and_the_command_line() {
+        let m: AdminCommand = serde_json::from_str(
+            r#"{"command":"add-reply-to","service_id":"0190a0a0-0000-7000-8000-000000000001","email_address":"help@example.gov"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(m, AdminCommand::AddReplyTo { is_default: false, ref email_address, .. } if email_address == "help@example.gov")
+        );
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: AdminCommand,
+        }
+        let cli = Cli::try_parse_from([
+            "floodgate-admin",
+            "add-reply-to",
+            "--service-id",
+            "0190a0a0-0000-7000-8000-000000000001",
+            "--email-address",
+            "help@example.gov",
+            "--is-default",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            AdminCommand::AddReplyTo {
+                is_default: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! message; otherwise a Notify-shaped 503 says exactly what was and was not accepted.
 
 pub mod door;
+pub mod sanitise;
 pub mod storable;
 pub mod validate;
 
@@ -149,12 +150,28 @@ impl Ingest {
             .await
     }
 
-    /// The caller's template, or Notify's "Template not found" (unknown, another service's,
-    /// or archived: the client cannot tell them apart, as in Notify).
+    /// The caller's template, or Notify's "Template not found" (unknown, or another
+    /// service's: the client cannot tell them apart) or "Template has been deleted"
+    /// (archived; app/notifications/validators.py `check_template_is_active`).
     async fn template(&self, caller: &Caller, id: Uuid) -> Result<Arc<TemplateRow>, ApiError> {
         match self.catalog.template(id).await? {
-            Some(t) if t.service_id == caller.service_id && !t.archived => Ok(t),
+            Some(t) if t.service_id == caller.service_id && t.archived => {
+                Err(ApiError::bad_request("Template has been deleted"))
+            }
+            Some(t) if t.service_id == caller.service_id => Ok(t),
             _ => Err(ApiError::bad_request("Template not found")),
+        }
+    }
+
+    /// Notify's `check_service_email_reply_to_id` (app/notifications/validators.py): the id
+    /// must name one of the caller's unarchived reply-to addresses.
+    async fn check_reply_to(&self, caller: &Caller, id: Uuid) -> Result<(), ApiError> {
+        match self.catalog.reply_to(caller.service_id, id).await? {
+            Some(r) if !r.archived => Ok(()),
+            _ => Err(ApiError::bad_request(format!(
+                "email_reply_to_id {id} does not exist in database for service id {}",
+                caller.service_id
+            ))),
         }
     }
 
@@ -171,6 +188,9 @@ impl Ingest {
             &r.personalisation,
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(reply_to) = r.email_reply_to_id {
+            self.check_reply_to(caller, reply_to).await?;
+        }
         let process_type = template.process_type;
         let (id, created_at) = new_notification_id();
         let mut n = IntakeNotification {
@@ -188,6 +208,7 @@ impl Ingest {
             job_row_number: None,
             email_reply_to_id: r.email_reply_to_id,
             scheduled_for: r.scheduled_for,
+            one_click_unsubscribe_url: r.one_click_unsubscribe_url.clone(),
             created_at,
         };
         let response = json!({
@@ -197,13 +218,19 @@ impl Ingest {
                 "template": {
                     "id": template.id,
                     "version": template.version,
-                    "uri": format!("{base}/v2/template/{}", template.id),
+                    // Notify's create_post_email_response_from_notification gives this
+                    // (admin) path, not the v2 one.
+                    "uri": format!("{base}/services/{}/templates/{}", caller.service_id, template.id),
                 },
                 "scheduled_for": r.scheduled_for.map(notify_time),
+                // post_notifications.py adds it to every email's answer, empty when
+                // nothing was sanitised.
+                "sanitised_content": r.sanitised_content,
                 "content": {
                     "from_email": caller.from_email,
                     "subject": rendered.subject,
                     "body": rendered.body,
+                    "one_click_unsubscribe_url": r.one_click_unsubscribe_url,
                 },
         });
         let (held, response) = match self.admit(&mut post, &response).await? {
@@ -255,6 +282,10 @@ impl Ingest {
         let r = validate::bulk_request(&post.body, now)?;
         post.passage.rate(caller, now).await?;
         let template = self.template(caller, r.template_id).await?;
+        // GC Notify's validate_sender_id: checked before the rows.
+        if let Some(reply_to) = r.reply_to_id {
+            self.check_reply_to(caller, reply_to).await?;
+        }
         let placeholders = placeholder_names(&Template {
             subject: template.subject.clone(),
             body: template.body.clone(),
@@ -282,6 +313,7 @@ impl Ingest {
                 job_row_number: i32::try_from(i).ok(),
                 email_reply_to_id: r.reply_to_id,
                 scheduled_for: r.scheduled_for,
+                one_click_unsubscribe_url: None,
                 created_at: now,
             })
             .collect();
@@ -481,6 +513,7 @@ mod tests {
                 job_row_number: Some(row),
                 email_reply_to_id: None,
                 scheduled_for: None,
+                one_click_unsubscribe_url: None,
                 created_at,
             }
         };

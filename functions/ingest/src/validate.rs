@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use floodgate_api::ApiError;
+use floodgate_core::auth::python_uuid as py_uuid;
 use floodgate_core::template::normalise_key;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -14,8 +15,26 @@ pub const MAX_PERSONALISATION_BYTES: usize = 51_200;
 pub const MAX_REFERENCE_CHARS: usize = 1_000;
 /// The most rows one bulk request may carry (header row not counted).
 pub const MAX_BULK_ROWS: usize = 50_000;
-/// How far ahead a notification may be scheduled (GC Notify: 96 hours).
+/// How far ahead a bulk job may be scheduled (GC Notify: 96 hours).
 pub const MAX_SCHEDULE_AHEAD_HOURS: i64 = 96;
+/// How far ahead one email may be scheduled (Notify's `datetime_within_next_day`).
+pub const MAX_EMAIL_SCHEDULE_AHEAD_HOURS: i64 = 24;
+
+/// The properties of Notify's `post_email_request` schema that Floodgate accepts, in the
+/// schema's order (the order Notify reports their errors in).
+pub const EMAIL_FIELDS: &[&str] = &[
+    "reference",
+    "email_address",
+    "template_id",
+    "personalisation",
+    "scheduled_for",
+    "email_reply_to_id",
+    "one_click_unsubscribe_url",
+    "sanitise_content_for",
+];
+
+/// SES refuses a message header value longer than this.
+pub const MAX_HEADER_VALUE_CHARS: usize = 870;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmailRequest {
@@ -25,6 +44,12 @@ pub struct EmailRequest {
     pub reference: Option<String>,
     pub email_reply_to_id: Option<Uuid>,
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// RFC 8058 one-click unsubscribe: sent as the `List-Unsubscribe` header.
+    pub one_click_unsubscribe_url: Option<String>,
+    /// Notify's `sanitised_content` answer: for each personalisation value that
+    /// `sanitise_content_for` changed, `{"unsanitised": ..., "sanitised": ...}`.
+    /// `personalisation` already holds the sanitised values.
+    pub sanitised_content: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +81,83 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// Notify's `get_valid_json`: unparseable JSON is a `BadRequestError`; a falsy document
+/// (`null`, `false`, `0`, `""`, `[]`, `{}`) counts as `{}`; any other non-object fails the
+/// schema's `"type": "object"`.
+fn parse_notify_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::bad_request("Invalid JSON supplied in POST data"))?;
+    crate::storable::reject_unstorable(&value)?;
+    let falsy = match &value {
+        Value::Null | Value::Bool(false) => true,
+        Value::Bool(true) => false,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(_) => false,
+    };
+    match value {
+        Value::Object(m) => Ok(m),
+        _ if falsy => Ok(Map::new()),
+        other => Err(type_error_unnamed(&other, "object")),
+    }
+}
+
+/// The top-level keys of a JSON object in the order the client wrote them (`Map` sorts
+/// them; Notify names unexpected properties in document order). `body` has parsed as a
+/// JSON object already.
+fn top_level_keys(body: &[u8]) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    // At depth 1, a string right after `{` or `,` is a key.
+    let mut expect_key = false;
+    while i < body.len() {
+        match body[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && body[i] == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    if body[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if expect_key
+                    && depth == 1
+                    && let Some(raw) = body.get(start..=i)
+                    && let Ok(k) = serde_json::from_slice::<String>(raw)
+                {
+                    keys.push(k);
+                }
+                expect_key = false;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    keys
+}
+
+/// jsonschema's `additionalProperties` message, apostrophes stripped as Notify does.
+fn additional_properties(extras: &[String]) -> String {
+    let names: Vec<String> = extras
+        .iter()
+        .map(|k| shown_value(&Value::String(k.clone())))
+        .collect();
+    let verb = if extras.len() == 1 { "was" } else { "were" };
+    format!(
+        "Additional properties are not allowed ({} {verb} unexpected)",
+        names.join(", ")
+    )
+}
+
 fn reject_unknown(m: &Map<String, Value>, allowed: &[&str]) -> Result<(), ApiError> {
     if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
         // Echo the field name only if it is short and printable: it is attacker input.
@@ -79,12 +181,31 @@ fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, ApiError> {
 /// Notify's type error: jsonschema's message names the value as Python prints it, and
 /// Notify strips every apostrophe from it (app/schema_validation/__init__.py).
 fn type_error(field: &str, v: &Value, expected: &str) -> ApiError {
-    let mut shown = py_repr(v).replace('\'', "");
-    if shown.chars().count() > 100 {
-        shown = shown.chars().take(100).collect::<String>() + "...";
+    ApiError::validation(type_message(field, v, expected))
+}
+
+fn type_message(field: &str, v: &Value, expected: &str) -> String {
+    format!("{field} {} is not of type {expected}", shown_value(v))
+}
+
+/// The document itself is of the wrong type: jsonschema's error has no path.
+fn type_error_unnamed(v: &Value, expected: &str) -> ApiError {
+    ApiError::validation(format!("{} is not of type {expected}", shown_value(v)))
+}
+
+/// A value as jsonschema's messages print it (Python's `repr`, apostrophes stripped).
+/// Unlike Notify, at most 100 characters and no control characters: it is client input
+/// echoed back, and may be megabytes long.
+fn shown_value(v: &Value) -> String {
+    shown_text(&py_repr(v), 100)
+}
+
+fn shown_text(text: &str, max_chars: usize) -> String {
+    let mut shown = text.replace('\'', "");
+    if shown.chars().count() > max_chars {
+        shown = shown.chars().take(max_chars).collect::<String>() + "...";
     }
-    let shown: String = shown.chars().filter(|c| !c.is_control()).collect();
-    ApiError::validation(format!("{field} {shown} is not of type {expected}"))
+    shown.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// `repr()` of the value Python's json module would decode `v` into.
@@ -119,7 +240,7 @@ fn optional_string<'a>(
 
 fn uuid_field(v: &Value, field: &str) -> Result<Uuid, ApiError> {
     v.as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
+        .and_then(py_uuid)
         .ok_or_else(|| ApiError::validation(format!("{field} is not a valid UUID")))
 }
 
@@ -130,26 +251,61 @@ fn optional_uuid(m: &Map<String, Value>, field: &str) -> Result<Option<Uuid>, Ap
     }
 }
 
-fn reference(m: &Map<String, Value>, nullable: bool) -> Result<Option<String>, ApiError> {
-    // Notify's email schema types reference as a string only: there null is an error, not
-    // an absence. The bulk API keeps accepting null.
-    let r = match m.get("reference") {
-        None => None,
-        Some(Value::Null) if nullable => None,
-        Some(v) => Some(string(v, "reference")?),
-    };
+/// The bulk API's reference: null is an absence there (GC Notify).
+fn bulk_reference(m: &Map<String, Value>) -> Result<Option<String>, ApiError> {
+    let r = optional_string(m, "reference")?;
     if let Some(r) = r
         && r.chars().count() > MAX_REFERENCE_CHARS
     {
         return Err(ApiError::validation(format!(
-            "reference must be at most {MAX_REFERENCE_CHARS} characters"
+            "reference {} is too long",
+            shown_text(r, 2 * MAX_REFERENCE_CHARS)
         )));
     }
     Ok(r.map(str::to_string))
 }
 
-/// Notify's `scheduled_for`: ISO 8601 (`2024-01-31T12:00:00Z`) or `2024-01-31 12:00`
-/// (taken as UTC); not in the past; at most 96 hours ahead.
+/// Notify's `scheduled_for`: ISO 8601 (`2024-01-31T12:00:00Z`), `2024-01-31 12:00` or a
+/// date alone (taken as UTC); not in the past (a minute's grace for clock drift); at most
+/// `max_hours` ahead. The error is the message without the field name. `past` is the
+/// wording of the API at hand ("can not" in Notify, "cannot" in GC Notify's bulk API).
+fn parse_schedule(
+    s: &str,
+    now: DateTime<Utc>,
+    max_hours: i64,
+    past: &str,
+    ahead: &str,
+) -> Result<DateTime<Utc>, String> {
+    let parsed = DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S",
+             "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+                .or_else(|| {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                })
+                .map(|n| n.and_utc())
+        })
+        .ok_or_else(|| {
+            "datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601".to_string()
+        })?;
+    if parsed < now - Duration::minutes(1) {
+        return Err(format!("datetime {past} be in the past"));
+    }
+    if parsed > now + Duration::hours(max_hours) {
+        return Err(format!(
+            "datetime can only be {ahead}{max_hours} hours in the future"
+        ));
+    }
+    Ok(parsed)
+}
+
+/// GC Notify's bulk `scheduled_for`: at most 96 hours ahead.
 pub fn scheduled_for(
     m: &Map<String, Value>,
     now: DateTime<Utc>,
@@ -157,37 +313,17 @@ pub fn scheduled_for(
     let Some(s) = optional_string(m, "scheduled_for")? else {
         return Ok(None);
     };
-    let parsed = DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-                .map(|n| n.and_utc())
-        })
-        .ok_or_else(|| {
-            ApiError::validation(
-                "scheduled_for datetime format is invalid. It must be a valid ISO8601 date time format, https://en.wikipedia.org/wiki/ISO_8601",
-            )
-        })?;
-    if parsed < now - Duration::minutes(1) {
-        return Err(ApiError::validation(
-            "scheduled_for datetime can not be in the past",
-        ));
-    }
-    if parsed > now + Duration::hours(MAX_SCHEDULE_AHEAD_HOURS) {
-        return Err(ApiError::validation(format!(
-            "scheduled_for datetime can only be up to {MAX_SCHEDULE_AHEAD_HOURS} hours in the future"
-        )));
-    }
-    Ok(Some(parsed))
+    parse_schedule(s, now, MAX_SCHEDULE_AHEAD_HOURS, "cannot", "up to ")
+        .map(Some)
+        .map_err(|m| ApiError::validation(format!("scheduled_for {m}")))
 }
 
 const LOCAL_CHARS: &str = ".!#$%&'*+/=?^_`{|}~-";
 
-/// Notify's email rule, in spirit: one `@`, a local part of permitted characters, a
-/// hostname of at least two valid labels, no `..`, at most 320 characters.
+/// Notify's email rule (notifications-utils `validate_email_address`): a local part of
+/// permitted characters, a hostname of at least two valid labels, no `..`, at most 320
+/// characters. Stricter than Notify on purpose: a local part is at most 64 characters
+/// (SES refuses longer ones) and a hostname must already be ASCII (Notify IDNA-encodes).
 pub fn is_valid_email(address: &str) -> bool {
     let a = address.trim();
     if a.is_empty() || a.len() > 320 || a.contains("..") {
@@ -208,23 +344,37 @@ pub fn is_valid_email(address: &str) -> bool {
     if labels.len() < 2 || host.len() > 253 {
         return false;
     }
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    };
-    if !labels.iter().all(label_ok) {
+    if !labels.iter().all(|l| l.len() <= 63 && hostname_part(l)) {
         return false;
     }
     let tld = labels.last().copied().unwrap_or_default();
-    tld.len() >= 2 && (tld.chars().all(|c| c.is_ascii_alphabetic()) || tld.starts_with("xn--"))
+    let punycode = tld
+        .strip_prefix("xn--")
+        .or_else(|| tld.strip_prefix("XN--"))
+        .is_some_and(|rest| {
+            !rest.is_empty()
+                && !rest.starts_with('-')
+                && !rest.ends_with('-')
+                && !rest.contains("--")
+                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    (2..=63).contains(&tld.len()) && tld.chars().all(|c| c.is_ascii_alphabetic()) || punycode
 }
 
+/// notifications-utils' `hostname_part`, `^(xn|[a-z0-9]+)(-?-[a-z0-9]+)*$`: runs of letters
+/// and digits joined by one or two hyphens, never at either end.
+fn hostname_part(label: &str) -> bool {
+    !label.is_empty()
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+        && !label.contains("---")
+        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Notify's `personalisation` property is `{"type": "object"}`: null is a type error.
 fn personalisation(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     match m.get("personalisation") {
-        None | Some(Value::Null) => Ok(Map::new()),
+        None => Ok(Map::new()),
         Some(Value::Object(p)) => {
             let size = serde_json::to_string(p)
                 .map(|s| s.len())
@@ -240,35 +390,206 @@ fn personalisation(m: &Map<String, Value>) -> Result<Map<String, Value>, ApiErro
     }
 }
 
-/// `POST /v2/notifications/email`.
+/// `POST /v2/notifications/email`: Notify's `post_email_request` schema, every error of
+/// the request listed in the order Notify's jsonschema finds them (properties in schema
+/// order, then the required ones, then unexpected ones).
 pub fn email_request(body: &[u8], now: DateTime<Utc>) -> Result<EmailRequest, ApiError> {
-    let m = parse_object(body)?;
-    reject_unknown(
-        &m,
-        &[
-            "email_address",
-            "template_id",
-            "personalisation",
-            "reference",
-            "email_reply_to_id",
-            "scheduled_for",
-        ],
-    )?;
-    let email = string(required(&m, "email_address")?, "email_address")?;
-    let template_id = uuid_field(required(&m, "template_id")?, "template_id")?;
-    if !is_valid_email(email) {
-        return Err(ApiError::validation(
-            "email_address Not a valid email address",
-        ));
+    let m = parse_notify_object(body)?;
+    let mut errors: Vec<String> = Vec::new();
+    let reference = match m.get("reference") {
+        None => None,
+        Some(Value::String(r)) => {
+            if r.chars().count() > MAX_REFERENCE_CHARS {
+                // Notify echoes the whole value; a cap keeps a hostile one from being
+                // reflected at length.
+                errors.push(format!(
+                    "reference {} is too long",
+                    shown_text(r, 2 * MAX_REFERENCE_CHARS)
+                ));
+            }
+            Some(r.clone())
+        }
+        Some(v) => {
+            errors.push(type_message("reference", v, "string"));
+            None
+        }
+    };
+    let email_address = match m.get("email_address") {
+        None => None,
+        Some(Value::String(e)) => {
+            if !is_valid_email(e) {
+                errors.push("email_address Not a valid email address".into());
+            }
+            Some(e.trim().to_string())
+        }
+        Some(v) => {
+            errors.push(type_message("email_address", v, "string"));
+            None
+        }
+    };
+    let template_id = m.get("template_id").and_then(|v| {
+        let id = v.as_str().and_then(py_uuid);
+        if id.is_none() {
+            errors.push("template_id is not a valid UUID".into());
+        }
+        id
+    });
+    let personalisation = match personalisation(&m) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(e.message);
+            Map::new()
+        }
+    };
+    let scheduled_for = match m.get("scheduled_for") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            match parse_schedule(s, now, MAX_EMAIL_SCHEDULE_AHEAD_HOURS, "can not", "") {
+                Ok(at) => Some(at),
+                Err(message) => {
+                    errors.push(format!("scheduled_for {message}"));
+                    None
+                }
+            }
+        }
+        Some(v) => {
+            errors.push(type_message("scheduled_for", v, "string, null"));
+            None
+        }
+    };
+    // A uuid property: null is not absent, it is not a valid UUID.
+    let email_reply_to_id = m.get("email_reply_to_id").and_then(|v| {
+        let id = v.as_str().and_then(py_uuid);
+        if id.is_none() {
+            errors.push("email_reply_to_id is not a valid UUID".into());
+        }
+        id
+    });
+    // Notify's `https_url` definition: a string, a URI (rfc3987), starting "https"; any of
+    // these failing is the one validationMessage.
+    let one_click_unsubscribe_url = match m.get("one_click_unsubscribe_url") {
+        None => None,
+        Some(Value::String(u)) if u.starts_with("https") && is_uri(u) => {
+            if u.chars().count() > MAX_HEADER_VALUE_CHARS - 2 {
+                // Floodgate's own limit: the header value is `<url>`, and SES refuses
+                // longer ones; Notify has none.
+                errors.push(format!(
+                    "one_click_unsubscribe_url is longer than {} characters",
+                    MAX_HEADER_VALUE_CHARS - 2
+                ));
+            }
+            Some(u.clone())
+        }
+        Some(_) => {
+            errors.push("one_click_unsubscribe_url is not a valid https url".into());
+            None
+        }
+    };
+    let sanitise_for: Vec<String> = match m.get("sanitise_content_for") {
+        None | Some(Value::Null) => Vec::new(),
+        // Names match as Notify's InsensitiveSet does; an item that is not a string names
+        // nothing (Notify fails on one with a 500).
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(normalise_key)
+            .collect(),
+        Some(v) => {
+            errors.push(type_message("sanitise_content_for", v, "array, null"));
+            Vec::new()
+        }
+    };
+    for field in ["email_address", "template_id"] {
+        if !m.contains_key(field) {
+            errors.push(format!("{field} is a required property"));
+        }
+    }
+    let mut extras: Vec<String> = top_level_keys(body)
+        .into_iter()
+        .filter(|k| !EMAIL_FIELDS.contains(&k.as_str()))
+        .collect();
+    let mut seen = Vec::new();
+    extras.retain(|k| {
+        let first = !seen.contains(k);
+        seen.push(k.clone());
+        first
+    });
+    if !extras.is_empty() {
+        errors.push(additional_properties(&extras));
+    }
+    if let Some(e) = ApiError::validation_all(errors) {
+        return Err(e);
+    }
+    let (Some(email_address), Some(template_id)) = (email_address, template_id) else {
+        // Both are required properties, checked above.
+        return Err(ApiError::validation("email_address is a required property"));
+    };
+    let mut personalisation = personalisation;
+    let mut sanitised_content = Map::new();
+    if !sanitise_for.is_empty() {
+        for (key, value) in personalisation.iter_mut() {
+            let Value::String(text) = value else {
+                continue;
+            };
+            if !sanitise_for.contains(&normalise_key(key)) {
+                continue;
+            }
+            let clean = crate::sanitise::sanitise_item(text);
+            if clean != *text {
+                let mut change = Map::new();
+                change.insert("unsanitised".into(), Value::String(text.clone()));
+                change.insert("sanitised".into(), Value::String(clean.clone()));
+                sanitised_content.insert(key.clone(), Value::Object(change));
+                *text = clean;
+            }
+        }
     }
     Ok(EmailRequest {
-        email_address: email.trim().to_string(),
+        email_address,
         template_id,
-        personalisation: personalisation(&m)?,
-        reference: reference(&m, false)?,
-        email_reply_to_id: optional_uuid(&m, "email_reply_to_id")?,
-        scheduled_for: scheduled_for(&m, now)?,
+        personalisation,
+        reference,
+        email_reply_to_id,
+        scheduled_for,
+        one_click_unsubscribe_url,
+        sanitised_content,
     })
+}
+
+/// An absolute URI as RFC 3986 (and the `rfc3987` package Notify's `uri` format uses)
+/// defines it: a scheme, a colon, then only URI characters and well-formed `%XX` escapes.
+/// No whitespace, no control character, no `<`, `>` or `"`, so the value is safe inside a
+/// `List-Unsubscribe: <...>` header.
+pub fn is_uri(s: &str) -> bool {
+    let Some((scheme, rest)) = s.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return false;
+    }
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let ok = b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&b);
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    // The hier-part of an https URL has an authority.
+    !scheme.eq_ignore_ascii_case("https") || rest.starts_with("//") && rest.len() > 2
 }
 
 fn cell_text(v: &Value) -> String {
@@ -317,7 +638,7 @@ pub fn bulk_request(body: &[u8], now: DateTime<Utc>) -> Result<BulkRequest, ApiE
         name,
         template_id,
         rows,
-        reference: reference(&m, true)?,
+        reference: bulk_reference(&m)?,
         reply_to_id: optional_uuid(&m, "reply_to_id")?,
         scheduled_for: scheduled_for(&m, now)?,
     })
@@ -446,6 +767,9 @@ mod tests {
             "first.last+tag@sub.example.org",
             "x@xn--bcher-kva.ch",
             " a@b.co ",
+            "a@b--c.co",
+            "it's@example.com",
+            "a@example.xn--p1ai",
         ] {
             assert!(is_valid_email(ok), "{ok}");
         }
@@ -460,6 +784,8 @@ mod tests {
             "a b@c.co",
             "a@-b.co",
             "a@b_c.co",
+            "a@b---c.co",
+            "a@example.c0m",
             "a@b.co@d.co",
         ] {
             assert!(!is_valid_email(bad), "{bad}");
@@ -490,7 +816,7 @@ mod tests {
             )
         );
         assert_eq!(
-            e(r#"{"template_id":"x"}"#),
+            e(&format!(r#"{{"template_id":"{tid}"}}"#)),
             (
                 400,
                 "ValidationError",
@@ -560,7 +886,7 @@ mod tests {
                 r#"{{"email_address":"a@b.co","template_id":"{tid}","reference":"{long}"}}"#
             ))
             .2,
-            "reference must be at most 1000 characters"
+            format!("reference {long} is too long")
         );
         assert_eq!(
             e(&format!(r#"{{"email_address":"a@b.co","template_id":"{tid}","scheduled_for":"2001-01-01 10:00"}}"#)).2,
@@ -575,6 +901,70 @@ mod tests {
         assert_eq!(ok.template_id, tid);
         assert_eq!(ok.reference.as_deref(), Some("r"));
         assert_eq!(ok.personalisation["n"], 1);
+    }
+
+    /// alphagov/notifications-api app/schema_validation/__init__.py (`build_error_message`
+    /// lists every error) and tests/app/v2/notifications/test_post_notifications.py
+    /// (`test_notification_returns_400_and_for_schema_problems`).
+    #[test]
+    fn every_schema_error_is_listed_in_notify_s_order() {
+        let e = email_request(
+            br#"{"zz": 1, "template": "x", "email_address": 12345, "personalisation": [], "reference": null}"#,
+            now(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.messages(),
+            vec![
+                "reference None is not of type string",
+                "email_address 12345 is not of type string",
+                "personalisation [] is not of type object",
+                "template_id is a required property",
+                "Additional properties are not allowed (zz, template were unexpected)",
+            ]
+        );
+        // A falsy document is an empty object (Notify's get_valid_json).
+        for body in ["null", "[]", "0", "\"\"", "{}", "false"] {
+            assert_eq!(
+                email_request(body.as_bytes(), now())
+                    .unwrap_err()
+                    .messages(),
+                vec![
+                    "email_address is a required property",
+                    "template_id is a required property"
+                ],
+                "{body}"
+            );
+        }
+        assert_eq!(
+            email_request(b"[1]", now()).unwrap_err().messages(),
+            vec!["[1] is not of type object"]
+        );
+    }
+
+    #[test]
+    fn uuids_parse_as_python_s() {
+        let id = Uuid::now_v7();
+        for ok in [
+            id.to_string(),
+            id.simple().to_string(),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            id.to_string().to_uppercase(),
+        ] {
+            assert_eq!(py_uuid(&ok), Some(id), "{ok}");
+        }
+        for bad in ["", "0", "1234-badly-formatted-id-7890", &format!("{id}0")] {
+            assert_eq!(py_uuid(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_come_in_document_order() {
+        assert_eq!(
+            top_level_keys(br#"{"b": {"x": [1, {"y": 2}]}, "a\"q": "s,t", "c": []}"#),
+            vec!["b", "a\"q", "c"]
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use floodgate_aws::mail::{Email, MailError, Mailer};
+use floodgate_aws::mail::{Email, MailError, Mailer, one_click_unsubscribe_headers};
 use floodgate_aws::{Carriers, DeferPolicy, Ledger, QueueLimits, QueueSender, UnidentifiedRecord};
 use floodgate_core::callback::CallbackJob;
 use floodgate_core::envelope::{created_at_of, pack_send_claimed};
@@ -281,6 +281,12 @@ pub fn build_email(c: &Claimed) -> Result<Email, String> {
         subject: unescape_html(&rendered.subject),
         html: markdown_to_html(&rendered.body),
         text: unescape_html(&rendered.body),
+        headers: c
+            .one_click_unsubscribe_url
+            .as_deref()
+            .map(one_click_unsubscribe_headers)
+            .unwrap_or_default(),
+        reply_to: c.reply_to.clone(),
     })
 }
 
@@ -717,6 +723,8 @@ mod tests {
             subject: Some("Hello ((name))".into()),
             body: Some("Dear ((name)),\n\n**Your code**: ((code))\n\n((items))".into()),
             from_email: Some("noreply@example.gov".into()),
+            one_click_unsubscribe_url: None,
+            reply_to: None,
         }
     }
 

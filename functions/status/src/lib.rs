@@ -14,6 +14,7 @@ use chrono::Utc;
 use floodgate_api::error::from_db;
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
+use floodgate_core::auth::python_uuid;
 use floodgate_core::envelope::created_at_of;
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_db::catalog::{
@@ -27,7 +28,9 @@ use uuid::Uuid;
 /// Notify's page size for `GET /v2/notifications`.
 pub const PAGE_SIZE: i64 = 250;
 
-/// The statuses a client may filter on (Notify's list, email ones meaningful here).
+/// The statuses a client may filter on: Notify's whole enum (`NOTIFICATION_STATUS_TYPES`
+/// and the two letter statuses), in its order, since its error message lists them. Only
+/// the email ones can match a row here.
 const FILTER_STATUSES: &[&str] = &[
     "cancelled",
     "created",
@@ -39,7 +42,22 @@ const FILTER_STATUSES: &[&str] = &[
     "technical-failure",
     "temporary-failure",
     "permanent-failure",
+    "pending-virus-check",
+    "validation-failed",
+    "virus-scan-failed",
+    "returned-letter",
+    "accepted",
+    "received",
 ];
+
+/// Client input echoed in a message: short, printable, apostrophes stripped (as Notify's
+/// `build_error_message` strips them).
+fn shown(v: &str) -> String {
+    v.chars()
+        .filter(|c| !c.is_control() && *c != '\'')
+        .take(100)
+        .collect()
+}
 
 pub struct Status {
     catalog: Arc<ApiCatalog>,
@@ -77,10 +95,12 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 }
 
 fn parse_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| ApiError::validation(format!("{field} is not a valid UUID")))
+    python_uuid(s).ok_or_else(|| ApiError::validation(format!("{field} is not a valid UUID")))
 }
 
-/// The list filters, validated with Notify's messages. Pure.
+/// The list filters, validated as Notify's `get_notifications_request` schema: every
+/// error listed, properties in the schema's order, then unexpected ones. `None` when no row
+/// can match (only sms or letter asked for; an `older_than` that cannot be ours). Pure.
 pub fn list_filter(
     pairs: &[(String, String)],
     key_type: &str,
@@ -90,73 +110,97 @@ pub fn list_filter(
         limit: PAGE_SIZE,
         ..Default::default()
     };
-    let mut email_type = true;
-    let mut unknown_older_than = false;
-    for (k, v) in pairs {
-        match k.as_str() {
-            "status" => {
-                // API Gateway joins repeated parameters with commas; accept both forms.
-                for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    if !FILTER_STATUSES.contains(&s) {
-                        return Err(ApiError::validation(format!(
-                            "status {s} is not one of [{}]",
-                            FILTER_STATUSES.join(", ")
-                        )));
-                    }
-                    match s {
-                        "failed" => f.statuses.extend(
-                            [
-                                "technical-failure",
-                                "temporary-failure",
-                                "permanent-failure",
-                            ]
-                            .map(String::from),
-                        ),
-                        other => f.statuses.push(other.to_string()),
-                    }
-                }
-            }
-            "template_type" => {
-                for t in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    match t {
-                        "email" => {}
-                        "sms" | "letter" => email_type = false,
-                        other => {
-                            return Err(ApiError::validation(format!(
-                                "template_type {other} is not one of [sms, email, letter]"
-                            )));
-                        }
-                    }
-                }
-            }
-            "reference" => f.reference = Some(v.clone()),
-            "older_than" => {
-                let id = parse_id(v, "older_than")?;
-                // Notify answers an id it does not know with an empty page, and an id
-                // that carries no creation time cannot be one of ours.
-                match created_at_of(id) {
-                    Some(at) => f.older_than = Some((at, id)),
-                    None => unknown_older_than = true,
-                }
-            }
-            "include_jobs" => {}
-            other => {
-                let shown: String = other
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(100)
-                    .collect();
-                return Err(ApiError::validation(format!(
-                    "Additional properties are not allowed ({shown} was unexpected)"
-                )));
-            }
+    let values = |name: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let mut errors: Vec<String> = Vec::new();
+    // Notify keeps only the first reference and older_than (get_notifications.py).
+    if let Some(r) = values("reference").first() {
+        f.reference = Some(r.to_string());
+    }
+    // Each repeat of status/template_type is one item; a comma is part of the value, as in
+    // Notify.
+    for s in values("status") {
+        if !FILTER_STATUSES.contains(&s) {
+            errors.push(format!(
+                "status {} is not one of [{}]",
+                shown(s),
+                FILTER_STATUSES.join(", ")
+            ));
+        } else if s == "failed" {
+            f.statuses.extend(
+                [
+                    "technical-failure",
+                    "temporary-failure",
+                    "permanent-failure",
+                ]
+                .map(String::from),
+            );
+        } else {
+            f.statuses.push(s.to_string());
         }
     }
+    let types = values("template_type");
+    for t in &types {
+        if !["sms", "email", "letter"].contains(t) {
+            errors.push(format!(
+                "template_type {} is not one of [sms, email, letter]",
+                shown(t)
+            ));
+        }
+    }
+    if let Some(j) = values("include_jobs").first() {
+        if ["true", "True"].contains(j) {
+            f.include_jobs = true;
+        } else {
+            errors.push(format!(
+                "include_jobs {} is not one of [true, True]",
+                shown(j)
+            ));
+        }
+    }
+    let mut unknown_older_than = false;
+    if let Some(o) = values("older_than").first() {
+        match python_uuid(o) {
+            // Notify answers an id it does not know with an empty page, and an id that
+            // carries no creation time cannot be one of ours.
+            Some(id) => match created_at_of(id) {
+                Some(at) => f.older_than = Some((at, id)),
+                None => unknown_older_than = true,
+            },
+            None => errors.push("older_than is not a valid UUID".into()),
+        }
+    }
+    let mut extras: Vec<&str> = Vec::new();
+    for (k, _) in pairs {
+        let known = [
+            "reference",
+            "status",
+            "template_type",
+            "include_jobs",
+            "older_than",
+        ];
+        if !known.contains(&k.as_str()) && !extras.contains(&k.as_str()) {
+            extras.push(k);
+        }
+    }
+    if !extras.is_empty() {
+        let verb = if extras.len() == 1 { "was" } else { "were" };
+        let names: Vec<String> = extras.iter().map(|k| shown(k)).collect();
+        errors.push(format!(
+            "Additional properties are not allowed ({} {verb} unexpected)",
+            names.join(", ")
+        ));
+    }
+    if let Some(e) = ApiError::validation_all(errors) {
+        return Err(e);
+    }
     // Only email exists here: asking for sms or letter only is an empty list.
-    let only_other_types = !email_type
-        && !pairs
-            .iter()
-            .any(|(k, v)| k == "template_type" && v.split(',').any(|t| t.trim() == "email"));
+    let only_other_types = !types.is_empty() && !types.contains(&"email");
     Ok((!only_other_types && !unknown_older_than).then_some(f))
 }
 
@@ -177,13 +221,14 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         "email_address": n.email_address,
         "phone_number": null,
         "line_1": null, "line_2": null, "line_3": null, "line_4": null,
-        "line_5": null, "line_6": null, "postcode": null, "postage": null,
+        "line_5": null, "line_6": null, "postcode": null,
         "type": "email",
         "status": n.status,
         "template": {
             "id": n.template_id,
             "version": n.template_version,
-            "uri": format!("{base}/v2/template/{}", n.template_id),
+            // Notify links the version the notification used (TemplateHistory.get_link).
+            "uri": format!("{base}/v2/template/{}/version/{}", n.template_id, n.template_version),
         },
         "body": body,
         "subject": subject,
@@ -192,6 +237,12 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         "sent_at": n.sent_at.map(notify_time),
         "completed_at": n.completed_at.map(notify_time),
         "scheduled_for": n.scheduled_for.map(notify_time),
+        "postage": null,
+        "one_click_unsubscribe_url": n.one_click_unsubscribe_url,
+        // Notify's serialize_with_cost_data: an email costs nothing and its cost is known.
+        "cost_details": {},
+        "cost_in_pounds": 0.0,
+        "is_cost_data_ready": true,
         "job_id": n.job_id,
     })
 }
@@ -331,7 +382,9 @@ impl Status {
         caller: &Caller,
         id: &str,
     ) -> Result<Arc<floodgate_db::catalog::TemplateRow>, ApiError> {
-        let id = parse_id(id, "template_id")?;
+        // Notify validates the path's template id as the schema property `id`
+        // (app/v2/template/template_schemas.py).
+        let id = parse_id(id, "id")?;
         match self.catalog.template(id).await? {
             Some(t) if t.service_id == caller.service_id => Ok(t),
             _ => Err(ApiError::no_result()),
@@ -367,9 +420,21 @@ impl Status {
         id: &str,
         version: &str,
     ) -> Result<Value, ApiError> {
-        // Notify's route only matches an integer version; anything else is not a route.
-        let version: i32 = version.parse().map_err(|_| ApiError::route_not_found())?;
+        // Notify's route only matches an integer version (`<int:version>`: digits only);
+        // anything else is not a route.
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::route_not_found());
+        }
+        let Ok(version) = version.parse::<i32>() else {
+            // More digits than any version can have.
+            return Err(ApiError::no_result());
+        };
         let t = self.owned_template(caller, id).await?;
+        if version == 0 {
+            // get_template.py reads version 0 as "no version" (`if version:`): the
+            // current template.
+            return Ok(template_json(&t));
+        }
         let conn = self.reader().await?;
         let row = conn
             .bounded(fetch_template_version(&conn, t.id, version))
@@ -409,28 +474,52 @@ impl Status {
     }
 }
 
-/// The preview request: `{"personalisation": {...}}`, nothing else. Pure.
+/// The preview request, as Notify's `post_template_preview_request`: `personalisation` an
+/// object if present; other properties are ignored (that schema does not forbid them). An
+/// empty or falsy body is no personalisation. Pure.
 pub fn preview_personalisation(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(Map::new());
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("Invalid JSON supplied in POST data"))?;
-    let Value::Object(m) = v else {
-        return Err(ApiError::bad_request("Invalid JSON supplied in POST data"));
+    let m = match v {
+        Value::Object(m) => m,
+        Value::Null | Value::Bool(false) => Map::new(),
+        Value::Array(a) if a.is_empty() => Map::new(),
+        Value::String(s) if s.is_empty() => Map::new(),
+        Value::Number(n) if n.as_f64() == Some(0.0) => Map::new(),
+        // Notify fails with a 500 here (it sets a key on the list); a 400 says why.
+        other => {
+            return Err(ApiError::validation(format!(
+                "{} is not of type object",
+                shown(&other.to_string())
+            )));
+        }
     };
-    if let Some(k) = m.keys().find(|k| k.as_str() != "personalisation") {
-        let shown: String = k.chars().filter(|c| !c.is_control()).take(100).collect();
-        return Err(ApiError::validation(format!(
-            "Additional properties are not allowed ({shown} was unexpected)"
-        )));
-    }
     match m.get("personalisation") {
-        None | Some(Value::Null) => Ok(Map::new()),
+        None => Ok(Map::new()),
         Some(Value::Object(p)) => Ok(p.clone()),
-        Some(_) => Err(ApiError::validation(
-            "personalisation is not of type object",
-        )),
+        Some(other) => Err(ApiError::validation(format!(
+            "personalisation {} is not of type object",
+            shown(&python_repr(other))
+        ))),
+    }
+}
+
+/// `repr()` of the value Python's json module decodes `v` into (jsonschema's type errors
+/// print it).
+fn python_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::String(s) => format!("'{s}'"),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(python_repr).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -540,7 +629,11 @@ mod tests {
     #[test]
     fn filters() {
         let f = list_filter(
-            &p(&[("status", "failed,delivered"), ("reference", "r")]),
+            &p(&[
+                ("status", "failed"),
+                ("status", "delivered"),
+                ("reference", "r"),
+            ]),
             "normal",
         )
         .unwrap()
@@ -568,9 +661,39 @@ mod tests {
                 .is_none()
         );
         assert!(
-            list_filter(&p(&[("template_type", "sms,email")]), "normal")
-                .unwrap()
-                .is_some()
+            list_filter(
+                &p(&[("template_type", "sms"), ("template_type", "email")]),
+                "normal"
+            )
+            .unwrap()
+            .is_some()
+        );
+        // alphagov/notifications-api app/v2/notifications/get_notifications.py: repeats are
+        // the list; a comma is part of one value.
+        assert!(list_filter(&p(&[("status", "sending,delivered")]), "normal").is_err());
+        // Every error, in the schema's order.
+        let e = list_filter(
+            &p(&[
+                ("colour", "red"),
+                ("older_than", "x"),
+                ("status", "lost"),
+                ("template_type", "fax"),
+                ("status", "gone"),
+                ("size", "1"),
+            ]),
+            "normal",
+        )
+        .unwrap_err();
+        let m = e.messages();
+        assert_eq!(m.len(), 5, "{m:?}");
+        assert!(m[0].starts_with("status lost is not one of [cancelled, created,"));
+        assert!(m[1].starts_with("status gone is not one of"));
+        assert!(m[1].ends_with("returned-letter, accepted, received]"));
+        assert_eq!(m[2], "template_type fax is not one of [sms, email, letter]");
+        assert_eq!(m[3], "older_than is not a valid UUID");
+        assert_eq!(
+            m[4],
+            "Additional properties are not allowed (colour, size were unexpected)"
         );
         let e = list_filter(&p(&[("status", "lost")]), "normal").unwrap_err();
         assert!(
@@ -610,9 +733,13 @@ mod tests {
             preview_personalisation(b"{").unwrap_err().error,
             "BadRequestError"
         );
+        // post_template_preview_request does not forbid other properties.
+        assert!(preview_personalisation(br#"{"x":1}"#).unwrap().is_empty());
         assert_eq!(
-            preview_personalisation(br#"{"x":1}"#).unwrap_err().error,
-            "ValidationError"
+            preview_personalisation(br#"{"personalisation":[1, "a"]}"#)
+                .unwrap_err()
+                .message,
+            "personalisation [1, a] is not of type object"
         );
     }
 

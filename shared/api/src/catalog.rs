@@ -11,7 +11,8 @@ use floodgate_core::auth::{
 };
 use floodgate_core::limits::ServiceLimits;
 use floodgate_db::catalog::{
-    TemplateRow, fetch_service_with_keys, fetch_template, find_key_by_digest,
+    ReplyToRow, TemplateRow, fetch_reply_to, fetch_service_with_keys, fetch_template,
+    find_key_by_digest,
 };
 use floodgate_db::{DbError, ReaderLane};
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub struct ApiCatalog {
     services: Cache<Uuid, Option<Arc<ServiceEntry>>>,
     digests: Cache<Vec<u8>, Option<(Uuid, Uuid)>>,
     templates: Cache<Uuid, Option<Arc<TemplateRow>>>,
+    reply_tos: Cache<(Uuid, Uuid), Option<Arc<ReplyToRow>>>,
 }
 
 impl ApiCatalog {
@@ -53,6 +55,7 @@ impl ApiCatalog {
             services: Cache::new(policy),
             digests: Cache::new(policy),
             templates: Cache::new(policy),
+            reply_tos: Cache::new(policy),
         }
     }
 
@@ -147,6 +150,25 @@ impl ApiCatalog {
             .get_or_load(&id, || async {
                 let conn = self.reader.acquire().await?;
                 Ok(conn.bounded(fetch_template(&conn, id)).await?.map(Arc::new))
+            })
+            .await
+            .map(|(v, _)| v)
+            .map_err(|e| from_db(&e))
+    }
+
+    /// One of a service's reply-to addresses, archived or not (the caller decides).
+    pub async fn reply_to(
+        &self,
+        service_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Arc<ReplyToRow>>, ApiError> {
+        self.reply_tos
+            .get_or_load(&(service_id, id), || async {
+                let conn = self.reader.acquire().await?;
+                Ok(conn
+                    .bounded(fetch_reply_to(&conn, service_id, id))
+                    .await?
+                    .map(Arc::new))
             })
             .await
             .map(|(v, _)| v)

@@ -11,6 +11,9 @@ pub struct ApiError {
     /// Notify's error class: `ValidationError`, `BadRequestError`, `AuthError`, ...
     pub error: &'static str,
     pub message: String,
+    /// Further errors of the same class and status, listed after the first: Notify's schema
+    /// validation reports every problem of a request at once.
+    pub further: Vec<String>,
     /// Further top-level fields (the bulk endpoint's accepted rows). Clients that know only
     /// Notify read `status_code` and `errors` and ignore these.
     pub extra: Map<String, Value>,
@@ -22,8 +25,32 @@ impl ApiError {
             status,
             error,
             message: message.into(),
+            further: Vec::new(),
             extra: Map::new(),
         }
+    }
+
+    /// Every schema error of a request, in the order found, duplicates dropped (Notify's
+    /// `unique_errors`). `None` when there are none.
+    pub fn validation_all(messages: Vec<String>) -> Option<Self> {
+        let mut unique: Vec<String> = Vec::with_capacity(messages.len());
+        for m in messages {
+            if !unique.contains(&m) {
+                unique.push(m);
+            }
+        }
+        let mut it = unique.into_iter();
+        let first = it.next()?;
+        let mut e = Self::validation(first);
+        e.further = it.collect();
+        Some(e)
+    }
+
+    /// Every message of this answer, first to last.
+    pub fn messages(&self) -> Vec<&str> {
+        std::iter::once(self.message.as_str())
+            .chain(self.further.iter().map(String::as_str))
+            .collect()
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -43,12 +70,14 @@ impl ApiError {
         Self::new(404, "NoResultFound", "No result found")
     }
 
+    /// A path no endpoint serves. Notify answers these from Flask's app-level handler,
+    /// `{"result": "error", "message": <werkzeug's description>}`; both shapes are given, so
+    /// clients that read either find the message.
     pub fn route_not_found() -> Self {
-        Self::new(
-            404,
-            "NotFoundError",
-            "The requested URL was not found on the server.",
-        )
+        const WERKZEUG: &str = "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.";
+        Self::new(404, "NotFoundError", WERKZEUG)
+            .with_extra("result", json!("error"))
+            .with_extra("message", json!(WERKZEUG))
     }
 
     pub fn method_not_allowed() -> Self {
@@ -81,10 +110,12 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("status_code".into(), json!(self.status));
-        body.insert(
-            "errors".into(),
-            json!([{"error": self.error, "message": self.message}]),
-        );
+        let errors: Vec<Value> = self
+            .messages()
+            .into_iter()
+            .map(|m| json!({"error": self.error, "message": m}))
+            .collect();
+        body.insert("errors".into(), Value::Array(errors));
         for (k, v) in &self.extra {
             body.insert(k.clone(), v.clone());
         }
@@ -130,5 +161,23 @@ mod tests {
         let e = ApiError::unavailable("x").with_extra("job_id", json!("j"));
         assert_eq!(e.body()["job_id"], "j");
         assert_eq!(e.body()["status_code"], 503);
+    }
+
+    #[test]
+    fn every_schema_error_is_listed_once() {
+        assert!(ApiError::validation_all(vec![]).is_none());
+        let e = ApiError::validation_all(vec![
+            "template_id is not a valid UUID".into(),
+            "email_address is a required property".into(),
+            "template_id is not a valid UUID".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            e.body(),
+            json!({"status_code": 400, "errors": [
+                {"error": "ValidationError", "message": "template_id is not a valid UUID"},
+                {"error": "ValidationError", "message": "email_address is a required property"},
+            ]})
+        );
     }
 }

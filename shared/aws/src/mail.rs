@@ -21,6 +21,22 @@ pub struct Email {
     pub subject: String,
     pub html: String,
     pub text: String,
+    /// Further message headers, name and value (RFC 8058's `List-Unsubscribe` pair).
+    pub headers: Vec<(String, String)>,
+    /// The message's Reply-To address.
+    pub reply_to: Option<String>,
+}
+
+/// RFC 8058's two headers for a one-click unsubscribe URL (the URL was validated as an
+/// https URI at the API, so it holds no `<`, `>`, whitespace or line break).
+pub fn one_click_unsubscribe_headers(url: &str) -> Vec<(String, String)> {
+    vec![
+        ("List-Unsubscribe".to_string(), format!("<{url}>")),
+        (
+            "List-Unsubscribe-Post".to_string(),
+            "List-Unsubscribe=One-Click".to_string(),
+        ),
+    ]
 }
 
 // By hand: addresses and content must never reach a log line.
@@ -186,7 +202,9 @@ where
 #[async_trait]
 impl Mailer for SesMailer {
     async fn send(&self, email: &Email) -> Result<Accepted, MailError> {
-        use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
+        use aws_sdk_sesv2::types::{
+            Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag,
+        };
         let content = |data: &str| {
             Content::builder()
                 .data(data)
@@ -194,6 +212,17 @@ impl Mailer for SesMailer {
                 .build()
                 .map_err(build_error)
         };
+        let headers = email
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                MessageHeader::builder()
+                    .name(name)
+                    .value(value)
+                    .build()
+                    .map_err(build_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let message = Message::builder()
             .subject(content(&email.subject)?)
             .body(
@@ -202,6 +231,7 @@ impl Mailer for SesMailer {
                     .text(content(&email.text)?)
                     .build(),
             )
+            .set_headers((!headers.is_empty()).then_some(headers))
             .build();
         let tag = |name: &str, value: String| {
             MessageTag::builder()
@@ -215,6 +245,7 @@ impl Mailer for SesMailer {
             .send_email()
             .from_email_address(&email.from)
             .destination(Destination::builder().to_addresses(&email.to).build())
+            .set_reply_to_addresses(email.reply_to.clone().map(|r| vec![r]))
             .content(EmailContent::builder().simple(message).build())
             .email_tags(tag(NOTIFICATION_ID_TAG, email.notification_id.to_string())?)
             .email_tags(tag(
@@ -255,7 +286,22 @@ mod tests {
             subject: "s".into(),
             html: "<p>h</p>".into(),
             text: "h".into(),
+            headers: one_click_unsubscribe_headers("https://example.com/u?secret"),
+            reply_to: Some("secret-reply@example.com".into()),
         };
         assert!(!format!("{e:?}").contains("secret"));
+        assert_eq!(
+            e.headers,
+            vec![
+                (
+                    "List-Unsubscribe".to_string(),
+                    "<https://example.com/u?secret>".to_string()
+                ),
+                (
+                    "List-Unsubscribe-Post".to_string(),
+                    "List-Unsubscribe=One-Click".to_string()
+                ),
+            ]
+        );
     }
 }

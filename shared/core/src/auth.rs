@@ -8,7 +8,6 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use serde::Deserialize;
 use uuid::Uuid;
 
 /// How far a token's `iat` may be from our clock, either way (Notify's rule).
@@ -23,8 +22,14 @@ pub enum AuthError {
     WrongScheme,
     #[error("Invalid token: iss field not provided")]
     NoIssuer,
-    #[error("Invalid token: signature, api token is not valid")]
+    /// Notify's `GENERAL_TOKEN_ERROR_MESSAGE`: not a JWT at all, or a claim it refuses
+    /// (an `aud`, an `exp` in the past).
+    #[error(
+        "Invalid token: make sure your API token matches the example at https://docs.notifications.service.gov.uk/rest-api.html#authorisation-header"
+    )]
     Malformed,
+    #[error("Invalid token: algorithm used is not HS256")]
+    AlgorithmNotHs256,
     #[error("Invalid token: service id is not the right data type")]
     IssuerNotUuid,
     #[error("Invalid token: service not found")]
@@ -37,7 +42,8 @@ pub enum AuthError {
     ClockSkew,
     #[error("Invalid token: API key revoked")]
     KeyRevoked,
-    #[error("Invalid token: signature, api token not found")]
+    /// Signed with none of the service's keys (Notify says the same as for an unknown key).
+    #[error("Invalid token: API key not found")]
     SignatureNotFound,
     #[error("Invalid token: API key not found")]
     ApiKeyNotFound,
@@ -74,9 +80,6 @@ pub fn parse_authorization(header: Option<&str>) -> Result<Credential<'_>, AuthE
     let (scheme, rest) = header.split_once(' ').ok_or(AuthError::WrongScheme)?;
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        if rest.is_empty() {
-            return Err(AuthError::NoToken);
-        }
         return Ok(Credential::Jwt(rest));
     }
     if scheme.eq_ignore_ascii_case("apikey-v1") {
@@ -97,27 +100,62 @@ pub fn parse_authorization(header: Option<&str>) -> Result<Credential<'_>, AuthE
     Err(AuthError::WrongScheme)
 }
 
-#[derive(Deserialize)]
-struct IssuerOnly {
-    iss: Option<serde_json::Value>,
+/// A JWT split into its parts, signature not yet checked. Notify (PyJWT) refuses anything
+/// that is not three base64url parts whose first two are JSON objects.
+struct Jwt<'t> {
+    header: serde_json::Map<String, serde_json::Value>,
+    claims: serde_json::Map<String, serde_json::Value>,
+    signing_input: &'t str,
+    signature: Vec<u8>,
+}
+
+fn b64url(part: &str) -> Result<Vec<u8>, AuthError> {
+    URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed)
+}
+
+fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, AuthError> {
+    match serde_json::from_slice(bytes) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(AuthError::Malformed),
+    }
+}
+
+fn parse_jwt(token: &str) -> Result<Jwt<'_>, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed);
+    };
+    Ok(Jwt {
+        header: json_object(&b64url(h)?)?,
+        claims: json_object(&b64url(p)?)?,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature: b64url(sig)?,
+    })
+}
+
+/// Python's `uuid.UUID(s)`: `urn:` and `uuid:` prefixes and braces dropped, hyphens ignored
+/// wherever they are, then exactly 32 hex digits. Notify parses ids this way (the `iss`
+/// claim, and every `uuid` property of its schemas).
+pub fn python_uuid(s: &str) -> Option<Uuid> {
+    let hex = s.replace("urn:", "").replace("uuid:", "");
+    let hex = hex.trim_matches(|c| c == '{' || c == '}').replace('-', "");
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok().map(Uuid::from_u128)
 }
 
 /// The service id a JWT claims to come from, read before any signature is checked (the
 /// issuer says which keys to check it against).
 pub fn token_issuer(token: &str) -> Result<Uuid, AuthError> {
-    let payload = token.split('.').nth(1).ok_or(AuthError::Malformed)?;
-    if token.split('.').count() != 3 {
-        return Err(AuthError::Malformed);
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| AuthError::Malformed)?;
-    let claims: IssuerOnly = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
-    match claims.iss {
-        None | Some(serde_json::Value::Null) => Err(AuthError::NoIssuer),
-        Some(serde_json::Value::String(s)) => {
-            Uuid::parse_str(&s).map_err(|_| AuthError::IssuerNotUuid)
-        }
+    let jwt = parse_jwt(token)?;
+    match jwt.claims.get("iss") {
+        None => Err(AuthError::NoIssuer),
+        Some(serde_json::Value::String(s)) => python_uuid(s).ok_or(AuthError::IssuerNotUuid),
         Some(_) => Err(AuthError::IssuerNotUuid),
     }
 }
@@ -125,36 +163,78 @@ pub fn token_issuer(token: &str) -> Result<Uuid, AuthError> {
 /// Why one key did not accept a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtCheck {
-    /// Not signed with this key (or not a valid HS256 token at all): try the next key.
+    /// Not signed with this key, or missing `iss`/`iat` (Notify's `TokenDecodeError`): try
+    /// the next key.
     BadSignature,
-    /// Signed with this key, but `iat` is missing or more than 30 s from `now`.
+    /// Signed with this key, but `iat` (or `nbf`) is more than 30 s from `now`.
     ClockSkew,
+    /// Signed with this key, but a claim Notify refuses outright (`aud`, an expired `exp`).
+    Refused,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    iat: Option<serde_json::Value>,
+/// A numeric claim as PyJWT reads it (`int(value)`): a number, truncated, or a string of
+/// digits.
+fn int_claim(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn verify_parsed(jwt: &Jwt<'_>, secret: &str, now: i64) -> Result<(), JwtCheck> {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    hmac::verify(&key, jwt.signing_input.as_bytes(), &jwt.signature)
+        .map_err(|_| JwtCheck::BadSignature)?;
+    let bound = MAX_CLOCK_SKEW_SECONDS;
+    // PyJWT's claim checks (leeway 30 s), in its order.
+    let iat = match jwt.claims.get("iat") {
+        None => None,
+        Some(v) => {
+            let iat = int_claim(v).ok_or(JwtCheck::ClockSkew)?;
+            if iat > now + bound {
+                return Err(JwtCheck::ClockSkew);
+            }
+            Some(iat)
+        }
+    };
+    if let Some(v) = jwt.claims.get("nbf") {
+        let nbf = int_claim(v).ok_or(JwtCheck::BadSignature)?;
+        if nbf > now + bound {
+            return Err(JwtCheck::ClockSkew);
+        }
+    }
+    if let Some(v) = jwt.claims.get("exp") {
+        let exp = int_claim(v).ok_or(JwtCheck::BadSignature)?;
+        if exp <= now - bound {
+            return Err(JwtCheck::Refused);
+        }
+    }
+    let audience = match jwt.claims.get("aud") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::String(s)) => !s.is_empty(),
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    if audience {
+        return Err(JwtCheck::Refused);
+    }
+    // The Notify client library's own checks: iss and iat present, iat not too old.
+    if !jwt.claims.contains_key("iss") {
+        return Err(JwtCheck::BadSignature);
+    }
+    let iat = iat.ok_or(JwtCheck::BadSignature)?;
+    if now > iat + bound {
+        return Err(JwtCheck::ClockSkew);
+    }
+    Ok(())
 }
 
 /// Checks `token` against one secret at time `now` (seconds since the epoch).
 pub fn verify_jwt(token: &str, secret: &str, now: i64) -> Result<(), JwtCheck> {
-    use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
-    let mut v = Validation::new(Algorithm::HS256);
-    // Notify's tokens carry only iss and iat: no exp, no audience.
-    v.required_spec_claims.clear();
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    let data = decode::<Claims>(token, &DecodingKey::from_secret(secret.as_bytes()), &v)
-        .map_err(|_| JwtCheck::BadSignature)?;
-    let iat = match data.claims.iat {
-        Some(serde_json::Value::Number(n)) => n.as_f64().ok_or(JwtCheck::ClockSkew)?,
-        _ => return Err(JwtCheck::ClockSkew),
-    };
-    if (iat - now as f64).abs() > MAX_CLOCK_SKEW_SECONDS as f64 {
-        return Err(JwtCheck::ClockSkew);
-    }
-    Ok(())
+    let jwt = parse_jwt(token).map_err(|_| JwtCheck::BadSignature)?;
+    verify_parsed(&jwt, secret, now)
 }
 
 /// Signs a token the way the Notify clients do (for tests, tools and the benchmark).
@@ -168,6 +248,25 @@ pub fn sign_jwt(service_id: Uuid, secret: &str, iat: i64) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap_or_default()
+}
+
+/// Signs `claims` under `header` with HS256 whatever `alg` the header names, as PyJWT's
+/// `jwt.encode` with custom headers does: tests and tools use it to build the malformed
+/// tokens Notify must refuse.
+pub fn sign_custom_jwt(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    secret: &str,
+) -> String {
+    use aws_lc_rs::hmac;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(hmac::sign(&key, input.as_bytes()).as_ref());
+    format!("{input}.{signature}")
 }
 
 /// One API key of a service, secret opened, as authentication needs it.
@@ -187,8 +286,9 @@ pub struct ServiceForAuth {
     pub keys: Vec<KeyForAuth>,
 }
 
-/// Notify's decision for a JWT, in Notify's order: no keys, archived, then each key in
-/// turn (a signature match decides: clock, then revocation).
+/// Notify's decision for a JWT, in Notify's order (app/authentication/auth.py): no keys,
+/// archived, the algorithm, then each key in turn (a signature match decides: claims and
+/// clock, then revocation).
 pub fn authenticate_jwt<'s>(
     service: &'s ServiceForAuth,
     token: &str,
@@ -200,10 +300,16 @@ pub fn authenticate_jwt<'s>(
     if !service.active {
         return Err(AuthError::ServiceArchived);
     }
+    let jwt = parse_jwt(token)?;
+    // PyJWT refuses another algorithm before it looks at any signature.
+    if jwt.header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
+        return Err(AuthError::AlgorithmNotHs256);
+    }
     for key in &service.keys {
-        match verify_jwt(token, &key.secret, now) {
+        match verify_parsed(&jwt, &key.secret, now) {
             Err(JwtCheck::BadSignature) => continue,
             Err(JwtCheck::ClockSkew) => return Err(AuthError::ClockSkew),
+            Err(JwtCheck::Refused) => return Err(AuthError::Malformed),
             Ok(()) if key.revoked => return Err(AuthError::KeyRevoked),
             Ok(()) => return Ok(key),
         }
@@ -456,7 +562,8 @@ mod tests {
         let t = sign_jwt(sid, "s", 1);
         assert_eq!(token_issuer(&t), Ok(sid));
         assert_eq!(token_issuer("nonsense"), Err(AuthError::Malformed));
-        let enc = |v: serde_json::Value| format!("e30.{}.x", URL_SAFE_NO_PAD.encode(v.to_string()));
+        let enc =
+            |v: serde_json::Value| format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(v.to_string()));
         assert_eq!(
             token_issuer(&enc(serde_json::json!({"iat": 1}))),
             Err(AuthError::NoIssuer)
@@ -464,6 +571,95 @@ mod tests {
         assert_eq!(
             token_issuer(&enc(serde_json::json!({"iss": "not-a-uuid"}))),
             Err(AuthError::IssuerNotUuid)
+        );
+        // alphagov/notifications-api app/authentication/auth.py: uuid.UUID(None) fails too.
+        assert_eq!(
+            token_issuer(&enc(serde_json::json!({"iss": null}))),
+            Err(AuthError::IssuerNotUuid)
+        );
+        assert_eq!(
+            token_issuer(&enc(serde_json::json!({"iss": sid.simple().to_string()}))),
+            Ok(sid)
+        );
+        // A payload that is not an object, or a part that is not base64url: not a JWT.
+        assert_eq!(token_issuer("e30.WzFd.c2ln"), Err(AuthError::Malformed));
+        assert_eq!(token_issuer("e30.e30.*"), Err(AuthError::Malformed));
+        assert_eq!(token_issuer(""), Err(AuthError::Malformed));
+    }
+
+    /// tests/app/authentication/test_authentication.py (alphagov/notifications-api): the
+    /// claims PyJWT and the Notify client check once a key's signature matches.
+    #[test]
+    fn claims_are_checked_as_pyjwt_does() {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+        let now = 1_700_000_000;
+        let good = new_secret();
+        let s = service(vec![key(2, &good, false)]);
+        let custom = |alg: Algorithm, claims: serde_json::Value| {
+            encode(
+                &Header::new(alg),
+                &claims,
+                &EncodingKey::from_secret(good.as_bytes()),
+            )
+            .unwrap()
+        };
+        let iss = s.id.to_string();
+        let decide = |t: &str| authenticate_jwt(&s, t, now).map(|k| k.id);
+        // test_decode_jwt_token_should_not_allow_non_hs256_algorithm
+        assert_eq!(
+            decide(&custom(
+                Algorithm::HS512,
+                serde_json::json!({"iss": iss, "iat": now})
+            )),
+            Err(AuthError::AlgorithmNotHs256)
+        );
+        // test_decode_jwt_token_should_not_allow_no_iat
+        assert_eq!(
+            decide(&custom(Algorithm::HS256, serde_json::json!({"iss": iss}))),
+            Err(AuthError::SignatureNotFound)
+        );
+        // test_decode_jwt_token_should_not_allow_extra_claims (an audience)
+        assert_eq!(
+            decide(&custom(
+                Algorithm::HS256,
+                serde_json::json!({"iss": iss, "iat": now, "aud": "notifications.service.gov.uk"})
+            )),
+            Err(AuthError::Malformed)
+        );
+        // An expired exp is PyJWT's ExpiredSignatureError: the general message.
+        assert_eq!(
+            decide(&custom(
+                Algorithm::HS256,
+                serde_json::json!({"iss": iss, "iat": now, "exp": now - 31})
+            )),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(
+            decide(&custom(
+                Algorithm::HS256,
+                serde_json::json!({"iss": iss, "iat": now, "nbf": now + 31})
+            )),
+            Err(AuthError::ClockSkew)
+        );
+        // int("1700000000") is what PyJWT reads.
+        assert_eq!(
+            decide(&custom(
+                Algorithm::HS256,
+                serde_json::json!({"iss": iss, "iat": now.to_string()})
+            )),
+            Ok(Uuid::from_u128(2))
+        );
+        assert_eq!(
+            decide(&custom(
+                Algorithm::HS256,
+                serde_json::json!({"iss": iss, "iat": "soon"})
+            )),
+            Err(AuthError::ClockSkew)
+        );
+        assert_eq!(decide("not-a-jwt"), Err(AuthError::Malformed));
+        assert_eq!(
+            AuthError::SignatureNotFound.to_string(),
+            "Invalid token: API key not found"
         );
     }
 

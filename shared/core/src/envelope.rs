@@ -76,6 +76,9 @@ pub struct IntakeNotification {
     pub email_reply_to_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_for: Option<DateTime<Utc>>,
+    /// RFC 8058 one-click unsubscribe URL, sent as the `List-Unsubscribe` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_click_unsubscribe_url: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -277,6 +280,7 @@ mod tests {
             job_row_number: None,
             email_reply_to_id: None,
             scheduled_for: None,
+            one_click_unsubscribe_url: None,
             created_at,
         }
     }

@@ -71,6 +71,7 @@ pub struct NotificationRow {
     pub completed_at: Option<DateTime<Utc>>,
     pub template_subject: String,
     pub template_body: String,
+    pub one_click_unsubscribe_url: Option<String>,
 }
 
 /// Column `i` of `r` as a domain value; a stored value the domain does not know is an error
@@ -436,13 +437,84 @@ pub async fn list_templates(
 }
 
 // ---------------------------------------------------------------------------------------
+// Reply-to addresses
+// ---------------------------------------------------------------------------------------
+
+/// One of a service's reply-to addresses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplyToRow {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub email_address: String,
+    pub is_default: bool,
+    pub archived: bool,
+}
+
+const REPLY_TO_COLUMNS: &str = "id, service_id, email_address, is_default, archived";
+
+fn reply_to_row(r: &Row) -> ReplyToRow {
+    ReplyToRow {
+        id: r.get(0),
+        service_id: r.get(1),
+        email_address: r.get(2),
+        is_default: r.get(3),
+        archived: r.get(4),
+    }
+}
+
+/// Adds a reply-to address (a new default supersedes the old one: the newest default
+/// wins). `None` when the service does not exist.
+pub async fn insert_reply_to(
+    client: &WriterConnection,
+    id: Uuid,
+    service_id: Uuid,
+    email_address: &str,
+    is_default: bool,
+) -> Result<Option<ReplyToRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "INSERT INTO service_email_reply_to (id, service_id, email_address, is_default)
+                 SELECT $1, id, $3, $4 FROM services WHERE id = $2
+                 RETURNING {REPLY_TO_COLUMNS}"
+            ),
+            &[
+                (&id, Type::UUID),
+                (&service_id, Type::UUID),
+                (&email_address, Type::TEXT),
+                (&is_default, Type::BOOL),
+            ],
+        )
+        .await?;
+    Ok(row.as_ref().map(reply_to_row))
+}
+
+/// One reply-to address of a service, archived or not (the caller decides).
+pub async fn fetch_reply_to(
+    client: &ReaderConnection,
+    service_id: Uuid,
+    id: Uuid,
+) -> Result<Option<ReplyToRow>, DbError> {
+    let row = client
+        .query_typed_opt(
+            &format!(
+                "/* floodgate:status */ SELECT {REPLY_TO_COLUMNS} FROM service_email_reply_to
+                 WHERE id = $1 AND service_id = $2"
+            ),
+            &[(&id, Type::UUID), (&service_id, Type::UUID)],
+        )
+        .await?;
+    Ok(row.as_ref().map(reply_to_row))
+}
+
+// ---------------------------------------------------------------------------------------
 // Notifications (status reads)
 // ---------------------------------------------------------------------------------------
 
 const NOTIFICATION_SELECT: &str = "/* floodgate:status */ SELECT n.id, n.created_at, n.service_id,
     n.template_id, n.template_version, n.key_type, n.job_id, n.job_row_number, n.email_address,
     n.personalisation, n.client_reference, n.scheduled_for, n.status, n.sent_at, n.completed_at,
-    coalesce(tv.subject, ''), coalesce(tv.body, '')
+    coalesce(tv.subject, ''), coalesce(tv.body, ''), n.one_click_unsubscribe_url
   FROM notifications n
   LEFT JOIN template_versions tv ON tv.template_id = n.template_id AND tv.version = n.template_version";
 
@@ -465,6 +537,7 @@ fn notification_row(r: &Row) -> Result<NotificationRow, DbError> {
         completed_at: r.get(14),
         template_subject: r.get(15),
         template_body: r.get(16),
+        one_click_unsubscribe_url: r.get(17),
     })
 }
 
@@ -503,6 +576,8 @@ pub struct NotificationFilter {
     pub older_than: Option<(DateTime<Utc>, Uuid)>,
     /// Notify lists only the notifications sent with the caller's key type.
     pub key_type: Option<String>,
+    /// Notify leaves out the notifications of jobs (bulk sends) unless asked.
+    pub include_jobs: bool,
     pub limit: i64,
 }
 
@@ -526,8 +601,13 @@ pub async fn list_notifications(
                  WHERE n.service_id = $1
                    AND ($2::text[] IS NULL OR n.status = ANY($2))
                    AND ($3::text IS NULL OR n.client_reference = $3)
-                   AND ($4::timestamptz IS NULL OR (n.created_at, n.id) < ($4, $5))
+                   AND ($4::timestamptz IS NULL OR ((n.created_at, n.id) < ($4, $5)
+                        -- As Notify: an older_than that is not one of the service's
+                        -- notifications is an empty page (one primary-key probe).
+                        AND EXISTS (SELECT 1 FROM notifications o
+                                    WHERE o.id = $5 AND o.created_at = $4 AND o.service_id = $1)))
                    AND ($6::text IS NULL OR n.key_type = $6)
+                   AND ($8 OR n.job_id IS NULL)
                  ORDER BY n.created_at DESC, n.id DESC
                  LIMIT $7"
             ),
@@ -539,6 +619,7 @@ pub async fn list_notifications(
                 (&older_id, Type::UUID),
                 (&f.key_type, Type::TEXT),
                 (&f.limit, Type::INT8),
+                (&f.include_jobs, Type::BOOL),
             ],
         )
         .await?;

@@ -56,6 +56,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "limits",
         sql: include_str!("../migrations/0008_limits.sql"),
     },
+    Migration {
+        version: 9,
+        name: "unsubscribe",
+        sql: include_str!("../migrations/0009_unsubscribe.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "reply_to",
+        sql: include_str!("../migrations/0010_reply_to.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

@@ -24,17 +24,18 @@ macro_rules! insert_batch_sql {
             "INSERT INTO notifications (
     id, created_at, service_id, template_id, template_version, process_type, key_type, api_key_id,
     job_id, job_row_number, email_address, personalisation, client_reference,
-    email_reply_to_id, scheduled_for)
+    email_reply_to_id, scheduled_for, one_click_unsubscribe_url)
 SELECT u.id, u.created_at, u.service_id, u.template_id, u.template_version, u.process_type,
     u.key_type, u.api_key_id, u.job_id, u.job_row_number, u.email_address,
-    u.personalisation::jsonb, u.client_reference, u.email_reply_to_id, u.scheduled_for
+    u.personalisation::jsonb, u.client_reference, u.email_reply_to_id, u.scheduled_for,
+    u.one_click_unsubscribe_url
 FROM unnest(
     $1::uuid[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::int4[], $6::text[],
     $7::text[], $8::uuid[], $9::uuid[], $10::int4[], $11::text[], $12::text[],
-    $13::text[], $14::uuid[], $15::timestamptz[])
+    $13::text[], $14::uuid[], $15::timestamptz[], $16::text[])
     AS u(id, created_at, service_id, template_id, template_version, process_type, key_type,
          api_key_id, job_id, job_row_number, email_address, personalisation,
-         client_reference, email_reply_to_id, scheduled_for)
+         client_reference, email_reply_to_id, scheduled_for, one_click_unsubscribe_url)
 ",
             $tail
         )
@@ -108,6 +109,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
     let mut references: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut reply_tos: Vec<Option<Uuid>> = Vec::with_capacity(n);
     let mut scheduled: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut unsubscribe: Vec<Option<&str>> = Vec::with_capacity(n);
     for x in batch {
         let x = x.borrow();
         ids.push(x.id);
@@ -126,6 +128,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
         references.push(x.reference.as_deref());
         reply_tos.push(x.email_reply_to_id);
         scheduled.push(x.scheduled_for);
+        unsubscribe.push(x.one_click_unsubscribe_url.as_deref());
     }
     let inserted = client
         .execute_typed(
@@ -146,6 +149,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
                 (&references, Type::TEXT_ARRAY),
                 (&reply_tos, Type::UUID_ARRAY),
                 (&scheduled, Type::TIMESTAMPTZ_ARRAY),
+                (&unsubscribe, Type::TEXT_ARRAY),
             ],
         )
         .await?;

@@ -33,13 +33,21 @@ WITH claimed AS (
            OR (n.status = 'sending' AND n.claim_token = c.token
                AND n.ses_message_id IS NULL AND n.sent_at IS NULL))
     RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.process_type,
-              n.key_type, n.email_address, n.personalisation
+              n.key_type, n.email_address, n.personalisation, n.one_click_unsubscribe_url,
+              n.email_reply_to_id
 )
 SELECT c.id, c.created_at, c.service_id, c.template_id, c.template_version, c.process_type,
-       c.key_type, c.email_address, c.personalisation, tv.subject, tv.body, s.from_email
+       c.key_type, c.email_address, c.personalisation, tv.subject, tv.body, s.from_email,
+       c.one_click_unsubscribe_url, coalesce(r.email_address, d.email_address)
 FROM claimed c
 LEFT JOIN template_versions tv ON tv.template_id = c.template_id AND tv.version = c.template_version
-LEFT JOIN services s ON s.id = c.service_id";
+LEFT JOIN services s ON s.id = c.service_id
+LEFT JOIN service_email_reply_to r ON r.id = c.email_reply_to_id AND r.service_id = c.service_id
+LEFT JOIN LATERAL (
+    SELECT x.email_address FROM service_email_reply_to x
+    WHERE c.email_reply_to_id IS NULL AND x.service_id = c.service_id
+      AND x.is_default AND NOT x.archived
+    ORDER BY x.created_at DESC LIMIT 1) d ON true";
 
 /// One id to claim: a `created` row, or — with `token` — a `sending` row that an earlier
 /// invocation claimed under that token and re-enqueued because it never handed it to SES.
@@ -68,6 +76,10 @@ pub struct Claimed {
     pub body: Option<String>,
     /// `None` when the service does not exist.
     pub from_email: Option<String>,
+    /// RFC 8058 one-click unsubscribe URL given at the API.
+    pub one_click_unsubscribe_url: Option<String>,
+    /// The reply-to address the notification named, else the service's default.
+    pub reply_to: Option<String>,
 }
 
 // By hand: the address and personalisation must never reach a log line.
@@ -123,6 +135,8 @@ pub async fn claim_for_sending(
                 subject: r.get(9),
                 body: r.get(10),
                 from_email: r.get(11),
+                one_click_unsubscribe_url: r.get(12),
+                reply_to: r.get(13),
             }
         })
         .collect())

@@ -34,6 +34,11 @@ struct SimInner {
     calls: AtomicU64,
     throttled: AtomicU64,
     accepted: Mutex<HashMap<Uuid, u32>>,
+    /// The extra headers of each accepted email that had any (a blast has none, so this
+    /// stays small).
+    headers: Mutex<HashMap<Uuid, Vec<(String, String)>>>,
+    /// The Reply-To of each accepted email that had one.
+    reply_tos: Mutex<HashMap<Uuid, String>>,
     pending: AtomicUsize,
     idle: tokio::sync::Notify,
     published: AtomicU64,
@@ -72,6 +77,8 @@ impl SimulatorMailer {
                 calls: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
                 accepted: Mutex::new(HashMap::new()),
+                headers: Mutex::new(HashMap::new()),
+                reply_tos: Mutex::new(HashMap::new()),
                 pending: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
                 published: AtomicU64::new(0),
@@ -107,6 +114,19 @@ impl SimulatorMailer {
     /// How many times each notification was accepted (sent).
     pub fn accepted(&self) -> HashMap<Uuid, u32> {
         lock(&self.inner.accepted).clone()
+    }
+
+    /// The extra headers (name, value) the accepted email of a notification carried.
+    pub fn headers_of(&self, notification_id: Uuid) -> Vec<(String, String)> {
+        lock(&self.inner.headers)
+            .get(&notification_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The Reply-To address the accepted email of a notification carried.
+    pub fn reply_to_of(&self, notification_id: Uuid) -> Option<String> {
+        lock(&self.inner.reply_tos).get(&notification_id).cloned()
     }
 
     /// Event messages put on the receipts queue so far.
@@ -171,6 +191,12 @@ impl Mailer for SimulatorMailer {
         *lock(&self.inner.accepted)
             .entry(email.notification_id)
             .or_insert(0) += 1;
+        if !email.headers.is_empty() {
+            lock(&self.inner.headers).insert(email.notification_id, email.headers.clone());
+        }
+        if let Some(r) = &email.reply_to {
+            lock(&self.inner.reply_tos).insert(email.notification_id, r.clone());
+        }
 
         let (min, max) = *lock(&self.inner.delay);
         let delay = if max > min {
@@ -256,6 +282,8 @@ mod tests {
             subject: "s".into(),
             html: "<p>h</p>".into(),
             text: "h".into(),
+            headers: Vec::new(),
+            reply_to: None,
         }
     }
 

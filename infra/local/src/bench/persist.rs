@@ -80,6 +80,7 @@ pub fn sample_notifications(
                 job_row_number: Some(i as i32),
                 email_reply_to_id: None,
                 scheduled_for: None,
+                one_click_unsubscribe_url: None,
                 created_at: floodgate_core::envelope::created_at_of(id).unwrap_or_else(Utc::now),
             }
         })
