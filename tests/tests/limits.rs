@@ -207,7 +207,7 @@ async fn the_same_idempotency_key_five_times_at_once_stores_and_sends_one_notifi
     // Through persist and send: one row, one SES call.
     let sim = pipeline.simulator.clone().expect("simulator");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sim.accepted().get(&id).is_none() {
+    while !sim.accepted().contains_key(&id) {
         assert!(Instant::now() < deadline, "the notification was never sent");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
