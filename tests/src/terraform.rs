@@ -166,15 +166,64 @@ fn block_end(text: &str, start: usize) -> Option<usize> {
 
 /// Replaces every reference to a resource or data source (`aws_db_proxy.this.endpoint`,
 /// `aws_sqs_queue.main[q].url`, `data.aws_region.current.region`) with a placeholder
-/// string naming it (`"<aws_sqs_queue.main.url>"`).
+/// string naming it (`"<aws_sqs_queue.main.url>"`). The text of a string literal is left
+/// as it is (a description may name `data.x` in prose); its `${…}` interpolations are code.
 fn placeholders(block: &str) -> String {
     let bytes = block.as_bytes();
     let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut out = String::with_capacity(block.len());
+    // Inside a string literal (and not in one of its interpolations)?
+    let mut in_string = false;
+    // Brace depth of each interpolation we are in; the innermost last.
+    let mut interpolations: Vec<usize> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        let boundary = i == 0 || !(ident(bytes[i - 1]) || bytes[i - 1] == b'.');
         let rest = &block[i..];
+        let c = rest.chars().next().unwrap_or(' ');
+        if in_string {
+            if rest.starts_with("${") {
+                interpolations.push(0);
+                in_string = false;
+                out.push_str("${");
+                i += 2;
+                continue;
+            }
+            if c == '\\' {
+                let escaped: String = rest.chars().take(2).collect();
+                out.push_str(&escaped);
+                i += escaped.len();
+                continue;
+            }
+            if c == '"' {
+                in_string = false;
+            }
+            out.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            '{' if !interpolations.is_empty() => {
+                if let Some(d) = interpolations.last_mut() {
+                    *d += 1;
+                }
+            }
+            '}' if !interpolations.is_empty() => {
+                if interpolations.last() == Some(&0) {
+                    interpolations.pop();
+                    in_string = true;
+                } else if let Some(d) = interpolations.last_mut() {
+                    *d -= 1;
+                }
+            }
+            _ => {}
+        }
+        let boundary = i == 0 || !(ident(bytes[i - 1]) || bytes[i - 1] == b'.');
         let is_ref = boundary
             && (rest.starts_with("data.") || {
                 rest.starts_with("aws_")
@@ -183,7 +232,6 @@ fn placeholders(block: &str) -> String {
                         .is_some_and(|n| rest[n..].starts_with('.'))
             });
         if !is_ref {
-            let c = rest.chars().next().unwrap_or(' ');
             out.push(c);
             i += c.len_utf8();
             continue;
@@ -275,6 +323,7 @@ mod tests {
   c = data.aws_region.current.region
   d = "arn:aws:sqs:x"
   e = var.aws_thing
+  f = "the newest minor (data.aws_rds_engine_version) and ${data.aws_region.current.region}"
 }"#;
         let p = placeholders(b);
         assert!(p.contains(r#"a = "<aws_sqs_queue.main.url>""#), "{p}");
@@ -288,6 +337,10 @@ mod tests {
         );
         assert!(p.contains(r#""arn:aws:sqs:x""#), "{p}");
         assert!(p.contains("var.aws_thing"), "{p}");
+        assert!(
+            p.contains(r#"f = "the newest minor (data.aws_rds_engine_version) and ${"<data.aws_region.current.region>"}""#),
+            "prose in a string stays, its interpolation is replaced: {p}"
+        );
     }
 
     #[test]
