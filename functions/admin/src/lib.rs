@@ -205,7 +205,8 @@ pub fn check_from_domain(from_email: &str, domains: &[String]) -> Result<(), Adm
     }
 }
 
-fn sending_domains() -> Vec<String> {
+/// The sending domains from `FLOODGATE_SENDING_DOMAINS` (read once, when [`Admin`] is built).
+pub fn sending_domains() -> Vec<String> {
     std::env::var(SENDING_DOMAINS_ENV)
         .unwrap_or_default()
         .split(',')
@@ -214,18 +215,31 @@ fn sending_domains() -> Vec<String> {
         .collect()
 }
 
+/// Creates a service whose `from_email` is in one of the sending domains of the
+/// environment (`FLOODGATE_SENDING_DOMAINS`).
 pub async fn create_service(
     writer: &WriterLane,
     id: Option<Uuid>,
     name: &str,
     from_email: &str,
 ) -> Result<ServiceRow, AdminError> {
+    create_service_in(writer, id, name, from_email, &sending_domains()).await
+}
+
+/// Creates a service whose `from_email` is in one of `domains` (any, if none).
+pub async fn create_service_in(
+    writer: &WriterLane,
+    id: Option<Uuid>,
+    name: &str,
+    from_email: &str,
+    domains: &[String],
+) -> Result<ServiceRow, AdminError> {
     if name.trim().is_empty() || !from_email.contains('@') {
         return Err(AdminError::Invalid(
             "a service needs a name and a from_email address".into(),
         ));
     }
-    check_from_domain(from_email, &sending_domains())?;
+    check_from_domain(from_email, domains)?;
     let conn = writer.acquire().await?;
     Ok(conn
         .bounded(catalog::create_service(
@@ -461,6 +475,7 @@ pub struct ServiceListing {
 async fn execute_on_writer(
     writer: &WriterLane,
     secrets: Option<&SecretBox>,
+    sending_domains: &[String],
     command: &AdminCommand,
 ) -> Result<serde_json::Value, AdminError> {
     Ok(match command {
@@ -471,7 +486,7 @@ async fn execute_on_writer(
             name,
             from_email,
             id,
-        } => json(&create_service(writer, *id, name, from_email).await?),
+        } => json(&create_service_in(writer, *id, name, from_email, sending_domains).await?),
         AdminCommand::SetLimits {
             service_id,
             rate_limit,
@@ -861,12 +876,14 @@ pub struct Admin {
     secrets: Option<SecretBox>,
     bootstrap: Option<Bootstrap>,
     queue: Option<Arc<dyn QueueSender>>,
+    sending_domains: Vec<String>,
 }
 
 impl Admin {
     /// `secrets` is needed only to issue keys and set callbacks; `bootstrap` (AWS) makes
     /// `migrate` and `maintain` run as the master user; `queue` (the send queues) makes
     /// `maintain` also re-forward notifications still `created` ([`reforward_created`]).
+    /// The sending domains are read from the environment here, once.
     pub fn new(
         writer: WriterLane,
         secrets: Option<SecretBox>,
@@ -878,6 +895,7 @@ impl Admin {
             secrets,
             bootstrap,
             queue,
+            sending_domains: sending_domains(),
         }
     }
 
@@ -888,6 +906,7 @@ impl Admin {
             &self.writer,
             self.secrets.as_ref(),
             self.bootstrap.as_ref(),
+            &self.sending_domains,
             command,
         )
         .await?;
@@ -912,6 +931,7 @@ async fn execute_bootstrapped(
     writer: &WriterLane,
     secrets: Option<&SecretBox>,
     bootstrap: Option<&Bootstrap>,
+    sending_domains: &[String],
     command: &AdminCommand,
 ) -> Result<serde_json::Value, AdminError> {
     match (command, bootstrap) {
@@ -926,7 +946,7 @@ async fn execute_bootstrapped(
             let master = b.read_master_secret(&sdk).await?;
             Ok(json(&b.maintain(&master, command).await?))
         }
-        _ => execute_on_writer(writer, secrets, command).await,
+        _ => execute_on_writer(writer, secrets, sending_domains, command).await,
     }
 }
 
