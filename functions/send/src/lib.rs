@@ -168,6 +168,15 @@ impl RateLimiter {
     }
 }
 
+/// The invocation's deadline as an `Instant`: Lambda gives it in milliseconds since the
+/// epoch; one already past is now.
+pub fn invocation_deadline(deadline_ms: u64) -> Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
 /// The function, built once per instance.
 ///
 /// **Crash window.** The claim commits before the SES call. If the instance dies (crash,

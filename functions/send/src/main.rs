@@ -5,18 +5,9 @@ use floodgate_aws::SqsQueue;
 use floodgate_aws::mail::SesMailer;
 use floodgate_core::Knobs;
 use floodgate_db::WriterLane;
-use floodgate_send::{SendConfig, Sender};
+use floodgate_send::{SendConfig, Sender, invocation_deadline};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The invocation's deadline (Lambda gives milliseconds since the epoch) as an `Instant`.
-fn deadline_instant(deadline_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -33,7 +24,7 @@ async fn main() -> Result<(), Error> {
     );
     let send = &send;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let deadline = send.sending_deadline(deadline_instant(event.context.deadline));
+        let deadline = send.sending_deadline(invocation_deadline(event.context.deadline));
         let (response, _report) = send.handle(event.payload, deadline).await?;
         Ok::<_, Error>(response)
     }))
