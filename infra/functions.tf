@@ -8,33 +8,38 @@
 # local.fn_reserved_concurrency (locals.tf).
 
 locals {
-  # Environment the Rust code reads. A function gets a lane URL only if its lane size is
-  # > 0 (status never sees the writer URL), and a queue URL only for the queues it consumes
-  # or produces to. The database user is the function's own role, without a password: the
-  # code signs an IAM auth token for it (FLOODGATE_DB_IAM_AUTH).
+  # Environment the Rust code reads, and nothing else (tests/tests/runtime.rs runs each
+  # binary with it and fails on a variable one side has and the other does not). A function
+  # gets a lane's variables only if its lane size is > 0 (status never sees the writer
+  # URL), and a queue URL only for the queues it consumes or produces to. The database user
+  # is the function's own role, without a password: the code signs an IAM auth token for it
+  # (FLOODGATE_DB_IAM_AUTH).
   fn_env = {
     for fn, f in local.functions : fn => merge(
       {
-        RUST_LOG                              = var.rust_log
-        FLOODGATE_FUNCTION                    = fn
-        FLOODGATE_DB_IAM_AUTH                 = "true"
-        FLOODGATE_WRITER_MAX_SIZE             = tostring(f.writer_lane_size)
-        FLOODGATE_READER_MAX_SIZE             = tostring(f.reader_lane_size)
-        FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS   = tostring(var.writer_acquire_timeout_ms)
-        FLOODGATE_READER_ACQUIRE_TIMEOUT_MS   = tostring(var.reader_acquire_timeout_ms)
-        FLOODGATE_WRITER_CONNECT_TIMEOUT_MS   = tostring(var.writer_connect_timeout_ms)
-        FLOODGATE_READER_CONNECT_TIMEOUT_MS   = tostring(var.reader_connect_timeout_ms)
-        FLOODGATE_WRITER_OPERATION_TIMEOUT_MS = tostring(var.writer_operation_timeout_ms)
-        FLOODGATE_READER_OPERATION_TIMEOUT_MS = tostring(var.reader_operation_timeout_ms)
+        RUST_LOG = var.rust_log
       },
       {
         for k, v in {
-          FLOODGATE_WRITER_URL = "postgres://${local.db_users[fn]}@${aws_db_proxy.this.endpoint}:5432/${var.db_name}?sslmode=require"
+          FLOODGATE_DB_IAM_AUTH = "true"
+        } : k => v if f.writer_lane_size + f.reader_lane_size > 0
+      },
+      {
+        for k, v in {
+          FLOODGATE_WRITER_URL                  = "postgres://${local.db_users[fn]}@${aws_db_proxy.this.endpoint}:5432/${var.db_name}?sslmode=require"
+          FLOODGATE_WRITER_MAX_SIZE             = tostring(f.writer_lane_size)
+          FLOODGATE_WRITER_ACQUIRE_TIMEOUT_MS   = tostring(var.writer_acquire_timeout_ms)
+          FLOODGATE_WRITER_CONNECT_TIMEOUT_MS   = tostring(var.writer_connect_timeout_ms)
+          FLOODGATE_WRITER_OPERATION_TIMEOUT_MS = tostring(var.writer_operation_timeout_ms)
         } : k => v if f.writer_lane_size > 0
       },
       {
         for k, v in {
-          FLOODGATE_READER_URL = "postgres://${local.db_users[fn]}@${aws_db_proxy_endpoint.read_only.endpoint}:5432/${var.db_name}?sslmode=require"
+          FLOODGATE_READER_URL                  = "postgres://${local.db_users[fn]}@${aws_db_proxy_endpoint.read_only.endpoint}:5432/${var.db_name}?sslmode=require"
+          FLOODGATE_READER_MAX_SIZE             = tostring(f.reader_lane_size)
+          FLOODGATE_READER_ACQUIRE_TIMEOUT_MS   = tostring(var.reader_acquire_timeout_ms)
+          FLOODGATE_READER_CONNECT_TIMEOUT_MS   = tostring(var.reader_connect_timeout_ms)
+          FLOODGATE_READER_OPERATION_TIMEOUT_MS = tostring(var.reader_operation_timeout_ms)
         } : k => v if f.reader_lane_size > 0
       },
       {
