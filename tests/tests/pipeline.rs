@@ -355,7 +355,11 @@ async fn every_sqs_fixture_in_events_runs_through_its_handler() {
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("sqs-") && n.ends_with(".json"))
+        // The callbacks sample is no stage of the notification pipeline: tests/runtime.rs
+        // runs it through its handler and its binary.
+        .filter(|n| {
+            n.starts_with("sqs-") && !n.starts_with("sqs-callbacks-") && n.ends_with(".json")
+        })
         .collect();
     for f in REQUIRED_SQS_FIXTURES {
         assert!(files.iter().any(|x| x == f), "events/{f} is missing");

@@ -204,3 +204,20 @@ pub fn ensure_notify_client() -> Result<PathBuf> {
         Ok(python)
     })
 }
+
+/// `cargo-lambda` (PyPI, pinned): its Lambda Runtime API emulator (`cargo lambda watch`)
+/// and `cargo lambda invoke` run the functions' real binaries in the end-to-end tests, and
+/// `infra/deploy.sh` builds the zips with it. Installed when missing.
+pub fn ensure_cargo_lambda() -> Result<PathBuf> {
+    with_install_lock(|| {
+        let bin = tools_dir().join("venv-cargo-lambda/bin/cargo-lambda");
+        if bin.exists() {
+            return Ok(bin);
+        }
+        install_into_venv("venv-cargo-lambda", "cargo-lambda==1.9.2")?;
+        if !bin.exists() {
+            bail!("cargo-lambda not found at {} after install", bin.display());
+        }
+        Ok(bin)
+    })
+}
