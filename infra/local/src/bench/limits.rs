@@ -87,84 +87,107 @@ struct Measured {
     p99_us: u64,
 }
 
+/// One configuration: an instance with its store, and whether its requests carry a key.
+struct Setup {
+    name: &'static str,
+    ingest: floodgate_ingest::Ingest,
+    with_key: bool,
+    wall: Histogram<u64>,
+    cpu: u64,
+}
+
+/// Runs `requests` requests on every setup, interleaved (request i on each setup in turn),
+/// so that every setup meets the same machine: warm-up, noise and load are shared.
 async fn measure(
     warm: &WarmService,
-    name: &'static str,
-    store: Arc<dyn LimitStore>,
-    with_key: bool,
+    setups: &mut [Setup],
     requests: usize,
-) -> Result<Measured> {
-    let ingest = warm.ingest(store);
-    let mut wall = Histogram::<u64>::new(3)?;
-    let mut cpu = 0u64;
+) -> Result<Vec<Measured>> {
     // Warm-up requests (connection pools, allocator) are not counted.
     let warmup = (requests / 10).max(20);
     for i in 0..warmup + requests {
-        let extra = if with_key {
-            vec![("idempotency-key", format!("bench-{name}-{i}"))]
-        } else {
-            Vec::new()
-        };
-        let req = request(
-            Method::POST,
-            "/v2/notifications/email",
-            warm.headers(&extra),
-            Some(warm.email_body(i)),
-        );
-        let (c0, t0) = (thread_cpu_micros(), Instant::now());
-        let r = ingest.handle(req).await;
-        let (c1, t1) = (thread_cpu_micros(), t0.elapsed());
-        if r.status_code != 201 {
-            bail!("{name}: request answered {}", r.status_code);
+        for s in setups.iter_mut() {
+            let extra = if s.with_key {
+                vec![("idempotency-key", format!("bench-{}-{i}", s.name))]
+            } else {
+                Vec::new()
+            };
+            let req = request(
+                Method::POST,
+                "/v2/notifications/email",
+                warm.headers(&extra),
+                Some(warm.email_body(i)),
+            );
+            let (c0, t0) = (thread_cpu_micros(), Instant::now());
+            let r = s.ingest.handle(req).await;
+            let (c1, t1) = (thread_cpu_micros(), t0.elapsed());
+            if r.status_code != 201 {
+                bail!("{}: request answered {}", s.name, r.status_code);
+            }
+            if i >= warmup {
+                s.cpu += c1 - c0;
+                s.wall
+                    .record(u64::try_from(t1.as_micros()).unwrap_or(u64::MAX))?;
+            }
         }
-        if i >= warmup {
-            cpu += c1 - c0;
-            wall.record(u64::try_from(t1.as_micros()).unwrap_or(u64::MAX))?;
-        }
-        if i % 1000 == 999 {
+        if i % 500 == 499 {
             warm.drain(ProcessType::Normal).await?;
         }
     }
     warm.drain(ProcessType::Normal).await?;
-    if ingest.limit_bypasses() > 0 {
-        bail!("{name}: the store failed {} times", ingest.limit_bypasses());
+    let mut out = Vec::new();
+    for s in setups.iter() {
+        if s.ingest.limit_bypasses() > 0 {
+            bail!(
+                "{}: the store failed {} times",
+                s.name,
+                s.ingest.limit_bypasses()
+            );
+        }
+        out.push(Measured {
+            name: s.name,
+            cpu_us: s.cpu as f64 / requests.max(1) as f64,
+            p50_us: s.wall.value_at_quantile(0.5),
+            p99_us: s.wall.value_at_quantile(0.99),
+        });
     }
-    Ok(Measured {
+    Ok(out)
+}
+
+fn setup(
+    warm: &WarmService,
+    name: &'static str,
+    store: Arc<dyn LimitStore>,
+    with_key: bool,
+) -> Result<Setup> {
+    Ok(Setup {
         name,
-        cpu_us: cpu as f64 / requests.max(1) as f64,
-        p50_us: wall.value_at_quantile(0.5),
-        p99_us: wall.value_at_quantile(0.99),
+        ingest: warm.ingest(store),
+        with_key,
+        wall: Histogram::<u64>::new(3)?,
+        cpu: 0,
     })
 }
 
 pub async fn bench_limits(o: LimitsBenchOptions) -> Result<()> {
     let warm = WarmService::new().await?;
-    let mut rows = vec![
-        measure(
-            &warm,
-            "baseline (free store)",
-            Arc::new(FreeStore),
-            false,
-            o.requests,
-        )
-        .await?,
-        measure(
+    let mut local = vec![
+        setup(&warm, "baseline (free store)", Arc::new(FreeStore), false)?,
+        setup(
             &warm,
             "embedded, limits",
             Arc::new(EmbeddedLimitStore::new()),
             false,
-            o.requests,
-        )
-        .await?,
-        measure(
+        )?,
+        setup(
             &warm,
             "embedded, limits + key",
             Arc::new(EmbeddedLimitStore::new()),
             true,
-            o.requests,
-        )
-        .await?,
+        )?,
     ];
+    // Each group has its own baseline, measured interleaved with it, first.
+    let mut groups = vec![measure(&warm, &mut local, o.requests).await?];
     let _stack = if o.moto {
         let stack = LocalStack::start(StackOptions {
             moto: true,
@@ -178,40 +201,43 @@ pub async fn bench_limits(o: LimitsBenchOptions) -> Result<()> {
         let client = DynamoLimitStore::client(&sdk);
         let table = format!("bench-limits-{}", uuid::Uuid::now_v7().simple());
         DynamoLimitStore::create_table(&client, &table).await?;
-        // moto answers in milliseconds: fewer requests keep the run short.
-        let n = (o.requests / 5).max(100);
-        rows.push(
-            measure(
+        // moto answers in milliseconds: fewer requests keep the run short; the baseline
+        // runs again beside it, interleaved.
+        let mut remote = vec![
+            setup(&warm, "baseline (free store)", Arc::new(FreeStore), false)?,
+            setup(
                 &warm,
                 "DynamoDB on moto, limits + key",
                 Arc::new(DynamoLimitStore::new(client, table)),
                 true,
-                n,
-            )
-            .await?,
-        );
+            )?,
+        ];
+        let n = (o.requests / 10).max(100);
+        groups.push(measure(&warm, &mut remote, n).await?);
         Some(stack)
     } else {
         None
     };
-    let base = &rows[0];
     println!(
         "| limit store | µs CPU / request | wall p50 µs | wall p99 µs | added CPU µs | added p50 µs | added p99 µs |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        println!(
-            "| {} | {:.1} | {} | {} | {:+.1} | {:+} | {:+} |",
-            r.name,
-            r.cpu_us,
-            r.p50_us,
-            r.p99_us,
-            r.cpu_us - base.cpu_us,
-            r.p50_us as i64 - base.p50_us as i64,
-            r.p99_us as i64 - base.p99_us as i64,
-        );
+    for rows in &groups {
+        let base = &rows[0];
+        for r in rows {
+            println!(
+                "| {} | {:.1} | {} | {} | {:+.1} | {:+} | {:+} |",
+                r.name,
+                r.cpu_us,
+                r.p50_us,
+                r.p99_us,
+                r.cpu_us - base.cpu_us,
+                r.p50_us as i64 - base.p50_us as i64,
+                r.p99_us as i64 - base.p99_us as i64,
+            );
+        }
     }
-    let embedded = &rows[2];
+    let (base, embedded) = (&groups[0][0], &groups[0][2]);
     println!(
         "limits_cpu_ratio={:.3} limits_p99_ratio={:.3} (embedded store with key vs baseline)",
         embedded.cpu_us / base.cpu_us.max(f64::MIN_POSITIVE),
