@@ -224,6 +224,18 @@ pub fn http_response(status: &str, error_type: Option<&str>, body: &str) -> Stri
     r
 }
 
+/// `Authorization: Bearer <JWT>` for an API key as issued (`<name>-<service>-<secret>`),
+/// signed now.
+pub fn bearer_for(service_id: Uuid, key: &str) -> String {
+    let secret = floodgate_core::auth::parse_api_key(key)
+        .map(|p| p.secret)
+        .unwrap_or_default();
+    format!(
+        "Bearer {}",
+        floodgate_core::auth::sign_jwt(service_id, secret, Utc::now().timestamp())
+    )
+}
+
 /// A service with a live key and one template in `process_type`, made by the admin code
 /// and replayed on the replica (where the API reads them).
 pub struct ServiceFixture {
@@ -290,13 +302,7 @@ pub async fn service_fixture_with(
 impl ServiceFixture {
     /// `Authorization: Bearer <JWT>` for the fixture's key, signed now.
     pub fn bearer(&self) -> String {
-        let secret = floodgate_core::auth::parse_api_key(&self.key.key)
-            .map(|p| p.secret)
-            .unwrap_or_default();
-        format!(
-            "Bearer {}",
-            floodgate_core::auth::sign_jwt(self.service_id, secret, Utc::now().timestamp())
-        )
+        bearer_for(self.service_id, &self.key.key)
     }
 
     /// An `ingest` instance on the replica with `queue` (and a limit store of its own).

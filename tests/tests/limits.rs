@@ -43,13 +43,7 @@ async fn other_key(
         .wait_replica_caught_up(Duration::from_secs(30))
         .await
         .expect("replica");
-    let secret = floodgate_core::auth::parse_api_key(&issued.key)
-        .map(|p| p.secret.to_string())
-        .unwrap_or_default();
-    format!(
-        "Bearer {}",
-        floodgate_core::auth::sign_jwt(f.service_id, &secret, Utc::now().timestamp())
-    )
+    bearer_for(f.service_id, &issued.key)
 }
 
 async fn queued(queue: &EmbeddedQueue, process_type: ProcessType) -> u64 {
