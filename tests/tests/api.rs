@@ -50,6 +50,27 @@ struct Api {
     template: TemplateRow,
 }
 
+/// The local HTTP front on a free loopback port, over an `ingest` and a `status` on the
+/// replica and `api`'s queue: its base URL and the server task.
+async fn serve_front(
+    stack: &LocalStack,
+    api: &Api,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (ingest, status) = api_on(
+        reader_lane(stack).await,
+        api.queue.clone(),
+        CachePolicy::default(),
+    );
+    let server = tokio::spawn(floodgate_local::topology::front::serve(
+        listener,
+        Arc::new(ingest),
+        Arc::new(status),
+    ));
+    (base, server)
+}
+
 fn api_on(
     reader: ReaderLane,
     queue: Arc<dyn QueueSender>,
@@ -1072,18 +1093,7 @@ async fn the_published_notify_python_client_sends_and_reads_back() {
             .expect("notifications-python-client installs");
     let stack = shared_stack().await;
     let api = setup(&stack, ProcessType::Normal).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (ingest, status) = api_on(
-        reader_lane(&stack).await,
-        api.queue.clone(),
-        CachePolicy::default(),
-    );
-    let server = tokio::spawn(floodgate_local::topology::front::serve(
-        listener,
-        Arc::new(ingest),
-        Arc::new(status),
-    ));
+    let (base, server) = serve_front(&stack, &api).await;
     let key = api.key.key.clone();
     let tid = api.template.id.to_string();
     let (b, k, t, py) = (base.clone(), key.clone(), tid.clone(), python.clone());
@@ -1204,18 +1214,7 @@ async fn the_published_notify_python_client_covers_every_email_method() {
             .await
             .expect("reply-to");
     replica_caught_up(&stack).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (ingest, status) = api_on(
-        reader_lane(&stack).await,
-        api.queue.clone(),
-        CachePolicy::default(),
-    );
-    let server = tokio::spawn(floodgate_local::topology::front::serve(
-        listener,
-        Arc::new(ingest),
-        Arc::new(status),
-    ));
+    let (base, server) = serve_front(&stack, &api).await;
     let url = "https://example.com/unsubscribe?list=news&u=1";
     let (b, k, t, r, py) = (
         base.clone(),

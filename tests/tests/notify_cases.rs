@@ -106,6 +106,18 @@ fn hs256() -> Value {
     json!({"typ": "JWT", "alg": "HS256"})
 }
 
+/// Archives a row of `table` directly (no admin command archives templates or reply-to
+/// addresses yet).
+async fn archive(writer: &floodgate_db::WriterLane, table: &str, id: Uuid) {
+    let conn = writer.acquire().await.expect("writer");
+    conn.bounded(conn.execute_typed(
+        &format!("UPDATE {table} SET archived = true WHERE id = $1"),
+        &[(&id, Type::UUID)],
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("archive a row of {table}: {e}"));
+}
+
 #[tokio::test]
 async fn notify_s_request_cases_get_notify_s_answers() {
     let stack = shared_stack().await;
@@ -134,15 +146,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
     )
     .await
     .expect("template");
-    {
-        let conn = main.writer.acquire().await.expect("writer");
-        conn.bounded(conn.execute_typed(
-            "UPDATE templates SET archived = true WHERE id = $1",
-            &[(&deleted.id, Type::UUID)],
-        ))
-        .await
-        .expect("archive template");
-    }
+    archive(&main.writer, "templates", deleted.id).await;
     let reply_to =
         floodgate_admin::add_reply_to(&main.writer, main.service_id, "help@example.gov", true)
             .await
@@ -155,15 +159,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         floodgate_admin::add_reply_to(&other.writer, other.service_id, "theirs@example.gov", false)
             .await
             .expect("reply-to");
-    {
-        let conn = main.writer.acquire().await.expect("writer");
-        conn.bounded(conn.execute_typed(
-            "UPDATE service_email_reply_to SET archived = true WHERE id = $1",
-            &[(&archived_reply_to.id, Type::UUID)],
-        ))
-        .await
-        .expect("archive reply-to");
-    }
+    archive(&main.writer, "service_email_reply_to", archived_reply_to.id).await;
     stack
         .wait_replica_caught_up(Duration::from_secs(30))
         .await
