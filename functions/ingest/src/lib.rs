@@ -59,8 +59,9 @@ struct Post<'a> {
     base: String,
     now: DateTime<Utc>,
     passage: Passage<'a>,
-    idempotency_key: Option<IdempotencyKey>,
-    fingerprint: String,
+    /// The request's idempotency key and the digest of what it asks (only a request with a
+    /// key is compared with others, so only then is its body hashed).
+    idempotency: Option<(IdempotencyKey, String)>,
 }
 
 impl Ingest {
@@ -116,18 +117,18 @@ impl Ingest {
             .authenticate(gateway::header(req, "authorization"), now.timestamp())
             .await?;
         let body = gateway::body_bytes(req)?;
-        let idempotency_key = gateway::header(req, IDEMPOTENCY_HEADER)
+        let idempotency = gateway::header(req, IDEMPOTENCY_HEADER)
             .map(|h| IdempotencyKey::parse(caller.service_id, h))
             .transpose()
-            .map_err(|e| ApiError::validation(e.to_string()))?;
+            .map_err(|e| ApiError::validation(e.to_string()))?
+            .map(|key| (key, request_fingerprint(path, &body)));
         let post = Post {
-            fingerprint: request_fingerprint(path, &body),
             caller,
             body,
             base: gateway::base_url(req),
             now,
             passage: self.door.passage(),
-            idempotency_key,
+            idempotency,
         };
         if is_email {
             self.email(post).await
@@ -139,14 +140,11 @@ impl Ingest {
     /// Claims the request's idempotency key (if it sent one) with the answer it is about
     /// to give, or finds what an earlier request with that key did.
     async fn admit(&self, post: &mut Post<'_>, response: &Value) -> Result<Admission, ApiError> {
+        let Some((key, fingerprint)) = post.idempotency.take() else {
+            return Ok(Admission::Proceed(None));
+        };
         post.passage
-            .admit(
-                post.idempotency_key.take(),
-                &post.fingerprint,
-                201,
-                response,
-                post.now,
-            )
+            .admit(Some(key), &fingerprint, 201, response, post.now)
             .await
     }
 
