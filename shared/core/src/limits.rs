@@ -104,8 +104,12 @@ pub struct Window {
 pub enum Take {
     /// Counted; `count` is the window's count including this take.
     Taken { count: u64 },
-    /// Would pass the limit: nothing counted. The window ends at `resets_at`.
-    Refused { resets_at: DateTime<Utc> },
+    /// Would pass the limit: nothing counted. The window ends at `resets_at`; `count` is
+    /// its count when the store read it (a caller may then take what is left).
+    Refused {
+        resets_at: DateTime<Utc>,
+        count: Option<u64>,
+    },
 }
 
 /// The rule every store adapter follows: a take of `cost` counts in the current window
@@ -136,6 +140,7 @@ pub fn take(
             current,
             Take::Refused {
                 resets_at: base.started_at + length,
+                count: Some(base.count),
             },
         ),
     }
@@ -206,7 +211,13 @@ mod tests {
         let (state, r) = take(state, 1, 2, w, t(30));
         assert_eq!(r, Take::Taken { count: 2 });
         let (state, r) = take(state, 1, 2, w, t(59));
-        assert_eq!(r, Take::Refused { resets_at: t(60) });
+        assert_eq!(
+            r,
+            Take::Refused {
+                resets_at: t(60),
+                count: Some(2)
+            }
+        );
         assert_eq!(state.unwrap().count, 2, "a refusal counts nothing");
         let (state, r) = take(state, 1, 2, w, t(60));
         assert_eq!(r, Take::Taken { count: 1 }, "a new window at its end");
