@@ -6,8 +6,10 @@
 //! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules (a status never moves backwards).
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 //! - [`limits`]: rate and daily limits and idempotency keys, as rules over plain values.
+//! - [`budget`]: the SES account's rate as clock-aligned windows every `send` instance shares.
 
 pub mod auth;
+pub mod budget;
 pub mod callback;
 pub mod envelope;
 pub mod knobs;
