@@ -118,12 +118,24 @@ pub async fn instance_reader(
     Ok(lane)
 }
 
+/// How `send` instances share the SES account's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BudgetRule {
+    /// One budget in the limit store, leased window by window (what AWS runs).
+    Shared,
+    /// Each instance at the account's rate ÷ the most instances that can run at once.
+    Split,
+}
+
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
     /// Use SQS and SES at this endpoint (moto) instead of the embedded adapters.
     pub aws_endpoint: Option<String>,
     /// The SES account's sending rate (emails/s) shared by every `send` instance.
     pub ses_account_rate: f64,
+    /// How `send` instances share that rate: leases of one budget in the limit store (as
+    /// shipped), or each at an even share (the rule before the budget was shared).
+    pub budget: BudgetRule,
     /// Fraction of SES calls the simulator throttles.
     pub throttle_fraction: f64,
     /// Deliver every n-th queue message twice (0: never). Embedded queues only.
@@ -148,6 +160,7 @@ impl Default for PipelineOptions {
         PipelineOptions {
             aws_endpoint: None,
             ses_account_rate: 1_000.0,
+            budget: BudgetRule::Shared,
             throttle_fraction: 0.0,
             duplicate_every: 0,
             visibility_timeout: None,
@@ -249,7 +262,12 @@ impl Pipeline {
                 QueueName::Send(_) => send_factory(
                     env.clone(),
                     mailer.clone(),
-                    send_rate,
+                    SendPacing {
+                        account_rate: opts.ses_account_rate,
+                        share: send_rate,
+                        shared: (opts.budget == BudgetRule::Shared)
+                            .then(|| pipeline.limit_store.clone()),
+                    },
                     config.function_timeout,
                 ),
                 QueueName::Receipts => receipts_factory(env.clone()),
@@ -345,29 +363,41 @@ fn persist_factory(env: InstanceEnv) -> InstanceFactory {
     })
 }
 
+/// How the emulated `send` instances pace their SES calls.
+#[derive(Clone)]
+struct SendPacing {
+    account_rate: f64,
+    share: f64,
+    /// The limit store holding the shared budget; `None`: each paces at `share`.
+    shared: Option<Arc<dyn LimitStore>>,
+}
+
 fn send_factory(
     env: InstanceEnv,
     mailer: Arc<dyn Mailer>,
-    rate_per_instance: f64,
+    pacing: SendPacing,
     function_timeout: Duration,
 ) -> InstanceFactory {
     Arc::new(move |_n| {
-        let (env, mailer) = (env.clone(), mailer.clone());
+        let (env, mailer, pacing) = (env.clone(), mailer.clone(), pacing.clone());
         Box::pin(async move {
             let config = SendConfig {
-                rate_per_second: rate_per_instance,
+                account_rate: pacing.account_rate,
+                rate_per_second: pacing.share,
                 ..SendConfig::from_lookup(&env.knobs, |_| None)?
             };
-            let send = Arc::new(
-                Sender::new(
-                    env.writer("send").await?,
-                    mailer,
-                    env.queue.clone(),
-                    env.knobs.clone(),
-                    config,
-                )
-                .with_defer_policy(env.defer_policy()),
-            );
+            let mut sender = Sender::new(
+                env.writer("send").await?,
+                mailer,
+                env.queue.clone(),
+                env.knobs.clone(),
+                config,
+            )
+            .with_defer_policy(env.defer_policy());
+            if let Some(store) = pacing.shared {
+                sender = sender.with_shared_budget(store);
+            }
+            let send = Arc::new(sender);
             Ok(handler(move |event: SqsEvent| {
                 let send = send.clone();
                 async move {
@@ -451,6 +481,8 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
             let queue: Arc<dyn Queue> = q.clone();
             let sim = SimulatorMailer::new(queue.clone());
             sim.set_throttle_fraction(opts.throttle_fraction);
+            // SES enforces the account's rate whatever the senders believe.
+            sim.set_account_rate(opts.ses_account_rate);
             Adapters {
                 queue,
                 embedded: Some(q),
