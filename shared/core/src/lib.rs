@@ -6,6 +6,7 @@
 //! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules (a status never moves backwards).
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 //! - [`limits`]: rate and daily limits and idempotency keys, as rules over plain values.
+//! - [`schedule`]: when a scheduled notification is put on its send queue.
 
 pub mod auth;
 pub mod callback;
@@ -13,6 +14,7 @@ pub mod envelope;
 pub mod knobs;
 pub mod limits;
 pub mod process_type;
+pub mod schedule;
 pub mod ses_event;
 pub mod status;
 pub mod template;
