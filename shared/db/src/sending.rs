@@ -20,7 +20,10 @@ use uuid::Uuid;
 /// NULL: "claimed, SES not confirmed yet"), and the statement returns what the email needs.
 /// A notification already claimed (a redelivered or duplicate message, or a concurrent
 /// instance that got there first — the row lock makes the second one re-check `status`)
-/// is not returned, so it is not sent again. LEFT JOINs: a claimed row whose template
+/// is not returned, so it is not sent again. Nor is a `created` row whose `scheduled_for`
+/// has not come yet: only a claim sends, so this check is what keeps every path (a queue
+/// delay cut short, a re-forward) from sending early; such a row stays `created` for the
+/// release or the re-forward sweep. LEFT JOINs: a claimed row whose template
 /// version or service is missing still comes back (and is failed by the caller) instead of
 /// staying claimed for ever.
 const CLAIM: &str = "
@@ -29,7 +32,7 @@ WITH claimed AS (
     SET status = 'sending', claim_token = $4, updated_at = now()
     FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS c(id, created_at, token)
     WHERE n.id = c.id AND n.created_at = c.created_at
-      AND (n.status = 'created'
+      AND ((n.status = 'created' AND (n.scheduled_for IS NULL OR n.scheduled_for <= now()))
            OR (n.status = 'sending' AND n.claim_token = c.token
                AND n.ses_message_id IS NULL AND n.sent_at IS NULL))
     RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.process_type,
