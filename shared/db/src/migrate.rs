@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reply_to",
         sql: include_str!("../migrations/0010_reply_to.sql"),
     },
+    Migration {
+        version: 11,
+        name: "scheduled_jobs",
+        sql: include_str!("../migrations/0011_scheduled_jobs.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

@@ -333,6 +333,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             sender_identity: Some(from),
             time_scale: opts.time_scale,
             secrets: Some(secrets.clone()),
+            ..PipelineOptions::default()
         },
     )
     .await?;
