@@ -85,6 +85,7 @@ pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> In
         email_reply_to_id: None,
         scheduled_for: None,
         one_click_unsubscribe_url: None,
+        job: None,
         created_at,
     }
 }

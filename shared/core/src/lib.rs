@@ -20,8 +20,8 @@ pub mod status;
 pub mod template;
 
 pub use envelope::{
-    EnvelopeError, IntakeEnvelope, IntakeNotification, KeyType, SendEnvelope, pack_intake,
-    pack_send,
+    EnvelopeError, IntakeEnvelope, IntakeNotification, JobHeader, KeyType, SendEnvelope,
+    pack_intake, pack_send,
 };
 pub use knobs::Knobs;
 pub use process_type::{ProcessType, QueueName};

@@ -143,7 +143,8 @@ pub struct PartitionMaintenance {
 }
 
 /// Creates the daily partitions from yesterday to `ahead_days` after `today`, and drops
-/// those older than `retention_days` (whole partitions: no DELETE, no vacuum storm).
+/// those older than `retention_days` (whole partitions: no DELETE, no vacuum storm), and the
+/// jobs created on those days.
 pub async fn maintain_partitions(
     client: &WriterConnection,
     today: NaiveDate,
@@ -157,6 +158,13 @@ pub async fn maintain_partitions(
     let row = client
         .query_typed_one(
             "SELECT drop_notification_partitions_before($1)",
+            &[(&before, Type::DATE)],
+        )
+        .await?;
+    // The jobs of the dropped days go with them (a few rows a day: a plain DELETE).
+    client
+        .execute_typed(
+            "DELETE FROM jobs WHERE created_at < $1::date",
             &[(&before, Type::DATE)],
         )
         .await?;

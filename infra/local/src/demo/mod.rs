@@ -255,6 +255,7 @@ fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> V
                 email_reply_to_id: None,
                 scheduled_for: None,
                 one_click_unsubscribe_url: None,
+                job: None,
                 created_at,
             };
             floodgate_core::pack_intake(&[poisoned], 262_144).ok()
