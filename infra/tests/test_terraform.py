@@ -43,6 +43,7 @@ SPEC_ROUTES = {
     "GET /v2/template/{id}/version/{version}": "status",
     "GET /v2/templates": "status",
     "POST /v2/template/{id}/preview": "status",
+    "GET /v2/jobs/{id}": "status",
     "GET /_status": "status",
 }
 
