@@ -621,24 +621,31 @@ pub async fn release_scheduled(
     Ok(rows
         .into_iter()
         .filter_map(|r| {
-            let id: Uuid = r.get(0);
-            let process_type: String = r.get(1);
+            let (id, process_type) = id_and_process_type(&r)?;
             let delay: f64 = r.get(2);
-            match process_type.parse() {
-                Ok(process_type) => Some(Released {
-                    id,
-                    process_type,
-                    delay: Duration::try_from_secs_f64(delay)
-                        .unwrap_or(Duration::ZERO)
-                        .min(window),
-                }),
-                Err(_) => {
-                    tracing::error!(notification_id = %id, "stored process_type is unknown; not released");
-                    None
-                }
-            }
+            Some(Released {
+                id,
+                process_type,
+                delay: Duration::try_from_secs_f64(delay)
+                    .unwrap_or(Duration::ZERO)
+                    .min(window),
+            })
         })
         .collect())
+}
+
+/// A picked row's id and process type (columns 0 and 1); `None`, logged, for a stored
+/// process type this code does not know (the row is not forwarded).
+fn id_and_process_type(r: &tokio_postgres::Row) -> Option<(Uuid, ProcessType)> {
+    let id: Uuid = r.get(0);
+    let process_type: String = r.get(1);
+    match process_type.parse() {
+        Ok(p) => Some((id, p)),
+        Err(_) => {
+            tracing::error!(notification_id = %id, "stored process_type is unknown; not forwarded");
+            None
+        }
+    }
 }
 
 /// See [`PICK_CREATED`]. Rows whose stored process type is unknown are skipped (and logged).
@@ -660,18 +667,5 @@ pub async fn pick_stale_created(
             ],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let id: Uuid = r.get(0);
-            let process_type: String = r.get(1);
-            match process_type.parse() {
-                Ok(l) => Some((id, l)),
-                Err(_) => {
-                    tracing::error!(notification_id = %id, "stored process_type is unknown; not re-forwarded");
-                    None
-                }
-            }
-        })
-        .collect())
+    Ok(rows.iter().filter_map(id_and_process_type).collect())
 }
