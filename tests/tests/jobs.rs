@@ -4,42 +4,16 @@
 //! `get_job_by_service_and_job_id`: `{"data": job}` with `data.statistics` a list of
 //! `{"status", "count"}`; the fields of `app/schemas.py` `JobSchema`).
 
-use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
 use chrono::{SubsecRound, Utc};
-use floodgate_api::{ApiCatalog, CachePolicy};
 use floodgate_core::ProcessType;
 use floodgate_e2e::*;
-use floodgate_local::topology::{Pipeline, PipelineOptions};
 use floodgate_status::Status;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const BULK: &str = "/v2/notifications/bulk";
-
-async fn status_for(f: &ServiceFixture, stack: &floodgate_local::LocalStack) -> Status {
-    Status::new(Arc::new(ApiCatalog::new(
-        reader_lane(stack).await,
-        f.secrets.clone(),
-        CachePolicy::default(),
-    )))
-}
-
-async fn read(status: &Status, f: &ServiceFixture, path: &str) -> (i64, Value) {
-    let mut h = HeaderMap::new();
-    h.insert("host", HeaderValue::from_static("api.test"));
-    h.insert(
-        "authorization",
-        HeaderValue::from_str(&f.bearer()).expect("header"),
-    );
-    let r = status
-        .handle(floodgate_api::gateway::request(Method::GET, path, h, None))
-        .await;
-    let text = floodgate_api::gateway::response_text(&r);
-    (r.status_code, serde_json::from_str(&text).expect("JSON"))
-}
 
 /// The error class and message of a Notify error body.
 fn error_of(v: &Value) -> (i64, &str, &str) {
@@ -60,7 +34,7 @@ async fn job_until(
 ) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let (code, v) = read(status, f, &format!("/v2/jobs/{job_id}")).await;
+        let (code, v) = f.get(status, &format!("/v2/jobs/{job_id}")).await;
         if code == 200 && done(&v["data"]) {
             return v["data"].clone();
         }
@@ -78,20 +52,12 @@ async fn a_bulk_job_reads_back_with_counts_that_follow_the_pipeline_and_filters_
     let stack = shared_stack().await;
     let f = service_fixture(&stack, ProcessType::Bulk).await;
     let other = service_fixture(&stack, ProcessType::Bulk).await;
-    let pipeline = Pipeline::start(
-        &stack,
-        &PipelineOptions {
-            secrets: Some(f.secrets.clone()),
-            ..PipelineOptions::default()
-        },
-    )
-    .await
-    .expect("pipeline");
+    let pipeline = f.pipeline(&stack).await;
     let ingest = f
         .ingest_with(&stack, pipeline.queue.clone(), pipeline.limit_store.clone())
         .await;
-    let status = status_for(&f, &stack).await;
-    let other_status = status_for(&other, &stack).await;
+    let status = f.status(&stack).await;
+    let other_status = other.status(&stack).await;
 
     // Scheduled a few seconds ahead, so the counts can be seen before and after sending.
     let rows = 260;
@@ -156,7 +122,7 @@ async fn a_bulk_job_reads_back_with_counts_that_follow_the_pipeline_and_filters_
     let mut path = format!("/v2/notifications?job_id={job_id}");
     let mut pages = Vec::new();
     loop {
-        let (code, page) = read(&status, &f, &path).await;
+        let (code, page) = f.get(&status, &path).await;
         assert_eq!(code, 200, "{page}");
         let list = page["notifications"].as_array().unwrap().clone();
         if list.is_empty() {
@@ -178,29 +144,30 @@ async fn a_bulk_job_reads_back_with_counts_that_follow_the_pipeline_and_filters_
     assert_eq!(pages, vec![250, 10]);
     assert_eq!(seen.len(), rows);
     // Without the filter, Notify leaves job rows out.
-    let (_, page) = read(&status, &f, "/v2/notifications").await;
+    let (_, page) = f.get(&status, "/v2/notifications").await;
     assert_eq!(page["notifications"], json!([]), "{page}");
 
     // Another service's job is not found, and its list is empty (the filter is scoped to
     // the caller's service like every other).
-    let (code, v) = read(&other_status, &other, &format!("/v2/jobs/{job_id}")).await;
+    let (code, v) = other
+        .get(&other_status, &format!("/v2/jobs/{job_id}"))
+        .await;
     assert_eq!(
         (code, error_of(&v)),
         (404, (404, "NoResultFound", "No result found"))
     );
-    let (code, v) = read(
-        &other_status,
-        &other,
-        &format!("/v2/notifications?job_id={job_id}"),
-    )
-    .await;
+    let (code, v) = other
+        .get(&other_status, &format!("/v2/notifications?job_id={job_id}"))
+        .await;
     assert_eq!((code, &v["notifications"]), (200, &json!([])), "{v}");
     // A job that does not exist.
-    let (code, v) = read(&status, &f, &format!("/v2/jobs/{}", Uuid::now_v7())).await;
+    let (code, v) = f
+        .get(&status, &format!("/v2/jobs/{}", Uuid::now_v7()))
+        .await;
     assert_eq!((code, error_of(&v).2), (404, "No result found"));
     // Not a UUID: Notify's ValidationError, as for its own uuid-typed parameters.
     for path in ["/v2/jobs/nope", "/v2/notifications?job_id=nope"] {
-        let (code, v) = read(&status, &f, path).await;
+        let (code, v) = f.get(&status, path).await;
         assert_eq!(
             (code, error_of(&v)),
             (400, (400, "ValidationError", "job_id is not a valid UUID")),

@@ -3,9 +3,8 @@
 //! scheduled notifications the pipeline runs as EventBridge does on AWS, and the SES
 //! simulator, which records what it was handed. Each test owns its service.
 
-use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
 use chrono::{DateTime, SubsecRound, Utc};
-use floodgate_api::{ApiCatalog, CachePolicy, notify_time};
+use floodgate_api::notify_time;
 use floodgate_aws::OutgoingMessage;
 use floodgate_core::envelope::created_at_of;
 use floodgate_core::{ProcessType, QueueName, pack_intake};
@@ -13,10 +12,7 @@ use floodgate_db::WriterLane;
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_e2e::*;
 use floodgate_emulators::SimulatorMailer;
-use floodgate_local::topology::{Pipeline, PipelineOptions};
-use floodgate_status::Status;
 use serde_json::{Value, json};
-use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -26,28 +22,6 @@ const EMAIL: &str = "/v2/notifications/email";
 /// database to its own queues (one stack has one set of queues), so a second pipeline
 /// would take another test's rows.
 static ONE_PIPELINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn status_of(f: &ServiceFixture, stack: &floodgate_local::LocalStack) -> Status {
-    Status::new(Arc::new(ApiCatalog::new(
-        reader_lane(stack).await,
-        f.secrets.clone(),
-        CachePolicy::default(),
-    )))
-}
-
-async fn read(status: &Status, f: &ServiceFixture, path: &str) -> (i64, Value) {
-    let mut h = HeaderMap::new();
-    h.insert("host", HeaderValue::from_static("api.test"));
-    h.insert(
-        "authorization",
-        HeaderValue::from_str(&f.bearer()).expect("header"),
-    );
-    let r = status
-        .handle(floodgate_api::gateway::request(Method::GET, path, h, None))
-        .await;
-    let text = floodgate_api::gateway::response_text(&r);
-    (r.status_code, serde_json::from_str(&text).expect("JSON"))
-}
 
 /// The row's `sent_at` (what send recorded when SES accepted it) and whether it was ever
 /// changed while waiting (`updated_at`, which the release stamps).
@@ -95,19 +69,11 @@ async fn an_email_scheduled_10_seconds_ahead_reads_created_and_reaches_ses_only_
     let _one = ONE_PIPELINE.lock().await;
     let stack = shared_stack().await;
     let f = service_fixture(&stack, ProcessType::Priority).await;
-    let pipeline = Pipeline::start(
-        &stack,
-        &PipelineOptions {
-            secrets: Some(f.secrets.clone()),
-            ..PipelineOptions::default()
-        },
-    )
-    .await
-    .expect("pipeline");
+    let pipeline = f.pipeline(&stack).await;
     let ingest = f
         .ingest_with(&stack, pipeline.queue.clone(), pipeline.limit_store.clone())
         .await;
-    let status = status_of(&f, &stack).await;
+    let status = f.status(&stack).await;
     let sim = pipeline.simulator.clone().expect("simulator");
 
     let at = (Utc::now() + chrono::Duration::seconds(11)).trunc_subsecs(0);
@@ -130,12 +96,12 @@ async fn an_email_scheduled_10_seconds_ahead_reads_created_and_reaches_ses_only_
     // While it waits, it reads as Notify's: `created`, with its time.
     let mut read_waiting = false;
     while Utc::now() < at - chrono::Duration::seconds(3) {
-        let (code, n) = read(&status, &f, &format!("/v2/notifications/{id}")).await;
+        let (code, n) = f.get(&status, &format!("/v2/notifications/{id}")).await;
         if code == 200 {
             assert_eq!(n["status"], "created", "{n}");
             assert_eq!(n["scheduled_for"], notify_time(at), "{n}");
             assert_eq!(n["sent_at"], Value::Null, "{n}");
-            let (code, list) = read(&status, &f, "/v2/notifications?status=created").await;
+            let (code, list) = f.get(&status, "/v2/notifications?status=created").await;
             assert_eq!(code, 200, "{list}");
             assert_eq!(list["notifications"][0]["id"], id.to_string(), "{list}");
             assert_eq!(list["notifications"][0]["scheduled_for"], notify_time(at));
@@ -174,15 +140,7 @@ async fn a_notification_stored_long_before_its_time_is_released_by_the_periodic_
     let _one = ONE_PIPELINE.lock().await;
     let stack = shared_stack().await;
     let f = service_fixture(&stack, ProcessType::Priority).await;
-    let pipeline = Pipeline::start(
-        &stack,
-        &PipelineOptions {
-            secrets: Some(f.secrets.clone()),
-            ..PipelineOptions::default()
-        },
-    )
-    .await
-    .expect("pipeline");
+    let pipeline = f.pipeline(&stack).await;
     let sim = pipeline.simulator.clone().expect("simulator");
 
     // Created an hour ago and due in 8 seconds: more than the 15-minute window after its
