@@ -82,3 +82,21 @@ resource "aws_lambda_permission" "release_scheduled" {
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.release_scheduled.arn
 }
+
+# The admin function's invocations count both schedules, so the release has an alarm of its
+# own, on its rule: no invocation for 3 minutes means scheduled notifications are not sent.
+resource "aws_cloudwatch_metric_alarm" "release_scheduled_not_running" {
+  alarm_name          = "${local.alarm_prefix}release-scheduled-not-running"
+  alarm_description   = "EventBridge did not invoke floodgate-admin release-scheduled for 3 minutes: scheduled notifications more than 15 minutes out are not being sent."
+  namespace           = "AWS/Events"
+  metric_name         = "Invocations"
+  dimensions          = { RuleName = aws_cloudwatch_event_rule.release_scheduled.name }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}

@@ -475,6 +475,9 @@ def test_scheduled_notifications_are_released_every_minute_by_the_admin_command(
     permission = tf["resource"]["aws_lambda_permission"]["release_scheduled"]
     assert permission["principal"] == "events.amazonaws.com"
     assert "release_scheduled" in permission["source_arn"]
+    alarm = tf["resource"]["aws_cloudwatch_metric_alarm"]["release_scheduled_not_running"]
+    assert alarm["treat_missing_data"] == "breaching", "no invocation at all must alarm"
+    assert "release_scheduled" in str(alarm["dimensions"])
 
 
 def test_send_gets_the_account_rate_and_consumers_may_defer_to_their_own_queues(tf):
