@@ -473,6 +473,52 @@ async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_s
     assert!(!sim.accepted().contains_key(&ids[2]));
 }
 
+// ----- scheduled: only a due notification can be claimed -----
+
+#[tokio::test]
+async fn a_notification_not_due_yet_is_held_by_persist_and_refused_by_the_claim() {
+    let stack = shared_stack().await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let mut batch = fixture_batch(&f, ProcessType::Normal, 2);
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
+    batch[0].scheduled_for = Some(at);
+    // Due in 5 minutes: forwarded now, invisible on the queue until its time.
+    batch[1].scheduled_for = Some(chrono::Utc::now() + chrono::Duration::minutes(5));
+    let msgs = stored(&f.writer, &queue, &batch).await;
+    assert!(msgs.is_empty(), "nothing visible on the send queue yet");
+    let stats = queue
+        .stats(QueueName::Send(ProcessType::Normal))
+        .await
+        .unwrap();
+    assert_eq!(
+        stats.delayed, 1,
+        "only the one due within 15 minutes, delayed"
+    );
+    // A send message naming both anyway (a re-forward, a delay cut short): no claim.
+    let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
+    let send = sender(&f.writer, Arc::new(sim.clone()), queue.clone());
+    let envelope = SendEnvelope {
+        v: 1,
+        process_type: ProcessType::Normal,
+        notification_ids: batch.iter().map(|n| n.id).collect(),
+        claim_tokens: vec![],
+    };
+    let (resp, report) = send
+        .handle(
+            sqs_event(&[envelope.encode()]),
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.claimed, 0, "{report:?}");
+    assert!(sim.accepted().is_empty());
+    for n in &batch {
+        assert_eq!(status_of(&f.writer, n.id).await.0, "created");
+    }
+}
+
 // ----- the budget: claim only what can be sent -----
 
 #[tokio::test]

@@ -7,10 +7,12 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod gateway;
+pub mod job;
 
 pub use cache::CachePolicy;
 pub use catalog::{ApiCatalog, Caller, ServiceEntry};
 pub use error::ApiError;
+pub use job::{JobFields, job_json, job_status};
 
 /// Notify's timestamp format: `2024-01-31T12:00:00.123456Z`.
 pub fn notify_time(t: chrono::DateTime<chrono::Utc>) -> String {

@@ -258,6 +258,7 @@ fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> V
                 email_reply_to_id: None,
                 scheduled_for: None,
                 one_click_unsubscribe_url: None,
+                job: None,
                 created_at,
             };
             floodgate_core::pack_intake(&[poisoned], 262_144).ok()
@@ -337,6 +338,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             sender_identity: Some(from),
             time_scale: opts.time_scale,
             secrets: Some(secrets.clone()),
+            ..PipelineOptions::default()
         },
     )
     .await?;

@@ -150,6 +150,11 @@ pub struct PipelineOptions {
     /// lane timeouts) is divided by it. Counts (batch sizes, concurrency, maxReceiveCount)
     /// stay as shipped. 1 = real time.
     pub time_scale: f64,
+    /// How often the release of scheduled notifications runs (every minute on AWS). Its
+    /// period does not set how punctual a scheduled send is (each one waits on the queue
+    /// for the delay left), only how soon a row stored more than 15 minutes before its
+    /// time is picked once inside that window: locally a few seconds.
+    pub release_every: Duration,
     /// The key that sealed the services' callback tokens (the API key encryption key);
     /// `None`: a key of the pipeline's own (callbacks then cannot open other keys' tokens).
     pub secrets: Option<Arc<floodgate_core::auth::SecretBox>>,
@@ -166,6 +171,7 @@ impl Default for PipelineOptions {
             visibility_timeout: None,
             sender_identity: None,
             time_scale: 1.0,
+            release_every: Duration::from_secs(2),
             secrets: None,
         }
     }
@@ -182,6 +188,8 @@ pub struct Pipeline {
     pub limit_store: Arc<dyn LimitStore>,
     pub lanes: LaneRegistry,
     pub mappings: Vec<Mapping>,
+    /// The periodic release of scheduled notifications (EventBridge's schedule on AWS).
+    release: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The AWS SDK configuration for a local endpoint (moto), with dummy credentials.
@@ -237,6 +245,7 @@ impl Pipeline {
             limit_store,
             lanes: lanes.clone(),
             mappings: Vec::new(),
+            release: None,
         };
         let send_rate = opts.ses_account_rate / f64::from(knobs.max_concurrency("send").max(1));
         let secrets = match &opts.secrets {
@@ -277,11 +286,19 @@ impl Pipeline {
                 .mappings
                 .push(Mapping::start(queue.clone(), config, factory).await?);
         }
+        pipeline.release = Some(tokio::spawn(release_scheduled(
+            env.writer("admin").await?,
+            queue.clone(),
+            opts.release_every,
+        )));
         Ok(pipeline)
     }
 
     /// Stops every mapping after its in-flight invocations.
     pub async fn stop(mut self) {
+        if let Some(r) = self.release.take() {
+            r.abort();
+        }
         for m in self.mappings.drain(..) {
             m.stop().await;
         }
@@ -294,6 +311,23 @@ impl PipelineOptions {
             self.time_scale
         } else {
             1.0
+        }
+    }
+}
+
+/// Runs the admin function's `release-scheduled`, as EventBridge does on AWS, every
+/// `period` until aborted. A failed run is logged; the next one does the same work.
+async fn release_scheduled(writer: WriterLane, queue: Arc<dyn Queue>, period: Duration) {
+    let admin = floodgate_admin::Admin::new(writer, None, None, Some(queue));
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = admin
+            .execute(&floodgate_admin::AdminCommand::ReleaseScheduled)
+            .await
+        {
+            tracing::warn!(error = %e, "release of scheduled notifications failed");
         }
     }
 }
