@@ -527,6 +527,11 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         budget,
         drain,
     );
+    report.read_lane_wait = Some(crate::report::LaneWait::of(
+        &pipeline
+            .lanes
+            .counters_of("status", floodgate_db::LaneKind::Reader),
+    ));
     report.ses = pipeline.simulator.as_ref().and_then(|s| {
         crate::report::SesUse::of(
             &s.accepted_per_second(),

@@ -180,6 +180,28 @@ impl Percentiles {
     }
 }
 
+/// Lane-acquire waits of a function's lanes over a run: the part of a read's latency spent
+/// waiting for a connection (the rest is the query, the network and the CPU).
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
+pub struct LaneWait {
+    pub acquires: u64,
+    pub mean_us: f64,
+    /// The longest single wait: a bound on every percentile of the wait.
+    pub max_us: u64,
+    pub acquire_timeouts: u64,
+}
+
+impl LaneWait {
+    pub fn of(c: &floodgate_db::LaneCountersSnapshot) -> Self {
+        LaneWait {
+            acquires: c.acquires,
+            mean_us: c.acquire_wait_micros as f64 / c.acquires.max(1) as f64,
+            max_us: c.acquire_wait_max_micros,
+            acquire_timeouts: c.acquire_timeouts,
+        }
+    }
+}
+
 /// The share of the SES account's rate that sending used while there was a backlog.
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct SesUse {
@@ -286,6 +308,8 @@ pub struct Report {
     pub timeline: Vec<Sample>,
     /// How much of the SES account's rate the sends used (the simulator's counts).
     pub ses: Option<SesUse>,
+    /// What the API's reads waited for a reader-lane connection (`status`' lanes).
+    pub read_lane_wait: Option<LaneWait>,
 }
 
 /// Final counts straight from the primary, for one service.
@@ -414,6 +438,7 @@ impl Report {
             queues,
             timeline,
             ses: None,
+            read_lane_wait: None,
         }
     }
 
@@ -509,6 +534,28 @@ impl Report {
                 self.peak_lane_connections, self.connection_budget
             ),
         );
+        if let Some(w) = &self.read_lane_wait {
+            line(
+                &mut t,
+                "critical read: lane wait mean/max (ms)",
+                format!(
+                    "{:.3} / {:.3} over {} acquires (goal p99 <= 1; the max bounds it), {} timeouts",
+                    w.mean_us / 1000.0,
+                    w.max_us as f64 / 1000.0,
+                    w.acquires,
+                    w.acquire_timeouts
+                ),
+            );
+            line(
+                &mut t,
+                "critical read: p99 blast less lane wait",
+                format!(
+                    "at least {:.1} ms of {:.1} ms is query, network and shared CPU",
+                    (self.critical_read_blast.p99_ms - w.max_us as f64 / 1000.0).max(0.0),
+                    self.critical_read_blast.p99_ms
+                ),
+            );
+        }
         if let Some(u) = &self.ses {
             line(
                 &mut t,
@@ -557,6 +604,19 @@ mod tests {
         assert!((u.budget_use - 0.675).abs() < 1e-9);
         assert_eq!(u.peak_second, 100);
         assert_eq!(u.per_second, vec![3, 90, 100, 0, 80, 7]);
+    }
+
+    #[test]
+    fn lane_wait_is_the_mean_and_the_longest_wait() {
+        let w = super::LaneWait::of(&floodgate_db::LaneCountersSnapshot {
+            acquires: 4,
+            acquire_wait_micros: 1_000,
+            acquire_wait_max_micros: 700,
+            ..Default::default()
+        });
+        assert_eq!((w.acquires, w.max_us), (4, 700));
+        assert!((w.mean_us - 250.0).abs() < 1e-9);
+        assert_eq!(super::LaneWait::of(&Default::default()).mean_us, 0.0);
     }
 
     #[test]

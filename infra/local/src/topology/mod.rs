@@ -35,6 +35,31 @@ impl LaneRegistry {
         }
     }
 
+    /// The counters of `function`'s lanes of `kind`, added up (the wait's maximum is the
+    /// largest of them).
+    pub fn counters_of(
+        &self,
+        function: &str,
+        kind: LaneKind,
+    ) -> floodgate_db::LaneCountersSnapshot {
+        let name = format!("floodgate-{function}");
+        let mut total = floodgate_db::LaneCountersSnapshot::default();
+        if let Ok(v) = self.0.lock() {
+            for l in v
+                .iter()
+                .filter(|l| l.config().kind == kind && l.config().application_name == name)
+            {
+                let c = l.counters().snapshot();
+                total.acquires += c.acquires;
+                total.acquire_wait_micros += c.acquire_wait_micros;
+                total.acquire_wait_max_micros =
+                    total.acquire_wait_max_micros.max(c.acquire_wait_max_micros);
+                total.acquire_timeouts += c.acquire_timeouts;
+            }
+        }
+        total
+    }
+
     /// Connections open right now across every lane.
     pub fn open_connections(&self) -> u64 {
         self.0
