@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reply_to",
         sql: include_str!("../migrations/0010_reply_to.sql"),
     },
+    Migration {
+        version: 12,
+        name: "team_and_guest_list",
+        sql: include_str!("../migrations/0012_team_and_guest_list.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.
