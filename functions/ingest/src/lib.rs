@@ -17,6 +17,7 @@ use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_aws::{LimitStore, QueueError, QueueLimits, QueueSender, send_all};
 use floodgate_core::envelope::{created_at_of, new_notification_id};
+use floodgate_core::keys::{TEAM_KEY_REFUSAL, may_send_to};
 use floodgate_core::limits::{IDEMPOTENCY_HEADER, IdempotencyKey, job_row_id, request_fingerprint};
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_core::{IntakeEnvelope, IntakeNotification, ProcessType, QueueName, pack_intake};
@@ -189,6 +190,14 @@ impl Ingest {
         if let Some(reply_to) = r.email_reply_to_id {
             self.check_reply_to(caller, reply_to).await?;
         }
+        // Last, as in Notify's post_notification (validate_and_format_recipient).
+        if !may_send_to(
+            caller.key_type,
+            &caller.team_and_guest_list,
+            &r.email_address,
+        ) {
+            return Err(ApiError::bad_request(TEAM_KEY_REFUSAL));
+        }
         let process_type = template.process_type;
         let (id, created_at) = new_notification_id();
         let mut n = IntakeNotification {
@@ -289,7 +298,10 @@ impl Ingest {
             body: template.body.clone(),
         });
         // Every row is checked before anything is enqueued: all or none.
-        let rows = validate::bulk_rows(&r.rows, &placeholders)?;
+        let team = caller.team_and_guest_list.as_ref();
+        let rows = validate::bulk_rows(&r.rows, &placeholders, &|address: &str| {
+            may_send_to(caller.key_type, team, address)
+        })?;
         let job_id = Uuid::now_v7();
         let mut notifications: Vec<IntakeNotification> = rows
             .into_iter()

@@ -16,6 +16,7 @@ use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
 use floodgate_core::auth::python_uuid;
 use floodgate_core::envelope::created_at_of;
+use floodgate_core::keys::may_read;
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_db::catalog::{
     NotificationFilter, NotificationRow, TemplateRow, fetch_notification, fetch_template_version,
@@ -329,8 +330,10 @@ impl Status {
             .await
             .map_err(|e| from_db(&e))?;
         match row {
-            Some(n) => Ok(notification_json(&n, base)),
-            None => Err(ApiError::no_result()),
+            // A test key's notifications are its own world: no other key type sees them,
+            // and a test key sees nothing else.
+            Some(n) if may_read(caller.key_type, n.key_type) => Ok(notification_json(&n, base)),
+            _ => Err(ApiError::no_result()),
         }
     }
 
