@@ -110,7 +110,7 @@ impl Ingest {
             return Err(ApiError::route_not_found());
         }
         if gateway::method(req) != Method::POST {
-            return Err(ApiError::method_not_allowed());
+            return Err(ApiError::method_not_allowed("POST"));
         }
         let now = Utc::now();
         let caller = self

@@ -77,20 +77,24 @@ enum Route {
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (route, allowed) = match parts.as_slice() {
-        ["_status"] => (Route::Liveness, Method::GET),
-        ["v2", "notifications"] => (Route::Notifications, Method::GET),
-        ["v2", "notifications", id] => (Route::Notification(id.to_string()), Method::GET),
-        ["v2", "templates"] => (Route::Templates, Method::GET),
-        ["v2", "template", id] => (Route::Template(id.to_string()), Method::GET),
-        ["v2", "template", id, "version", v] => (
-            Route::TemplateVersion(id.to_string(), v.to_string()),
-            Method::GET,
-        ),
-        ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), Method::POST),
+        ["_status"] => (Route::Liveness, "GET"),
+        ["v2", "notifications"] => (Route::Notifications, "GET"),
+        // ingest's paths, whatever API Gateway routes here: a concrete path wins over
+        // the `{notification_id}` template (OpenAPI's rule; Notify reads them as ids).
+        ["v2", "notifications", "email" | "bulk"] => {
+            return Err(ApiError::method_not_allowed("POST"));
+        }
+        ["v2", "notifications", id] => (Route::Notification(id.to_string()), "GET"),
+        ["v2", "templates"] => (Route::Templates, "GET"),
+        ["v2", "template", id] => (Route::Template(id.to_string()), "GET"),
+        ["v2", "template", id, "version", v] => {
+            (Route::TemplateVersion(id.to_string(), v.to_string()), "GET")
+        }
+        ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), "POST"),
         _ => return Err(ApiError::route_not_found()),
     };
-    if *method != allowed {
-        return Err(ApiError::method_not_allowed());
+    if method.as_str() != allowed {
+        return Err(ApiError::method_not_allowed(allowed));
     }
     Ok(route)
 }
@@ -617,12 +621,12 @@ mod tests {
             route(&Method::POST, "/v2/template/x/preview"),
             Ok(Route::Preview(_))
         ));
-        assert_eq!(
-            route(&Method::POST, "/v2/template/x")
-                .err()
-                .map(|e| e.status),
-            Some(405)
-        );
+        let e = route(&Method::DELETE, "/v2/notifications/email").err();
+        assert_eq!(e.map(|e| (e.status, e.allow)), Some((405, Some("POST"))));
+        let e = route(&Method::GET, "/v2/notifications/bulk").err();
+        assert_eq!(e.map(|e| (e.status, e.allow)), Some((405, Some("POST"))));
+        let e = route(&Method::POST, "/v2/template/x").err();
+        assert_eq!(e.map(|e| (e.status, e.allow)), Some((405, Some("GET"))));
         assert_eq!(
             route(&Method::GET, "/v3").err().map(|e| e.status),
             Some(404)
