@@ -59,16 +59,7 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
     let mut n = notification(f.service_id, ProcessType::Normal, 1);
     n.template_id = f.template_id;
     n.key_type = KeyType::Test;
-    {
-        let conn = f.writer.acquire().await.expect("writer");
-        conn.bounded(floodgate_db::insert_notifications(&conn, &[n.clone()]))
-            .await
-            .expect("insert");
-    }
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await
-        .expect("replica caught up");
+    store_on_replica(&stack, &f.writer, std::slice::from_ref(&n)).await;
 
     let catalog = Arc::new(ApiCatalog::new(
         reader_lane(&stack).await,

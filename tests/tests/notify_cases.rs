@@ -106,6 +106,27 @@ fn hs256() -> Value {
     json!({"typ": "JWT", "alg": "HS256"})
 }
 
+/// An `ingest` and a `status` sharing one catalog on the replica, and the embedded queue
+/// `ingest` puts on.
+async fn handlers(
+    stack: &floodgate_local::LocalStack,
+    secrets: Arc<SecretBox>,
+) -> (Ingest, Status, Arc<EmbeddedQueue>) {
+    let catalog = Arc::new(ApiCatalog::new(
+        reader_lane(stack).await,
+        secrets,
+        CachePolicy::default(),
+    ));
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let ingest = Ingest::new(
+        catalog.clone(),
+        queue.clone(),
+        Arc::new(EmbeddedLimitStore::new()),
+        &Knobs::embedded(),
+    );
+    (ingest, Status::new(catalog), queue)
+}
+
 /// Archives a row of `table` directly (no admin command archives templates or reply-to
 /// addresses yet).
 async fn archive(writer: &floodgate_db::WriterLane, table: &str, id: Uuid) {
@@ -165,19 +186,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         .await
         .expect("replica caught up");
 
-    let catalog = Arc::new(ApiCatalog::new(
-        reader_lane(&stack).await,
-        secrets.clone(),
-        CachePolicy::default(),
-    ));
-    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let ingest = Ingest::new(
-        catalog.clone(),
-        queue,
-        Arc::new(EmbeddedLimitStore::new()),
-        &Knobs::embedded(),
-    );
-    let status = Status::new(catalog);
+    let (ingest, status, _queue) = handlers(&stack, secrets.clone()).await;
 
     let sid = main.service_id;
     let tid = main.template_id;
@@ -553,19 +562,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
     single.template_id = tid;
     single.personalisation.insert("code".into(), json!(2));
     single.reference = Some("listed".into());
-    {
-        let conn = main.writer.acquire().await.expect("writer");
-        conn.bounded(floodgate_db::insert_notifications(
-            &conn,
-            &[from_job.clone(), single.clone()],
-        ))
-        .await
-        .expect("insert");
-    }
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await
-        .expect("replica caught up");
+    store_on_replica(&stack, &main.writer, &[from_job.clone(), single.clone()]).await;
     let list = |query: String| {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("api.test"));
@@ -617,16 +614,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
     // Another service's notification is no anchor either.
     let mut theirs = notification(other.service_id, ProcessType::Normal, 3);
     theirs.template_id = other.template_id;
-    {
-        let conn = main.writer.acquire().await.expect("writer");
-        conn.bounded(floodgate_db::insert_notifications(&conn, &[theirs.clone()]))
-            .await
-            .expect("insert");
-    }
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await
-        .expect("replica caught up");
+    store_on_replica(&stack, &main.writer, std::slice::from_ref(&theirs)).await;
     assert!(
         list(format!(
             "reference=listed&include_jobs=true&older_than={}",
@@ -683,19 +671,7 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
     let stack = shared_stack().await;
     let secrets = Arc::new(SecretBox::from_base64(&generate_encryption_key()).expect("key"));
     let f = service_fixture_with(&stack, ProcessType::Normal, BODY, secrets.clone()).await;
-    let catalog = Arc::new(ApiCatalog::new(
-        reader_lane(&stack).await,
-        secrets,
-        CachePolicy::default(),
-    ));
-    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let ingest = Ingest::new(
-        catalog.clone(),
-        queue.clone(),
-        Arc::new(EmbeddedLimitStore::new()),
-        &Knobs::embedded(),
-    );
-    let status = Status::new(catalog);
+    let (ingest, status, queue) = handlers(&stack, secrets.clone()).await;
     let url = "https://www.someservice.com/unsubscribe?for=anne%40example.com&list=1";
     // A default reply-to address, and another one a notification names.
     floodgate_admin::add_reply_to(&f.writer, f.service_id, "help@example.gov", true)
@@ -943,19 +919,7 @@ async fn team_keys_send_to_the_team_and_guest_list_and_test_keys_read_only_their
         .await
         .expect("replica caught up");
 
-    let catalog = Arc::new(ApiCatalog::new(
-        reader_lane(&stack).await,
-        secrets.clone(),
-        CachePolicy::default(),
-    ));
-    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let ingest = Ingest::new(
-        catalog.clone(),
-        queue.clone(),
-        Arc::new(EmbeddedLimitStore::new()),
-        &Knobs::embedded(),
-    );
-    let status = Status::new(catalog);
+    let (ingest, status, queue) = handlers(&stack, secrets.clone()).await;
     let email = |to: &str| {
         json!({"email_address": to, "template_id": f.template_id,
             "personalisation": {"name": "Ann", "code": 1}})
