@@ -105,7 +105,8 @@ fn parse_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
 
 /// The list filters, validated as Notify's `get_notifications_request` schema: every
 /// error listed, properties in the schema's order, then unexpected ones. `None` when no row
-/// can match (only sms or letter asked for; an `older_than` that cannot be ours). Pure.
+/// can match (only sms or letter asked for; an `older_than` that cannot be ours; a
+/// reference no row can hold). Pure.
 pub fn list_filter(
     pairs: &[(String, String)],
     key_type: &str,
@@ -206,7 +207,10 @@ pub fn list_filter(
     }
     // Only email exists here: asking for sms or letter only is an empty list.
     let only_other_types = !types.is_empty() && !types.contains(&"email");
-    Ok((!only_other_types && !unknown_older_than).then_some(f))
+    // No stored reference holds a NUL (ingest refuses them, PostgreSQL text cannot), so
+    // one asked for matches nothing, and is never sent to the database.
+    let unstorable_reference = f.reference.as_ref().is_some_and(|r| r.contains('\0'));
+    Ok((!only_other_types && !unknown_older_than && !unstorable_reference).then_some(f))
 }
 
 /// A stored notification in Notify's v2 shape. Pure.
@@ -718,6 +722,11 @@ mod tests {
         // A v4 id can never be a stored notification: an empty page, not an error.
         assert!(
             list_filter(&p(&[("older_than", &Uuid::new_v4().to_string())]), "normal")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            list_filter(&p(&[("reference", "a\0b")]), "normal")
                 .unwrap()
                 .is_none()
         );
