@@ -55,9 +55,21 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
         floodgate_admin::issue_key(&f.writer, &secrets, f.service_id, "contract", KeyType::Test)
             .await
             .expect("test key");
+    // A template without placeholders, so generated sends can succeed.
+    let plain = floodgate_admin::put_template(
+        &f.writer,
+        f.service_id,
+        None,
+        "plain",
+        "Your account",
+        "Nothing to fill in.",
+        ProcessType::Normal,
+    )
+    .await
+    .expect("template");
     // One stored notification of the test key, for the reads to find.
     let mut n = notification(f.service_id, ProcessType::Normal, 1);
-    n.template_id = f.template_id;
+    n.template_id = plain.id;
     n.key_type = KeyType::Test;
     store_on_replica(&stack, &f.writer, std::slice::from_ref(&n)).await;
 
@@ -115,7 +127,7 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("FLOODGATE_CONTRACT_SERVICE_ID", f.service_id.to_string())
         .env("FLOODGATE_CONTRACT_KEY_SECRET", &secret)
-        .env("FLOODGATE_CONTRACT_TEMPLATE_ID", f.template_id.to_string())
+        .env("FLOODGATE_CONTRACT_TEMPLATE_ID", plain.id.to_string())
         .env("FLOODGATE_CONTRACT_NOTIFICATION_ID", n.id.to_string());
     let started = Instant::now();
     let out = tokio::task::spawn_blocking(move || {
@@ -144,7 +156,7 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Every request sent is an interaction recorded in a finished scenario.
-    let requests: usize = std::fs::read_dir(&report_path)
+    let interactions: Vec<serde_json::Value> = std::fs::read_dir(&report_path)
         .expect("report")
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
@@ -153,9 +165,25 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
         .filter_map(|v| {
             v["ScenarioFinished"]["recorder"]["interactions"]
                 .as_object()
-                .map(|i| i.len())
+                .map(|i| i.values().cloned().collect::<Vec<_>>())
         })
-        .sum();
+        .flatten()
+        .collect();
+    let requests = interactions.len();
+    // Each operation answered a success at least once, so its 2xx schema was checked.
+    let mut successes: std::collections::BTreeMap<&str, usize> =
+        OPERATIONS.iter().map(|o| (*o, 0)).collect();
+    for i in &interactions {
+        let status = i["response"]["status_code"].as_u64().unwrap_or(0);
+        let method = i["request"]["method"].as_str().unwrap_or_default();
+        let uri = i["request"]["uri"].as_str().unwrap_or_default();
+        if let Some(op) = operation_of(method, uri)
+            && (200..300).contains(&status)
+        {
+            *successes.entry(op).or_default() += 1;
+        }
+    }
+    println!("2xx answers per operation: {successes:?}");
     println!("{stdout}");
     println!(
         "schemathesis: {requests} requests in {:.1} s",
@@ -166,6 +194,51 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
         out.status.success(),
         "schemathesis found answers the document does not allow:\n{stdout}\n{stderr}"
     );
+    let never: Vec<&&str> = successes
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(op, _)| op)
+        .collect();
+    assert!(never.is_empty(), "no 2xx answer was checked for {never:?}");
+}
+
+/// The document's operations.
+const OPERATIONS: &[&str] = &[
+    "POST /v2/notifications/email",
+    "POST /v2/notifications/bulk",
+    "GET /v2/notifications/{notification_id}",
+    "GET /v2/notifications",
+    "GET /v2/template/{id}",
+    "GET /v2/template/{id}/version/{version}",
+    "GET /v2/templates",
+    "POST /v2/template/{id}/preview",
+    "GET /_status",
+];
+
+/// The operation a request named, if any.
+fn operation_of(method: &str, uri: &str) -> Option<&'static str> {
+    let path = uri
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(uri)
+        .split_once('/')
+        .map(|(_, p)| p)
+        .unwrap_or_default();
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.split('/').collect();
+    let op = match (method, segments.as_slice()) {
+        ("POST", ["v2", "notifications", "email"]) => OPERATIONS[0],
+        ("POST", ["v2", "notifications", "bulk"]) => OPERATIONS[1],
+        ("GET", ["v2", "notifications", _]) => OPERATIONS[2],
+        ("GET", ["v2", "notifications"]) => OPERATIONS[3],
+        ("GET", ["v2", "template", _]) => OPERATIONS[4],
+        ("GET", ["v2", "template", _, "version", _]) => OPERATIONS[5],
+        ("GET", ["v2", "templates"]) => OPERATIONS[6],
+        ("POST", ["v2", "template", _, "preview"]) => OPERATIONS[7],
+        ("GET", ["_status"]) => OPERATIONS[8],
+        _ => return None,
+    };
+    Some(op)
 }
 
 /// Ends the schemathesis process this test started, by its id.
