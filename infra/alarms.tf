@@ -376,12 +376,14 @@ resource "aws_cloudwatch_metric_alarm" "renotify_errors" {
 # metric filters and alarmed. Callbacks: a client's endpoint that keeps failing gets its
 # service suspended, and a callback out of retries is given up. Ingest: the limit store
 # could not be reached, so requests were accepted without rate or daily limits and without
-# idempotency (availability first; the alarm says the door is open).
+# idempotency (availability first; the alarm says the door is open). Send: the shared SES
+# budget could not be leased, so instances pace at their even share (slower, never over).
 locals {
   log_events = {
     callback_suspended   = { function = "callbacks", metric = "CallbackSuspensions", description = "A service's callback endpoint kept failing and was suspended: its callbacks wait." }
     callback_failed      = { function = "callbacks", metric = "CallbacksFailed", description = "Callbacks were given up after every retry (or could not be made at all)." }
     limit_store_bypassed = { function = "ingest", metric = "LimitStoreBypasses", description = "ingest could not reach the limit store (DynamoDB): requests are accepted without rate/daily limits or idempotency." }
+    send_budget_bypassed = { function = "send", metric = "SendBudgetBypasses", description = "send could not reach the limit store (DynamoDB) for the shared SES budget: each instance paces at its even share of the rate, so sending is slower than the account allows." }
   }
 }
 

@@ -12,6 +12,7 @@ locals {
     "GET /v2/template/{id}/version/{version}" = "status"
     "GET /v2/templates"                       = "status"
     "POST /v2/template/{id}/preview"          = "status"
+    "GET /v2/jobs/{id}"                       = "status"
     "GET /_status"                            = "status"
   }
   api_functions = toset(distinct(values(local.api_routes)))

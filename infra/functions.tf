@@ -51,11 +51,12 @@ locals {
           FLOODGATE_SES_ACCOUNT_RATE      = tostring(var.ses_account_rate)
         } : k => v if fn == "send"
       },
-      # ingest only: the limit store (limits.tf).
+      # The limit store (limits.tf): ingest's limits and idempotency keys, send's shared
+      # SES budget.
       {
         for k, v in {
           FLOODGATE_LIMITS_TABLE = aws_dynamodb_table.limits.name
-        } : k => v if fn == "ingest"
+        } : k => v if contains(["ingest", "send"], fn)
       },
       # The key that seals API key secrets: ingest and status open them, admin seals new
       # ones. The environment is encrypted with the CMK (kms_key_arn below); the value's

@@ -1,6 +1,7 @@
 # The limit store: one DynamoDB table that every ingest instance shares for rate limits
 # (per service and key type, per minute), daily limits (per service, per UTC day) and
-# idempotency keys (24 h). On-demand capacity (a blast's spikes need no provisioning), one
+# idempotency keys (24 h), and every send instance for the SES account's rate (leases of
+# ~100 ms windows). On-demand capacity (a blast's spikes need no provisioning), one
 # string key `pk`, and DynamoDB's TTL on `expires_at` to drop old windows and records.
 # Counts never touch PostgreSQL: a limit check that queried the notifications table is
 # what took Notify's API down under volume.
@@ -29,8 +30,8 @@ resource "aws_dynamodb_table" "limits" {
   }
 }
 
-# ingest runs in the private subnets, which have no route out: a gateway endpoint (free,
-# no ENI) carries its DynamoDB calls.
+# ingest and send run in the private subnets, which have no route out: a gateway endpoint
+# (free, no ENI) carries their DynamoDB calls.
 resource "aws_vpc_endpoint" "dynamodb" {
   vpc_id            = aws_vpc.this.id
   service_name      = "com.amazonaws.${local.region}.dynamodb"
@@ -40,7 +41,8 @@ resource "aws_vpc_endpoint" "dynamodb" {
   tags = { Name = "${var.name_prefix}-dynamodb" }
 }
 
-# Only ingest uses the table, and only the item calls it makes.
+# ingest uses the table's items for limits and idempotency keys, with only the item calls it
+# makes.
 data "aws_iam_policy_document" "ingest_limits" {
   statement {
     sid = "LimitStoreItems"
@@ -69,4 +71,30 @@ resource "aws_iam_role_policy" "ingest_limits" {
   name   = "limit-store"
   role   = aws_iam_role.fn["ingest"].id
   policy = data.aws_iam_policy_document.ingest_limits.json
+}
+
+# send leases the shared SES budget: a conditional update, and a read when it is refused.
+data "aws_iam_policy_document" "send_budget" {
+  statement {
+    sid       = "SendBudgetItems"
+    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+    resources = [aws_dynamodb_table.limits.arn]
+  }
+
+  statement {
+    sid       = "SendBudgetEncryption"
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.this.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["dynamodb.${local.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "send_budget" {
+  name   = "send-budget"
+  role   = aws_iam_role.fn["send"].id
+  policy = data.aws_iam_policy_document.send_budget.json
 }

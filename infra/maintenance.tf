@@ -52,3 +52,51 @@ resource "aws_cloudwatch_metric_alarm" "maintain_not_running" {
   alarm_actions       = [aws_sns_topic.alarms.arn]
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
+
+# The release of scheduled notifications, every minute: the admin function puts each
+# notification due within the next 15 minutes on its send queue with an SQS delay that ends
+# at its time, so a send is punctual to the second whatever this period (README,
+# "Scheduled sends"). Nothing waits in an invocation, and no message is delayed for longer
+# than SQS allows. A run that fails is repeated by the next one.
+resource "aws_cloudwatch_event_rule" "release_scheduled" {
+  name                = "${var.name_prefix}-release-scheduled"
+  description         = "floodgate-admin release-scheduled every minute"
+  schedule_expression = "rate(1 minute)"
+}
+
+resource "aws_cloudwatch_event_target" "release_scheduled" {
+  rule  = aws_cloudwatch_event_rule.release_scheduled.name
+  arn   = aws_lambda_function.fn["admin"].arn
+  input = jsonencode({ command = "release-scheduled" })
+
+  retry_policy {
+    maximum_retry_attempts       = 0
+    maximum_event_age_in_seconds = 60
+  }
+}
+
+resource "aws_lambda_permission" "release_scheduled" {
+  statement_id  = "AllowEventBridgeReleaseScheduled"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.fn["admin"].function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.release_scheduled.arn
+}
+
+# The admin function's invocations count both schedules, so the release has an alarm of its
+# own, on its rule: no invocation for 3 minutes means scheduled notifications are not sent.
+resource "aws_cloudwatch_metric_alarm" "release_scheduled_not_running" {
+  alarm_name          = "${local.alarm_prefix}release-scheduled-not-running"
+  alarm_description   = "EventBridge did not invoke floodgate-admin release-scheduled for 3 minutes: scheduled notifications more than 15 minutes out are not being sent."
+  namespace           = "AWS/Events"
+  metric_name         = "Invocations"
+  dimensions          = { RuleName = aws_cloudwatch_event_rule.release_scheduled.name }
+  statistic           = "Sum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = [aws_sns_topic.alarms.arn]
+  ok_actions          = [aws_sns_topic.alarms.arn]
+}

@@ -43,6 +43,7 @@ SPEC_ROUTES = {
     "GET /v2/template/{id}/version/{version}": "status",
     "GET /v2/templates": "status",
     "POST /v2/template/{id}/preview": "status",
+    "GET /v2/jobs/{id}": "status",
     "GET /_status": "status",
 }
 
@@ -459,6 +460,24 @@ def test_maintenance_runs_on_a_schedule_with_the_admin_command_the_code_reads(tf
     assert permission["principal"] == "events.amazonaws.com"
     alarm = tf["resource"]["aws_cloudwatch_metric_alarm"]["maintain_not_running"]
     assert alarm["treat_missing_data"] == "breaching", "no invocation at all must alarm"
+
+
+def test_scheduled_notifications_are_released_every_minute_by_the_admin_command(tf):
+    target = tf["resource"]["aws_cloudwatch_event_target"]["release_scheduled"]
+    assert 'aws_lambda_function.fn["admin"]' in target["arn"]
+    admin_src = (REPO / "functions" / "admin" / "src" / "lib.rs").read_text()
+    assert re.search(r"\bReleaseScheduled,", admin_src)
+    assert re.search(r'command\s*=\s*"release-scheduled"', target["input"]), target["input"]
+    rule = tf["resource"]["aws_cloudwatch_event_rule"]["release_scheduled"]
+    # Each release forwards what is due within SQS's 15-minute delay, so it must run
+    # well inside that window.
+    assert rule["schedule_expression"] == "rate(1 minute)"
+    permission = tf["resource"]["aws_lambda_permission"]["release_scheduled"]
+    assert permission["principal"] == "events.amazonaws.com"
+    assert "release_scheduled" in permission["source_arn"]
+    alarm = tf["resource"]["aws_cloudwatch_metric_alarm"]["release_scheduled_not_running"]
+    assert alarm["treat_missing_data"] == "breaching", "no invocation at all must alarm"
+    assert "release_scheduled" in str(alarm["dimensions"])
 
 
 def test_send_gets_the_account_rate_and_consumers_may_defer_to_their_own_queues(tf):

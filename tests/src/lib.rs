@@ -85,6 +85,7 @@ pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> In
         email_reply_to_id: None,
         scheduled_for: None,
         one_click_unsubscribe_url: None,
+        job: None,
         created_at,
     }
 }
@@ -372,31 +373,89 @@ impl ServiceFixture {
         authorization: &str,
         headers: &[(&'static str, &str)],
     ) -> (i64, serde_json::Value) {
-        use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("api.test"));
-        if let Ok(v) = HeaderValue::from_str(authorization) {
-            h.insert("authorization", v);
-        }
-        for (name, value) in headers {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(*name, v);
-            }
-        }
         let r = ingest
-            .handle(floodgate_api::gateway::request(
-                Method::POST,
+            .handle(api_request(
+                aws_lambda_events::http::Method::POST,
                 path,
-                h,
+                authorization,
+                headers,
                 Some(body.to_string()),
             ))
             .await;
-        let text = floodgate_api::gateway::response_text(&r);
-        (
-            r.status_code,
-            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-        )
+        answer_of(&r)
     }
+
+    /// A `status` instance on the replica that opens the fixture's keys.
+    pub async fn status(&self, stack: &LocalStack) -> floodgate_status::Status {
+        floodgate_status::Status::new(Arc::new(floodgate_api::ApiCatalog::new(
+            reader_lane(stack).await,
+            self.secrets.clone(),
+            floodgate_api::CachePolicy::default(),
+        )))
+    }
+
+    /// GETs `path` through `status` with the fixture's key, as API Gateway would hand it over.
+    pub async fn get(
+        &self,
+        status: &floodgate_status::Status,
+        path: &str,
+    ) -> (i64, serde_json::Value) {
+        let r = status
+            .handle(api_request(
+                aws_lambda_events::http::Method::GET,
+                path,
+                &self.bearer(),
+                &[],
+                None,
+            ))
+            .await;
+        answer_of(&r)
+    }
+
+    /// The whole queue-driven pipeline (embedded queues, the SES simulator), able to open
+    /// the fixture's callback tokens.
+    pub async fn pipeline(&self, stack: &LocalStack) -> floodgate_local::topology::Pipeline {
+        floodgate_local::topology::Pipeline::start(
+            stack,
+            &floodgate_local::topology::PipelineOptions {
+                secrets: Some(self.secrets.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("pipeline")
+    }
+}
+
+/// An API Gateway request from host `api.test` with this `Authorization` and headers.
+fn api_request(
+    method: aws_lambda_events::http::Method,
+    path: &str,
+    authorization: &str,
+    headers: &[(&'static str, &str)],
+    body: Option<String>,
+) -> aws_lambda_events::apigw::ApiGatewayV2httpRequest {
+    use aws_lambda_events::http::{HeaderMap, HeaderValue};
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("api.test"));
+    if let Ok(v) = HeaderValue::from_str(authorization) {
+        h.insert("authorization", v);
+    }
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(*name, v);
+        }
+    }
+    floodgate_api::gateway::request(method, path, h, body)
+}
+
+/// A handler's status code and JSON body (`Null` when the body is not JSON).
+fn answer_of(r: &aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> (i64, serde_json::Value) {
+    let text = floodgate_api::gateway::response_text(r);
+    (
+        r.status_code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

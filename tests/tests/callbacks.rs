@@ -179,6 +179,7 @@ async fn final_statuses_and_a_complaint_reach_the_client_with_notify_s_payload_a
         queue.clone(),
         knobs(),
         SendConfig {
+            account_rate: 100.0,
             rate_per_second: 100.0,
             max_in_flight: 4,
             throttle_retries: 0,

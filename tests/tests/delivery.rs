@@ -13,7 +13,7 @@ use floodgate_db::WriterLane;
 use floodgate_db::sending::{SendingTimeouts, sweep_sending};
 use floodgate_db::tokio_postgres::types::Type;
 use floodgate_e2e::*;
-use floodgate_emulators::{EmbeddedQueue, SimulatorMailer};
+use floodgate_emulators::{EmbeddedLimitStore, EmbeddedQueue, SimulatorMailer};
 use floodgate_persist::Persist;
 use floodgate_receipts::Receipts;
 use floodgate_send::{SendConfig, Sender};
@@ -34,6 +34,7 @@ fn sender(writer: &WriterLane, mailer: Arc<dyn Mailer>, queue: Arc<dyn Queue>) -
         queue,
         knobs(),
         SendConfig {
+            account_rate: 1_000.0,
             rate_per_second: 1_000.0,
             max_in_flight: 8,
             throttle_retries: 2,
@@ -472,6 +473,52 @@ async fn a_sending_row_is_claimed_again_only_with_its_own_token_and_no_sign_of_s
     assert!(!sim.accepted().contains_key(&ids[2]));
 }
 
+// ----- scheduled: only a due notification can be claimed -----
+
+#[tokio::test]
+async fn a_notification_not_due_yet_is_held_by_persist_and_refused_by_the_claim() {
+    let stack = shared_stack().await;
+    let f = service_fixture(&stack, ProcessType::Normal).await;
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let mut batch = fixture_batch(&f, ProcessType::Normal, 2);
+    let at = chrono::Utc::now() + chrono::Duration::hours(1);
+    batch[0].scheduled_for = Some(at);
+    // Due in 5 minutes: forwarded now, invisible on the queue until its time.
+    batch[1].scheduled_for = Some(chrono::Utc::now() + chrono::Duration::minutes(5));
+    let msgs = stored(&f.writer, &queue, &batch).await;
+    assert!(msgs.is_empty(), "nothing visible on the send queue yet");
+    let stats = queue
+        .stats(QueueName::Send(ProcessType::Normal))
+        .await
+        .unwrap();
+    assert_eq!(
+        stats.delayed, 1,
+        "only the one due within 15 minutes, delayed"
+    );
+    // A send message naming both anyway (a re-forward, a delay cut short): no claim.
+    let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
+    let send = sender(&f.writer, Arc::new(sim.clone()), queue.clone());
+    let envelope = SendEnvelope {
+        v: 1,
+        process_type: ProcessType::Normal,
+        notification_ids: batch.iter().map(|n| n.id).collect(),
+        claim_tokens: vec![],
+    };
+    let (resp, report) = send
+        .handle(
+            sqs_event(&[envelope.encode()]),
+            Instant::now() + Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.claimed, 0, "{report:?}");
+    assert!(sim.accepted().is_empty());
+    for n in &batch {
+        assert_eq!(status_of(&f.writer, n.id).await.0, "created");
+    }
+}
+
 // ----- the budget: claim only what can be sent -----
 
 #[tokio::test]
@@ -491,6 +538,7 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
         queue.clone(),
         knobs(),
         SendConfig {
+            account_rate: 20.0,
             rate_per_second: 20.0,
             max_in_flight: 4,
             throttle_retries: 0,
@@ -536,6 +584,116 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
         }
     }
     assert_eq!(rows, 200);
+}
+
+// ----- the SES budget, shared by every instance -----
+
+/// Three bulk instances, each with a backlog of 100, given `window` to send at an account
+/// rate of 200/s, with SES enforcing that rate: what each sent, and what SES refused for
+/// passing the rate.
+async fn three_bulk_instances(
+    store: Option<Arc<EmbeddedLimitStore>>,
+    window: Duration,
+) -> (Vec<floodgate_send::SendReport>, SimulatorMailer, Vec<u64>) {
+    const RATE: f64 = 200.0;
+    let stack = shared_stack().await;
+    let f = service_fixture(&stack, ProcessType::Bulk).await;
+    let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
+    sim.set_account_rate(RATE);
+    let k = knobs();
+    let mut runs = Vec::new();
+    let mut senders = Vec::new();
+    for _ in 0..3 {
+        let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+        let msgs = stored(
+            &f.writer,
+            &queue,
+            &fixture_batch(&f, ProcessType::Bulk, 100),
+        )
+        .await;
+        let mut send = Sender::new(
+            f.writer.clone(),
+            Arc::new(sim.clone()),
+            queue.clone(),
+            k.clone(),
+            SendConfig {
+                account_rate: RATE,
+                // The even share of the 13 send instances the knobs allow.
+                rate_per_second: RATE / f64::from(k.max_concurrency("send")),
+                max_in_flight: 8,
+                throttle_retries: 0,
+            },
+        );
+        if let Some(store) = &store {
+            send = send.with_shared_budget(store.clone());
+        }
+        let send = Arc::new(send);
+        senders.push(send.clone());
+        let event =
+            floodgate_local::topology::esm::to_event(QueueName::Send(ProcessType::Bulk), &msgs);
+        runs.push(tokio::spawn(async move {
+            let (resp, report) = send.handle(event, Instant::now() + window).await.unwrap();
+            assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+            report
+        }));
+    }
+    let mut reports = Vec::new();
+    for r in runs {
+        reports.push(r.await.unwrap());
+    }
+    let bypasses = senders.iter().map(|s| s.pace().bypasses()).collect();
+    (reports, sim, bypasses)
+}
+
+#[tokio::test]
+async fn instances_sharing_the_ses_budget_use_the_idle_lanes_share_and_never_pass_the_rate() {
+    // 300 emails at 200/s take 1.5 s: with the budget shared, three bulk instances send
+    // them all within a 3 s window; at an even share (200/13 ≈ 15/s each) they could send
+    // about 3 × 46. SES (the simulator) enforces the rate: it must refuse nothing.
+    let store = Arc::new(EmbeddedLimitStore::new());
+    let (reports, sim, bypasses) =
+        three_bulk_instances(Some(store.clone()), Duration::from_secs(3)).await;
+    let sent: usize = reports.iter().map(|r| r.sent).sum();
+    assert_eq!(sent, 300, "{reports:?}");
+    assert!(
+        reports.iter().all(|r| r.deferred == 0 && r.released == 0),
+        "{reports:?}"
+    );
+    assert_eq!(sim.rate_throttled(), 0, "never above the account's rate");
+    assert!(sim.accepted().values().all(|&n| n == 1));
+    assert_eq!(bypasses, vec![0, 0, 0]);
+    // Leases of many tokens: far fewer store calls than emails.
+    assert!(
+        store.calls() < 150,
+        "{} store calls for 300 emails",
+        store.calls()
+    );
+
+    let (split, sim, _) = three_bulk_instances(None, Duration::from_secs(3)).await;
+    let split_sent: usize = split.iter().map(|r| r.sent).sum();
+    assert!(
+        split_sent < 160,
+        "the even share sends about 3 x 46: {split:?}"
+    );
+    assert_eq!(sim.rate_throttled(), 0);
+}
+
+#[tokio::test]
+async fn with_the_budget_store_down_instances_pace_at_their_share_and_still_never_pass_the_rate() {
+    let store = Arc::new(EmbeddedLimitStore::new());
+    store.set_down(true);
+    let (reports, sim, bypasses) = three_bulk_instances(Some(store), Duration::from_secs(2)).await;
+    let sent: usize = reports.iter().map(|r| r.sent).sum();
+    // At an even share, 2 s hold about 31 sends per instance; the rest waits its turn.
+    assert!((60..=110).contains(&sent), "{reports:?}");
+    for r in &reports {
+        assert_eq!(r.sent + r.deferred + r.released, 100, "nothing lost: {r:?}");
+    }
+    assert!(
+        bypasses.iter().all(|&b| b > 0),
+        "each instance fell back: {bypasses:?}"
+    );
+    assert_eq!(sim.rate_throttled(), 0);
 }
 
 // ----- nothing stays `created` -----

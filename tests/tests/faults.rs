@@ -40,6 +40,11 @@ async fn a_5000_row_bulk_job_on_a_tight_ses_budget_is_delivered_exactly_once() {
         "{per_invocation}"
     );
     assert!(s.options.bulk_rows >= 5_000);
+    assert_eq!(
+        s.options.budget,
+        floodgate_local::topology::BudgetRule::Split,
+        "the even share: the shared budget would give one invocation the idle lanes' share"
+    );
     assert_holds(&run(faults::tight_ses_budget).await);
 }
 

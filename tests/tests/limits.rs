@@ -326,7 +326,9 @@ async fn store_semantics(store: &dyn LimitStore) {
         );
     }
     match store.take(&rate, 1, at(10)).await.unwrap() {
-        Take::Refused { resets_at } => {
+        Take::Refused { resets_at, count } => {
+            // The count lets a caller take what is left (the SES budget's leases).
+            assert_eq!(count, Some(3));
             let end = at(1) + TimeDelta::seconds(60);
             assert!(
                 (resets_at - end).num_milliseconds().abs() <= 1,

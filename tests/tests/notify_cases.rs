@@ -731,6 +731,7 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
         .collect();
     assert_eq!(send_ids.len(), 2, "{send_ids:?}");
     let config = SendConfig {
+        account_rate: 1_000.0,
         rate_per_second: 1_000.0,
         max_in_flight: 4,
         throttle_retries: 0,

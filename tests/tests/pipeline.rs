@@ -32,6 +32,7 @@ const FROM: &str = "noreply@floodgate.example.gov";
 /// A fast budget for tests: the rate limiter is exercised, without slowing 500 sends.
 fn fast_config() -> SendConfig {
     SendConfig {
+        account_rate: 5_000.0,
         rate_per_second: 5_000.0,
         max_in_flight: 32,
         throttle_retries: 2,
@@ -524,6 +525,7 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
         SendConfig {
             // Slow enough that a crash interrupts a batch mid-way: some claimed
             // notifications of a crashing batch are never handed to SES.
+            account_rate: 400.0,
             rate_per_second: 400.0,
             max_in_flight: 4,
             throttle_retries: 2,

@@ -199,6 +199,14 @@ struct Local {
 }
 
 impl Local {
+    /// The limit store's table on moto, as `main` builds it from the environment.
+    fn limit_store(&self) -> Arc<DynamoLimitStore> {
+        Arc::new(DynamoLimitStore::new(
+            DynamoLimitStore::client(&self.sdk),
+            self.limits_table.clone(),
+        ))
+    }
+
     /// Terraform's value of `name` for a function, with local endpoints substituted where
     /// the value is an AWS resource (a `<…>` placeholder) or an AWS-only path; anything
     /// else is passed as Terraform computed it.
@@ -324,11 +332,7 @@ async fn in_process(
                 CachePolicy::default(),
             ));
             let resp = if function == "ingest" {
-                let limits = DynamoLimitStore::new(
-                    DynamoLimitStore::client(&local.sdk),
-                    local.limits_table.clone(),
-                );
-                floodgate_ingest::Ingest::new(catalog, queue, Arc::new(limits), &knobs)
+                floodgate_ingest::Ingest::new(catalog, queue, local.limit_store(), &knobs)
                     .handle(req)
                     .await
             } else {
@@ -373,7 +377,8 @@ async fn in_process(
                         queue,
                         Arc::new(knobs),
                         config,
-                    );
+                    )
+                    .with_shared_budget(local.limit_store());
                     // The deadline `main` computes from the emulator's.
                     let deadline = sender.sending_deadline(floodgate_send::invocation_deadline(
                         EMULATOR_DEADLINE_MS,

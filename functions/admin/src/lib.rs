@@ -10,7 +10,7 @@
 //! ([`floodgate_db::roles`]) that every other connection uses through RDS Proxy.
 
 use chrono::Utc;
-use floodgate_aws::{QueueLimits, QueueSender, forward_to_send};
+use floodgate_aws::{QueueLimits, QueueSender, forward_to_send, forward_to_send_delayed};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
 use floodgate_core::callback::{CallbackKind, check_callback_url};
 use floodgate_core::keys::normalise_address;
@@ -45,6 +45,9 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
         retention_days: u64,
     },
+    /// Put the scheduled notifications due within the next 15 minutes on their send queues,
+    /// each delayed until its time (every minute, from its own schedule).
+    ReleaseScheduled,
     /// Create a service (id chosen here unless given).
     CreateService {
         #[arg(long)]
@@ -721,6 +724,12 @@ async fn execute_on_writer(
                 }
             }
         }
+        // Needs the send queues: run by `Admin::execute`.
+        AdminCommand::ReleaseScheduled => {
+            return Err(AdminError::Invalid(
+                "release-scheduled runs through Admin::execute, with the send queues".into(),
+            ));
+        }
         AdminCommand::GenerateEncryptionKey => serde_json::json!({
             "FLOODGATE_API_KEY_ENCRYPTION_KEY": floodgate_core::auth::generate_encryption_key()
         }),
@@ -846,6 +855,59 @@ pub async fn reforward_created(
         );
     }
     Ok((total - lost.len()) as u64)
+}
+
+/// The most scheduled notifications one release forwards (the next run, a minute later,
+/// takes the rest, still ahead of their time: the window is 15 minutes).
+pub const RELEASE_LIMIT: i64 = 50_000;
+
+/// What one release did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseOutcome {
+    /// Scheduled notifications put on their send queues, delayed until their time.
+    pub released: u64,
+    /// Picked, but not acknowledged by the queue: the re-forward sweep sends them once due.
+    pub not_acknowledged: u64,
+}
+
+/// The release of scheduled notifications ([`floodgate_db::sending::release_scheduled`]):
+/// each one due within [`RELEASE_WINDOW`](floodgate_core::schedule::RELEASE_WINDOW) goes to
+/// its send queue with the delay left until its time.
+pub async fn release_scheduled(
+    writer: &WriterLane,
+    queue: &dyn QueueSender,
+    knobs: &Knobs,
+) -> Result<ReleaseOutcome, DbError> {
+    let conn = writer.acquire().await?;
+    let picked = conn
+        .bounded(floodgate_db::sending::release_scheduled(
+            &conn,
+            floodgate_core::schedule::RELEASE_WINDOW,
+            SWEEP_LOOKBACK,
+            RELEASE_LIMIT,
+        ))
+        .await?;
+    drop(conn);
+    let total = picked.len() as u64;
+    let lost = forward_to_send_delayed(
+        queue,
+        QueueLimits::from_knobs(knobs),
+        knobs,
+        picked.iter().map(|r| (r.id, r.process_type, r.delay)),
+    )
+    .await;
+    let outcome = ReleaseOutcome {
+        released: total - lost.len() as u64,
+        not_acknowledged: lost.len() as u64,
+    };
+    if total > 0 {
+        tracing::info!(
+            released = outcome.released,
+            not_acknowledged = outcome.not_acknowledged,
+            "scheduled notifications released"
+        );
+    }
+    Ok(outcome)
 }
 
 /// The role bootstrap's settings (the admin function on AWS; database.tf, functions.tf):
@@ -1051,6 +1113,17 @@ impl Admin {
     /// Runs any command, returning its outcome as JSON (the CLI prints it, the Lambda returns
     /// it). The master secret is read on each `migrate`: RDS rotates it.
     pub async fn execute(&self, command: &AdminCommand) -> Result<serde_json::Value, AdminError> {
+        if let AdminCommand::ReleaseScheduled = command {
+            let queue = self.queue.as_ref().ok_or_else(|| {
+                AdminError::Invalid(
+                    "release-scheduled needs the send queues (FLOODGATE_QUEUE_URL_SEND_*)".into(),
+                )
+            })?;
+            let knobs = Knobs::embedded();
+            return Ok(json(
+                &release_scheduled(&self.writer, queue.as_ref(), &knobs).await?,
+            ));
+        }
         let mut result = execute_bootstrapped(
             &self.writer,
             self.secrets.as_ref(),
@@ -1257,6 +1330,8 @@ mod tests {
         assert_eq!(m, AdminCommand::Migrate);
         let m: AdminCommand = serde_json::from_str(r#"{"command":"maintain"}"#).unwrap();
         assert_eq!(m, AdminCommand::Maintain { retention_days: 14 });
+        let m: AdminCommand = serde_json::from_str(r#"{"command":"release-scheduled"}"#).unwrap();
+        assert_eq!(m, AdminCommand::ReleaseScheduled);
         assert!(serde_json::from_str::<AdminCommand>(r#"{"command":"drop-all"}"#).is_err());
         let m: AdminCommand = serde_json::from_str(
             r#"{"command":"issue-key","service_id":"0190a0a0-0000-7000-8000-000000000001","name":"k"}"#,

@@ -14,13 +14,15 @@ use aws_lambda_events::http::Method;
 use chrono::{DateTime, Utc};
 use door::{Admission, Door, Passage};
 use floodgate_api::gateway::{self, json_response};
-use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
+use floodgate_api::{ApiCatalog, ApiError, Caller, JobFields, job_json, notify_time};
 use floodgate_aws::{LimitStore, QueueError, QueueLimits, QueueSender, send_all};
 use floodgate_core::envelope::{created_at_of, new_notification_id};
 use floodgate_core::keys::{TEAM_KEY_REFUSAL, may_send_to};
 use floodgate_core::limits::{IDEMPOTENCY_HEADER, IdempotencyKey, job_row_id, request_fingerprint};
 use floodgate_core::template::{Template, placeholder_names, render_text};
-use floodgate_core::{IntakeEnvelope, IntakeNotification, ProcessType, QueueName, pack_intake};
+use floodgate_core::{
+    IntakeEnvelope, IntakeNotification, JobHeader, ProcessType, QueueName, pack_intake,
+};
 use floodgate_db::catalog::TemplateRow;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -216,6 +218,7 @@ impl Ingest {
             email_reply_to_id: r.email_reply_to_id,
             scheduled_for: r.scheduled_for,
             one_click_unsubscribe_url: r.one_click_unsubscribe_url.clone(),
+            job: None,
             created_at,
         };
         let response = json!({
@@ -324,26 +327,34 @@ impl Ingest {
                 email_reply_to_id: r.reply_to_id,
                 scheduled_for: r.scheduled_for,
                 one_click_unsubscribe_url: None,
+                job: None,
                 created_at: now,
             })
             .collect();
         assign_job(&mut notifications, job_id)?;
         let count = notifications.len();
-        let response = json!({"data": {
-            "id": job_id,
-            "job_status": "pending",
-            "notification_count": count,
-            "original_file_name": r.name,
-            "template": template.id,
-            "template_version": template.version,
-            "service": caller.service_id,
-            "service_name": {"name": caller.service_name},
-            "created_at": notify_time(now),
-            "scheduled_for": r.scheduled_for.map(notify_time),
-            "sender_id": r.reply_to_id,
-            "api_key": {"id": caller.api_key_id, "key_type": caller.key_type.as_str()},
-            "archived": false,
-        }});
+        if let Some(first) = notifications.first_mut() {
+            first.job = Some(JobHeader {
+                name: r.name.clone(),
+                notification_count: i32::try_from(count).map_err(|_| ApiError::internal())?,
+            });
+        }
+        let response = json!({"data": job_json(&JobFields {
+            id: job_id,
+            job_status: "pending",
+            notification_count: i64::try_from(count).unwrap_or(i64::MAX),
+            original_file_name: &r.name,
+            template_id: template.id,
+            template_version: template.version,
+            service_id: caller.service_id,
+            service_name: &caller.service_name,
+            // The rows' creation time (the job id's), which the job read shows too.
+            created_at: created_at_of(job_id).unwrap_or(now),
+            scheduled_for: r.scheduled_for,
+            sender_id: r.reply_to_id,
+            api_key_id: Some(caller.api_key_id),
+            key_type: caller.key_type.as_str(),
+        })});
         let (held, response, job_id) = match self.admit(&mut post, &response).await? {
             Admission::Repeat(status, stored) => return Ok((status, stored)),
             Admission::Proceed(held) => (held, response, job_id),
@@ -524,6 +535,7 @@ mod tests {
                 email_reply_to_id: None,
                 scheduled_for: None,
                 one_click_unsubscribe_url: None,
+                job: None,
                 created_at,
             }
         };

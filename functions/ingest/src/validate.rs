@@ -15,7 +15,7 @@ pub const MAX_PERSONALISATION_BYTES: usize = 51_200;
 /// A client reference longer than this is refused.
 pub const MAX_REFERENCE_CHARS: usize = 1_000;
 /// The most rows one bulk request may carry (header row not counted).
-pub const MAX_BULK_ROWS: usize = 50_000;
+pub const MAX_BULK_ROWS: usize = floodgate_core::limits::MAX_JOB_ROWS as usize;
 /// How far ahead a bulk job may be scheduled (GC Notify: 96 hours).
 pub const MAX_SCHEDULE_AHEAD_HOURS: i64 = 96;
 /// How far ahead one email may be scheduled (Notify's `datetime_within_next_day`).

@@ -11,11 +11,16 @@
 //! | the database refuses its data (a value it cannot store) | the batch is split until the message is alone; it fails alone, the rest are stored |
 //! | the database is unavailable or slow | deferred: re-enqueued with a growing delay, no receive spent |
 //! | stored, but the forward was not acknowledged | fails; the redelivery inserts nothing and forwards again |
+//!
+//! A scheduled notification is forwarded with an SQS delay that ends at its time when that
+//! is within 15 minutes of its creation, and otherwise left `created` for the periodic
+//! release ([`floodgate_core::schedule`]).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use floodgate_aws::{
-    DeferPolicy, Ledger, Msg, QueueLimits, QueueSender, UnidentifiedRecord, forward_to_send,
+    DeferPolicy, Ledger, Msg, QueueLimits, QueueSender, UnidentifiedRecord, forward_to_send_delayed,
 };
+use floodgate_core::schedule::forward_delay;
 use floodgate_core::{IntakeEnvelope, IntakeNotification, Knobs, QueueName};
 use floodgate_db::sending::retry_conflicts;
 use floodgate_db::{DbError, WriterLane, insert_notifications};
@@ -42,6 +47,8 @@ pub struct PersistReport {
     pub notifications: usize,
     pub inserted: u64,
     pub forwarded: usize,
+    /// Scheduled notifications stored and left for the periodic release.
+    pub held: usize,
     /// Messages whose data the database refused, isolated and failed alone.
     pub refused: usize,
     /// Messages deferred because the database was unavailable.
@@ -127,16 +134,20 @@ impl Persist {
         let stored = self
             .store_isolating(&groups, &mut ledger, &mut report)
             .await;
-        let ids: Vec<(Uuid, floodgate_core::ProcessType)> = stored
-            .iter()
-            .flat_map(|&g| {
-                groups[g]
-                    .notifications
-                    .iter()
-                    .map(|n| (n.id, n.process_type))
-            })
-            .collect();
-        let lost = forward_to_send(self.queue.as_ref(), self.limits, &self.knobs, ids).await;
+        let now = chrono::Utc::now();
+        let mut held: HashSet<Uuid> = HashSet::new();
+        let mut ids = Vec::new();
+        for n in stored.iter().flat_map(|&g| groups[g].notifications.iter()) {
+            match forward_delay(n.scheduled_for, n.created_at, now) {
+                Some(delay) => ids.push((n.id, n.process_type, delay)),
+                None => {
+                    held.insert(n.id);
+                }
+            }
+        }
+        report.held = held.len();
+        let lost =
+            forward_to_send_delayed(self.queue.as_ref(), self.limits, &self.knobs, ids).await;
         for &g in &stored {
             let group = &groups[g];
             let missing = group
@@ -144,7 +155,12 @@ impl Persist {
                 .iter()
                 .filter(|n| lost.contains(&n.id))
                 .count();
-            report.forwarded += group.notifications.len() - missing;
+            let kept = group
+                .notifications
+                .iter()
+                .filter(|n| held.contains(&n.id))
+                .count();
+            report.forwarded += group.notifications.len() - missing - kept;
             if missing > 0 {
                 ledger.fail(group.msg);
             }
@@ -157,6 +173,7 @@ impl Persist {
             notifications = report.notifications,
             inserted = report.inserted,
             forwarded = report.forwarded,
+            held = report.held,
             refused = report.refused,
             deferred = report.deferred,
             failed = report.failed_messages.len(),

@@ -25,7 +25,9 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use floodgate_aws::mail::{Email, MailError, Mailer, one_click_unsubscribe_headers};
-use floodgate_aws::{Carriers, DeferPolicy, Ledger, QueueLimits, QueueSender, UnidentifiedRecord};
+use floodgate_aws::{
+    Carriers, DeferPolicy, Ledger, LimitStore, QueueLimits, QueueSender, UnidentifiedRecord,
+};
 use floodgate_core::callback::CallbackJob;
 use floodgate_core::envelope::{created_at_of, pack_send_claimed};
 use floodgate_core::ses_event::SimulatedRecipient;
@@ -41,6 +43,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+pub mod budget;
+pub use budget::{Pace, SharedBudget};
 
 /// Environment variables `send` reads (besides the writer lane's and the SES
 /// configuration set's).
@@ -59,9 +64,11 @@ const MAX_CLAIM_TOKENS: usize = 4;
 /// How fast and how wide one instance sends.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendConfig {
-    /// Emails per second this instance may send: the account's rate ÷ the most `send`
-    /// instances that can run at once, so all of them together stay within the account's
-    /// rate and SES throttles only when something else shares the account.
+    /// The SES account's sending rate (emails/s), shared by every instance.
+    pub account_rate: f64,
+    /// This instance's even share: the account's rate ÷ the most `send` instances that
+    /// can run at once, so all of them together stay within the account's rate. Paced at
+    /// when the budget is not shared, or while its store does not answer.
     pub rate_per_second: f64,
     /// SES calls in flight at once (latency × rate needs a few; more only queues).
     pub max_in_flight: usize,
@@ -113,6 +120,7 @@ impl SendConfig {
             })?,
         };
         Ok(SendConfig {
+            account_rate: account,
             rate_per_second: rate,
             max_in_flight: num(MAX_IN_FLIGHT_ENV)?.map_or(16, |x| x as usize).max(1),
             throttle_retries: retries,
@@ -195,7 +203,7 @@ pub struct Sender {
     limits: QueueLimits,
     knobs: Arc<Knobs>,
     config: SendConfig,
-    limiter: Arc<RateLimiter>,
+    pace: Arc<Pace>,
     defer: DeferPolicy,
 }
 
@@ -326,7 +334,7 @@ impl Sender {
         knobs: Arc<Knobs>,
         config: SendConfig,
     ) -> Self {
-        let limiter = Arc::new(RateLimiter::new(config.rate_per_second));
+        let pace = Arc::new(Pace::Split(RateLimiter::new(config.rate_per_second)));
         Sender {
             writer,
             mailer,
@@ -335,8 +343,25 @@ impl Sender {
             defer: DeferPolicy::from_knobs(&knobs),
             knobs,
             config,
-            limiter,
+            pace,
         }
+    }
+
+    /// Shares the account's rate with every other instance through `store` (the limit
+    /// store's table on AWS) instead of pacing at an even share of it.
+    pub fn with_shared_budget(mut self, store: Arc<dyn LimitStore>) -> Self {
+        self.pace = Arc::new(Pace::Shared(SharedBudget::new(
+            store,
+            self.config.account_rate,
+            self.config.rate_per_second,
+            self.config.max_in_flight,
+        )));
+        self
+    }
+
+    /// How this instance paces its SES calls.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
     }
 
     /// Replaces the deferral delays (the local stack's time-scaled runs).
@@ -364,7 +389,8 @@ impl Sender {
             .event_source_mappings
             .get(&QueueName::Send(process_type).as_string())
             .map_or(1, |m| m.maximum_concurrency.max(1));
-        self.config.rate_per_second * f64::from(concurrency)
+        self.pace
+            .process_type_rate(self.config.rate_per_second, concurrency)
     }
 
     /// The handler. `sending_deadline`: no SES call starts after it (see
@@ -424,10 +450,7 @@ impl Sender {
 
         let mut deferred = Deferred::default();
         // Claim no more than the budget can send before the deadline.
-        let capacity = self
-            .limiter
-            .slots_before(sending_deadline)
-            .min(wanted.len());
+        let capacity = self.pace.slots_before(sending_deadline).min(wanted.len());
         let later = wanted.split_off(capacity);
         report.deferred += later.len();
         for w in later {
@@ -512,14 +535,26 @@ impl Sender {
     ) -> Vec<CallbackJob> {
         let process_types: BTreeMap<Uuid, ProcessType> =
             wanted.iter().map(|w| (w.id, w.process_type)).collect();
+        self.pace.expect(
+            claimed
+                .iter()
+                .filter(|c| c.key_type != Ok(KeyType::Test))
+                .count(),
+        );
+        let process_types = &process_types;
         let outcomes: Vec<(Uuid, DateTime<Utc>, Outcome, usize)> = futures::stream::iter(claimed)
             .map(|c| async move {
-                let (outcome, retries) = self.send_one(&c, sending_deadline).await;
+                let process_type = process_types
+                    .get(&c.id)
+                    .copied()
+                    .unwrap_or(ProcessType::Normal);
+                let (outcome, retries) = self.send_one(&c, process_type, sending_deadline).await;
                 (c.id, c.created_at, outcome, retries)
             })
             .buffer_unordered(self.config.max_in_flight)
             .collect()
             .await;
+        self.pace.forget_pending();
         let mut settlements = Vec::with_capacity(outcomes.len());
         for (id, at, o, retries) in outcomes {
             report.throttle_retries += retries;
@@ -625,13 +660,26 @@ impl Sender {
     }
 
     /// Sends one claimed notification; also returns the throttled calls it retried.
-    async fn send_one(&self, c: &Claimed, deadline: Instant) -> (Outcome, usize) {
+    async fn send_one(
+        &self,
+        c: &Claimed,
+        process_type: ProcessType,
+        deadline: Instant,
+    ) -> (Outcome, usize) {
         let mut attempt = 0;
-        let outcome = self.send_one_inner(c, deadline, &mut attempt).await;
+        let outcome = self
+            .send_one_inner(c, process_type, deadline, &mut attempt)
+            .await;
         (outcome, attempt as usize)
     }
 
-    async fn send_one_inner(&self, c: &Claimed, deadline: Instant, attempt: &mut u32) -> Outcome {
+    async fn send_one_inner(
+        &self,
+        c: &Claimed,
+        process_type: ProcessType,
+        deadline: Instant,
+        attempt: &mut u32,
+    ) -> Outcome {
         let email = match build_email(c) {
             Ok(e) => e,
             Err(reason) => {
@@ -656,7 +704,7 @@ impl Sender {
             });
         }
         loop {
-            if !self.limiter.acquire(deadline).await {
+            if !self.pace.acquire(process_type, deadline).await {
                 // Out of time in this invocation: another one will send it.
                 return Outcome::Settle(Settlement::Release);
             }

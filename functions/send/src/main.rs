@@ -1,8 +1,8 @@
 //! The `send` Lambda: builds its clients once, then serves SQS batches.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use floodgate_aws::SqsQueue;
 use floodgate_aws::mail::SesMailer;
+use floodgate_aws::{DynamoLimitStore, SqsQueue};
 use floodgate_core::Knobs;
 use floodgate_db::WriterLane;
 use floodgate_send::{SendConfig, Sender, invocation_deadline};
@@ -21,7 +21,9 @@ async fn main() -> Result<(), Error> {
         Arc::new(SqsQueue::from_env(&sdk)),
         knobs,
         config,
-    );
+    )
+    // Every instance leases the account's rate from the limit store's table.
+    .with_shared_budget(Arc::new(DynamoLimitStore::from_env(&sdk)?));
     let send = &send;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let deadline = send.sending_deadline(invocation_deadline(event.context.deadline));

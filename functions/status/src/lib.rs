@@ -1,6 +1,6 @@
 //! `status`: the Notify v2 read API behind API Gateway — `GET /v2/notifications/{id}`,
-//! `GET /v2/notifications`, `GET /v2/template/{id}`, `POST /v2/template/{id}/preview` — and
-//! `GET /_status`. It holds only a reader lane (the type has no writer), so status reads go
+//! `GET /v2/notifications`, `GET /v2/template/{id}`, `POST /v2/template/{id}/preview`,
+//! `GET /v2/jobs/{id}` (a bulk job with its counts per status) — and `GET /_status`. It holds only a reader lane (the type has no writer), so status reads go
 //! to the replicas and never queue behind pipeline writes. An unreachable
 //! database is a 503 within the lane's acquire/operation timeouts, never a hang.
 //!
@@ -13,14 +13,14 @@ use aws_lambda_events::http::Method;
 use chrono::Utc;
 use floodgate_api::error::from_db;
 use floodgate_api::gateway::{self, json_response};
-use floodgate_api::{ApiCatalog, ApiError, Caller, notify_time};
+use floodgate_api::{ApiCatalog, ApiError, Caller, JobFields, job_json, job_status, notify_time};
 use floodgate_core::auth::python_uuid;
 use floodgate_core::envelope::created_at_of;
 use floodgate_core::keys::may_read;
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_db::catalog::{
-    NotificationFilter, NotificationRow, TemplateRow, fetch_notification, fetch_template_version,
-    list_notifications, list_templates,
+    JobRow, NotificationFilter, NotificationRow, TemplateRow, fetch_job, fetch_notification,
+    fetch_template_version, list_notifications, list_templates,
 };
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -72,6 +72,7 @@ enum Route {
     TemplateVersion(String, String),
     Templates,
     Preview(String),
+    Job(String),
 }
 
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
@@ -91,6 +92,12 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
             (Route::TemplateVersion(id.to_string(), v.to_string()), "GET")
         }
         ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), "POST"),
+        // A bulk job (GC Notify's `POST /v2/notifications/bulk`) read back. GC Notify reads
+        // jobs only through its admin API, `GET /service/{service_id}/job/{job_id}`, which
+        // admin credentials reach; here the API key names the service, as on every v2
+        // route, so the route is v2's and the service is not in the path. The body is that
+        // route's: `{"data": job}` with the counts per status in `data.statistics`.
+        ["v2", "jobs", id] => (Route::Job(id.to_string()), "GET"),
         _ => return Err(ApiError::route_not_found()),
     };
     if method.as_str() != allowed {
@@ -181,6 +188,14 @@ pub fn list_filter(
             None => errors.push("older_than is not a valid UUID".into()),
         }
     }
+    // Not in Notify's schema: Floodgate's filter for a bulk job's notifications, validated
+    // as Notify validates `older_than` (its `uuid` definition).
+    if let Some(j) = values("job_id").first() {
+        match python_uuid(j) {
+            Some(id) => f.job_id = Some(id),
+            None => errors.push("job_id is not a valid UUID".into()),
+        }
+    }
     let mut extras: Vec<&str> = Vec::new();
     for (k, _) in pairs {
         let known = [
@@ -189,6 +204,7 @@ pub fn list_filter(
             "template_type",
             "include_jobs",
             "older_than",
+            "job_id",
         ];
         if !known.contains(&k.as_str()) && !extras.contains(&k.as_str()) {
             extras.push(k);
@@ -254,6 +270,37 @@ pub fn notification_json(n: &NotificationRow, base: &str) -> Value {
         "is_cost_data_ready": true,
         "job_id": n.job_id,
     })
+}
+
+/// A stored job in GC Notify's shape, with its counts per status. Pure.
+pub fn job_read_json(j: &JobRow, now: chrono::DateTime<Utc>) -> Value {
+    let stored: i64 = j.statistics.iter().map(|(_, n)| n).sum();
+    let mut data = job_json(&JobFields {
+        id: j.id,
+        job_status: job_status(
+            stored,
+            i64::from(j.notification_count),
+            j.scheduled_for,
+            now,
+        ),
+        notification_count: i64::from(j.notification_count),
+        original_file_name: &j.original_file_name,
+        template_id: j.template_id,
+        template_version: j.template_version,
+        service_id: j.service_id,
+        service_name: &j.service_name,
+        created_at: j.created_at,
+        scheduled_for: j.scheduled_for,
+        sender_id: j.sender_id,
+        api_key_id: j.api_key_id,
+        key_type: &j.key_type,
+    });
+    data["statistics"] = j
+        .statistics
+        .iter()
+        .map(|(status, count)| json!({"status": status, "count": count}))
+        .collect();
+    data
 }
 
 fn query_string(pairs: &[(String, String)]) -> String {
@@ -327,6 +374,7 @@ impl Status {
             Route::TemplateVersion(id, v) => self.template_version(&caller, &id, &v).await,
             Route::Templates => self.templates(&caller, req).await,
             Route::Preview(id) => self.preview(&caller, &id, req).await,
+            Route::Job(id) => self.job(&caller, &id).await,
         }
     }
 
@@ -343,6 +391,18 @@ impl Status {
             Some(n) if may_read(caller.key_type, n.key_type) => Ok(notification_json(&n, base)),
             _ => Err(ApiError::no_result()),
         }
+    }
+
+    /// One job of the caller's service; another service's job is not found.
+    async fn job(&self, caller: &Caller, id: &str) -> Result<Value, ApiError> {
+        let id = parse_id(id, "job_id")?;
+        let conn = self.reader().await?;
+        let job = conn
+            .bounded(fetch_job(&conn, caller.service_id, id))
+            .await
+            .map_err(|e| from_db(&e))?
+            .ok_or_else(ApiError::no_result)?;
+        Ok(json!({"data": job_read_json(&job, Utc::now())}))
     }
 
     async fn notifications(
@@ -634,6 +694,56 @@ mod tests {
         assert_eq!(
             route(&Method::GET, "/v3").err().map(|e| e.status),
             Some(404)
+        );
+        assert!(matches!(
+            route(&Method::GET, "/v2/jobs/x"),
+            Ok(Route::Job(_))
+        ));
+        assert_eq!(
+            route(&Method::POST, "/v2/jobs/x").err().map(|e| e.status),
+            Some(405)
+        );
+    }
+
+    #[test]
+    fn a_job_id_filter_is_a_uuid() {
+        let id = Uuid::now_v7();
+        let f = list_filter(&p(&[("job_id", &id.to_string())]), "normal")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.job_id, Some(id));
+        let e = list_filter(&p(&[("job_id", "nope")]), "normal").unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "job_id is not a valid UUID")
+        );
+    }
+
+    #[test]
+    fn a_job_reads_with_its_counts_and_status() {
+        let now = Utc::now();
+        let job = JobRow {
+            id: Uuid::now_v7(),
+            service_id: Uuid::now_v7(),
+            service_name: "svc".into(),
+            template_id: Uuid::now_v7(),
+            template_version: 2,
+            original_file_name: "march.csv".into(),
+            notification_count: 3,
+            created_at: now,
+            scheduled_for: None,
+            sender_id: None,
+            api_key_id: None,
+            key_type: "normal".into(),
+            statistics: vec![("created".into(), 1), ("delivered".into(), 1)],
+        };
+        let v = job_read_json(&job, now);
+        assert_eq!(v["job_status"], "in progress");
+        assert_eq!(v["notification_count"], 3);
+        assert_eq!(v["original_file_name"], "march.csv");
+        assert_eq!(
+            v["statistics"],
+            json!([{"status": "created", "count": 1}, {"status": "delivered", "count": 1}])
         );
     }
 

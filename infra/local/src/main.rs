@@ -7,6 +7,7 @@ use floodgate_local::bench::persist::{BenchOptions, bench_persist};
 use floodgate_local::demo::blast::{BlastOptions, BlastProgress, ProcessTypeTemplates, run_blast};
 use floodgate_local::demo::{DemoOptions, Outage, demo};
 use floodgate_local::services::lifecycle;
+use floodgate_local::topology::BudgetRule;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ enum Command {
         /// (Terraform ships 14, a new production account's quota).
         #[arg(long, default_value_t = 2_000.0)]
         ses_account_rate: f64,
+        /// How `send` instances share that rate: `shared` (one budget, as shipped) or
+        /// `split` (each at an even share).
+        #[arg(long, value_enum, default_value = "shared")]
+        budget: BudgetRule,
         /// Run the pipeline this many times faster: every interval of the knobs divided by
         /// it (counts unchanged). Scale the SES rate with it to keep its ratios.
         #[arg(long, default_value_t = 1.0)]
@@ -149,6 +154,16 @@ enum Command {
         #[arg(long)]
         moto: bool,
     },
+    /// How much of the SES account's rate the pipeline uses with a backlog (the demo's
+    /// lane mix): each `send` instance at an even share (baseline), then the shared
+    /// budget, in one run.
+    BenchBudget {
+        #[arg(long, default_value_t = 10_000)]
+        notifications: usize,
+        /// Low enough that the machine is not what limits sending.
+        #[arg(long, default_value_t = 300.0)]
+        ses_account_rate: f64,
+    },
     /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
     /// requests (embedded queue, warm key/template cache).
     BenchIngest {
@@ -192,6 +207,7 @@ async fn main() -> Result<()> {
             concurrency,
             visibility_timeout,
             ses_account_rate,
+            budget,
             time_scale,
             callback_failures,
         } => {
@@ -211,6 +227,7 @@ async fn main() -> Result<()> {
                 }),
                 concurrency,
                 ses_account_rate,
+                budget,
                 time_scale,
                 callback_failures: Some(callback_failures),
                 ..DemoOptions::default()
@@ -279,6 +296,18 @@ async fn main() -> Result<()> {
                     .join("release")
             });
             floodgate_local::bench::cold::bench_cold_start(&dir, runs).await?;
+        }
+        Command::BenchBudget {
+            notifications,
+            ses_account_rate,
+        } => {
+            floodgate_local::bench::budget::bench_budget(
+                &floodgate_local::bench::budget::BudgetBenchOptions {
+                    notifications,
+                    ses_account_rate,
+                },
+            )
+            .await?;
         }
         Command::BenchLimits { requests, moto } => {
             floodgate_local::bench::limits::bench_limits(

@@ -7,10 +7,12 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod gateway;
+pub mod job;
 
 pub use cache::CachePolicy;
 pub use catalog::{ApiCatalog, Caller, ServiceEntry};
 pub use error::ApiError;
+pub use job::{JobFields, job_json, job_status};
 
 /// The API's contract, OpenAPI 3.1 (the local front serves it at `GET /openapi.yaml`; a
 /// schemathesis run against the front keeps it true).

@@ -10,7 +10,7 @@ pub mod limits;
 pub mod mail;
 pub mod queue;
 
-pub use forward::forward_to_send;
+pub use forward::{forward_to_send, forward_to_send_delayed};
 pub use ledger::{Carriers, DeferPolicy, Ledger, LedgerOutcome, Msg, UnidentifiedRecord};
 pub use limits::{Claim, DynamoLimitStore, IdempotencyRecord, LimitStore, LimitStoreError};
 pub use queue::{

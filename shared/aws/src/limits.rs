@@ -343,6 +343,7 @@ impl LimitStore for DynamoLimitStore {
         let Some(room) = counter.limit.checked_sub(cost) else {
             return Ok(Take::Refused {
                 resets_at: now + chrono::TimeDelta::milliseconds(window),
+                count: None,
             });
         };
         let expires = now.timestamp() + window / 1000 + TTL_MARGIN_SECONDS;
@@ -388,8 +389,14 @@ impl LimitStore for DynamoLimitStore {
             if let Some(start) = seen
                 && start > millis(now) - window
             {
+                let count = item
+                    .as_ref()
+                    .map(|i| get_n(i, "n", &counter.key))
+                    .transpose()?
+                    .and_then(|c| u64::try_from(c).ok());
                 return Ok(Take::Refused {
                     resets_at: time_of_millis(start + window, &counter.key)?,
+                    count,
                 });
             }
             if self.restart_window(counter, cost, now, seen).await? {

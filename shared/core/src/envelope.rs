@@ -79,7 +79,22 @@ pub struct IntakeNotification {
     /// RFC 8058 one-click unsubscribe URL, sent as the `List-Unsubscribe` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_click_unsubscribe_url: Option<String>,
+    /// On a bulk job's first row only: what the job's read needs beyond its rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobHeader>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What a bulk request said about the job as a whole, carried by its first row so that
+/// `persist` can store the job (`ingest` writes no database). The rest of the job (service,
+/// template, time, schedule, sender, key) is its rows'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobHeader {
+    /// The request's `name` (GC Notify's `original_file_name`).
+    pub name: String,
+    /// Rows in the whole job.
+    pub notification_count: i32,
 }
 
 /// One intake-queue message: one or many notifications (bulk packs many).
@@ -281,6 +296,7 @@ mod tests {
             email_reply_to_id: None,
             scheduled_for: None,
             one_click_unsubscribe_url: None,
+            job: None,
             created_at,
         }
     }

@@ -7,21 +7,25 @@
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
 //! - [`keys`]: what a team or test key may send to and read.
 //! - [`limits`]: rate and daily limits and idempotency keys, as rules over plain values.
+//! - [`budget`]: the SES account's rate as clock-aligned windows every `send` instance shares.
+//! - [`schedule`]: when a scheduled notification is put on its send queue.
 
 pub mod auth;
+pub mod budget;
 pub mod callback;
 pub mod envelope;
 pub mod keys;
 pub mod knobs;
 pub mod limits;
 pub mod process_type;
+pub mod schedule;
 pub mod ses_event;
 pub mod status;
 pub mod template;
 
 pub use envelope::{
-    EnvelopeError, IntakeEnvelope, IntakeNotification, KeyType, SendEnvelope, pack_intake,
-    pack_send,
+    EnvelopeError, IntakeEnvelope, IntakeNotification, JobHeader, KeyType, SendEnvelope,
+    pack_intake, pack_send,
 };
 pub use knobs::Knobs;
 pub use process_type::{ProcessType, QueueName};

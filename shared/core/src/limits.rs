@@ -104,8 +104,12 @@ pub struct Window {
 pub enum Take {
     /// Counted; `count` is the window's count including this take.
     Taken { count: u64 },
-    /// Would pass the limit: nothing counted. The window ends at `resets_at`.
-    Refused { resets_at: DateTime<Utc> },
+    /// Would pass the limit: nothing counted. The window ends at `resets_at`; `count` is
+    /// its count when the store read it (a caller may then take what is left).
+    Refused {
+        resets_at: DateTime<Utc>,
+        count: Option<u64>,
+    },
 }
 
 /// The rule every store adapter follows: a take of `cost` counts in the current window
@@ -136,6 +140,7 @@ pub fn take(
             current,
             Take::Refused {
                 resets_at: base.started_at + length,
+                count: Some(base.count),
             },
         ),
     }
@@ -190,6 +195,18 @@ pub fn job_row_id(job_id: Uuid, row: u32) -> Uuid {
     Uuid::from_u128((v & !mask) | rand_b)
 }
 
+/// The most rows a bulk job has (GC Notify's limit).
+pub const MAX_JOB_ROWS: u32 = 50_000;
+
+/// The primary-key range `[first, last]` that holds every row a job can have (see
+/// [`job_row_id`]), for reading a job's rows by index. `None` in the one case in 2^46 where
+/// the row ids wrap around within the random bits: then the rows are not one range.
+pub fn job_row_range(job_id: Uuid) -> Option<(Uuid, Uuid)> {
+    let first = job_row_id(job_id, 0);
+    let last = job_row_id(job_id, MAX_JOB_ROWS - 1);
+    (first <= last).then_some((first, last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +223,13 @@ mod tests {
         let (state, r) = take(state, 1, 2, w, t(30));
         assert_eq!(r, Take::Taken { count: 2 });
         let (state, r) = take(state, 1, 2, w, t(59));
-        assert_eq!(r, Take::Refused { resets_at: t(60) });
+        assert_eq!(
+            r,
+            Take::Refused {
+                resets_at: t(60),
+                count: Some(2)
+            }
+        );
         assert_eq!(state.unwrap().count, 2, "a refusal counts nothing");
         let (state, r) = take(state, 1, 2, w, t(60));
         assert_eq!(r, Take::Taken { count: 1 }, "a new window at its end");
@@ -306,5 +329,20 @@ mod tests {
         }
         let unique: std::collections::BTreeSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());
+    }
+
+    #[test]
+    fn a_job_s_rows_are_one_id_range_unless_it_wraps() {
+        let job = Uuid::from_u128(0x0190_a0a0_0000_7000_8000_0000_0000_0001);
+        let (first, last) = job_row_range(job).expect("a range");
+        for row in [0, 1, 7, MAX_JOB_ROWS - 1] {
+            let id = job_row_id(job, row);
+            assert!(first <= id && id <= last);
+        }
+        assert!(job_row_id(job, MAX_JOB_ROWS) > last);
+        assert!(job < first, "the job id itself is no row");
+        // A job id whose random bits are near their end wraps: no range.
+        let wrapping = Uuid::from_u128(job.as_u128() | ((1u128 << 62) - 10));
+        assert_eq!(job_row_range(wrapping), None);
     }
 }

@@ -7,7 +7,7 @@
 use crate::error::DbError;
 use crate::lane::{ReadConnection, ReaderConnection, WriterConnection};
 use chrono::{DateTime, Utc};
-use floodgate_core::limits::ServiceLimits;
+use floodgate_core::limits::{ServiceLimits, job_row_range};
 use floodgate_core::{KeyType, NotificationStatus, ProcessType};
 use tokio_postgres::Row;
 use tokio_postgres::types::Type;
@@ -673,6 +673,8 @@ pub struct NotificationFilter {
     pub key_type: Option<String>,
     /// Notify leaves out the notifications of jobs (bulk sends) unless asked.
     pub include_jobs: bool,
+    /// Only this job's notifications (which includes them whatever `include_jobs`).
+    pub job_id: Option<Uuid>,
     pub limit: i64,
 }
 
@@ -689,6 +691,12 @@ pub async fn list_notifications(
         Some((at, id)) => (Some(at), Some(id)),
         None => (None, None),
     };
+    // A job's rows share its creation time (one partition) and an id range.
+    let job_created = f.job_id.and_then(floodgate_core::envelope::created_at_of);
+    let (job_first, job_last) = match f.job_id.and_then(job_row_range) {
+        Some((first, last)) => (Some(first), Some(last)),
+        None => (None, None),
+    };
     let rows = client
         .query_typed(
             &format!(
@@ -703,6 +711,8 @@ pub async fn list_notifications(
                                     WHERE o.id = $5 AND o.created_at = $4 AND o.service_id = $1)))
                    AND ($6::text IS NULL OR n.key_type = $6)
                    AND ($8 OR n.job_id IS NULL)
+                   AND ($9::uuid IS NULL OR (n.job_id = $9 AND n.created_at = $10
+                        AND ($11::uuid IS NULL OR n.id BETWEEN $11 AND $12)))
                  ORDER BY n.created_at DESC, n.id DESC
                  LIMIT $7"
             ),
@@ -714,9 +724,91 @@ pub async fn list_notifications(
                 (&older_id, Type::UUID),
                 (&f.key_type, Type::TEXT),
                 (&f.limit, Type::INT8),
-                (&f.include_jobs, Type::BOOL),
+                (&(f.include_jobs || f.job_id.is_some()), Type::BOOL),
+                (&f.job_id, Type::UUID),
+                (&job_created, Type::TIMESTAMPTZ),
+                (&job_first, Type::UUID),
+                (&job_last, Type::UUID),
             ],
         )
         .await?;
     rows.iter().map(notification_row).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs (status reads)
+// ---------------------------------------------------------------------------------------
+
+/// A bulk job as persist stored it, with its service's name and its notifications' count
+/// per status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub service_name: String,
+    pub template_id: Uuid,
+    pub template_version: i32,
+    pub original_file_name: String,
+    pub notification_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub sender_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub key_type: String,
+    /// `(status, count)` for each status its stored notifications have, by status.
+    pub statistics: Vec<(String, i64)>,
+}
+
+/// One job of a service. Its counts come from its notifications, read by primary key: one
+/// partition (the job's creation time) and one id range (its rows' ids), or that partition
+/// alone in the rare job whose ids wrap.
+pub async fn fetch_job(
+    client: &ReaderConnection,
+    service_id: Uuid,
+    job_id: Uuid,
+) -> Result<Option<JobRow>, DbError> {
+    let (first, last) = match job_row_range(job_id) {
+        Some((first, last)) => (Some(first), Some(last)),
+        None => (None, None),
+    };
+    let row = client
+        .query_typed_opt(
+            "/* floodgate:status */ SELECT j.id, j.service_id, coalesce(s.name, ''), j.template_id,
+                    j.template_version, j.original_file_name, j.notification_count, j.created_at,
+                    j.scheduled_for, j.sender_id, j.api_key_id, j.key_type,
+                    (SELECT coalesce(json_agg(json_build_array(c.status, c.n) ORDER BY c.status),
+                                     '[]'::json)::text
+                     FROM (SELECT n.status, count(*) AS n FROM notifications n
+                           WHERE n.created_at = j.created_at AND n.job_id = j.id
+                             AND ($3::uuid IS NULL OR n.id BETWEEN $3 AND $4)
+                           GROUP BY n.status) c)
+             FROM jobs j LEFT JOIN services s ON s.id = j.service_id
+             WHERE j.id = $1 AND j.service_id = $2",
+            &[
+                (&job_id, Type::UUID),
+                (&service_id, Type::UUID),
+                (&first, Type::UUID),
+                (&last, Type::UUID),
+            ],
+        )
+        .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let statistics: Vec<(String, i64)> = serde_json::from_str(r.get::<_, &str>(12))?;
+    Ok(Some(JobRow {
+        id: r.get(0),
+        service_id: r.get(1),
+        service_name: r.get(2),
+        template_id: r.get(3),
+        template_version: r.get(4),
+        original_file_name: r.get(5),
+        notification_count: r.get(6),
+        created_at: r.get(7),
+        scheduled_for: r.get(8),
+        sender_id: r.get(9),
+        api_key_id: r.get(10),
+        key_type: r.get(11),
+        statistics,
+    }))
 }

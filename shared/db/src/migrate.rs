@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0010_reply_to.sql"),
     },
     Migration {
+        version: 11,
+        name: "scheduled_jobs",
+        sql: include_str!("../migrations/0011_scheduled_jobs.sql"),
+    },
+    Migration {
         version: 12,
         name: "team_and_guest_list",
         sql: include_str!("../migrations/0012_team_and_guest_list.sql"),
@@ -143,7 +148,8 @@ pub struct PartitionMaintenance {
 }
 
 /// Creates the daily partitions from yesterday to `ahead_days` after `today`, and drops
-/// those older than `retention_days` (whole partitions: no DELETE, no vacuum storm).
+/// those older than `retention_days` (whole partitions: no DELETE, no vacuum storm), and the
+/// jobs created on those days.
 pub async fn maintain_partitions(
     client: &WriterConnection,
     today: NaiveDate,
@@ -157,6 +163,13 @@ pub async fn maintain_partitions(
     let row = client
         .query_typed_one(
             "SELECT drop_notification_partitions_before($1)",
+            &[(&before, Type::DATE)],
+        )
+        .await?;
+    // The jobs of the dropped days go with them (a few rows a day: a plain DELETE).
+    client
+        .execute_typed(
+            "DELETE FROM jobs WHERE created_at < $1::date",
             &[(&before, Type::DATE)],
         )
         .await?;

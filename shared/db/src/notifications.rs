@@ -61,7 +61,8 @@ pub struct InsertOutcome {
     pub inserted: u64,
 }
 
-/// Stores a batch of notifications with one statement. Idempotent. If a row falls on a day
+/// Stores a batch of notifications with one statement, and the jobs whose first row it
+/// holds with a second one (only when it holds one). Idempotent. If a row falls on a day
 /// without a partition yet (maintenance late, clock skew), creates it and retries once.
 pub async fn insert_notifications<N: Borrow<IntakeNotification>>(
     client: &WriterConnection,
@@ -70,6 +71,66 @@ pub async fn insert_notifications<N: Borrow<IntakeNotification>>(
     if batch.is_empty() {
         return Ok(InsertOutcome { inserted: 0 });
     }
+    let outcome = insert_rows(client, batch).await?;
+    insert_jobs(client, batch).await?;
+    Ok(outcome)
+}
+
+/// A job as its first row carries it; a redelivery inserts nothing.
+const INSERT_JOBS: &str = "
+INSERT INTO jobs (id, service_id, template_id, template_version, original_file_name,
+                  notification_count, created_at, scheduled_for, sender_id, api_key_id, key_type)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int4[], $5::text[], $6::int4[],
+                     $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::text[])
+ON CONFLICT (id) DO NOTHING";
+
+async fn insert_jobs<N: Borrow<IntakeNotification>>(
+    client: &WriterConnection,
+    batch: &[N],
+) -> Result<u64, DbError> {
+    let jobs: Vec<(&IntakeNotification, Uuid, &floodgate_core::JobHeader)> = batch
+        .iter()
+        .map(Borrow::borrow)
+        .filter_map(|n| Some((n, n.job_id?, n.job.as_ref()?)))
+        .collect();
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.1).collect();
+    let services: Vec<Uuid> = jobs.iter().map(|j| j.0.service_id).collect();
+    let templates: Vec<Uuid> = jobs.iter().map(|j| j.0.template_id).collect();
+    let versions: Vec<i32> = jobs.iter().map(|j| j.0.template_version).collect();
+    let names: Vec<&str> = jobs.iter().map(|j| j.2.name.as_str()).collect();
+    let counts: Vec<i32> = jobs.iter().map(|j| j.2.notification_count).collect();
+    let created: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.0.created_at).collect();
+    let scheduled: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.0.scheduled_for).collect();
+    let senders: Vec<Option<Uuid>> = jobs.iter().map(|j| j.0.email_reply_to_id).collect();
+    let keys: Vec<Option<Uuid>> = jobs.iter().map(|j| j.0.api_key_id).collect();
+    let key_types: Vec<&str> = jobs.iter().map(|j| j.0.key_type.as_str()).collect();
+    Ok(client
+        .execute_typed(
+            INSERT_JOBS,
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&services, Type::UUID_ARRAY),
+                (&templates, Type::UUID_ARRAY),
+                (&versions, Type::INT4_ARRAY),
+                (&names, Type::TEXT_ARRAY),
+                (&counts, Type::INT4_ARRAY),
+                (&created, Type::TIMESTAMPTZ_ARRAY),
+                (&scheduled, Type::TIMESTAMPTZ_ARRAY),
+                (&senders, Type::UUID_ARRAY),
+                (&keys, Type::UUID_ARRAY),
+                (&key_types, Type::TEXT_ARRAY),
+            ],
+        )
+        .await?)
+}
+
+async fn insert_rows<N: Borrow<IntakeNotification>>(
+    client: &WriterConnection,
+    batch: &[N],
+) -> Result<InsertOutcome, DbError> {
     match insert_once(client, batch, INSERT_BATCH).await {
         Err(DbError::Query(e)) if e.code().map(|c| c.code()) == Some(NO_PARTITION) => {
             let days: BTreeSet<NaiveDate> = batch

@@ -20,7 +20,10 @@ use uuid::Uuid;
 /// NULL: "claimed, SES not confirmed yet"), and the statement returns what the email needs.
 /// A notification already claimed (a redelivered or duplicate message, or a concurrent
 /// instance that got there first — the row lock makes the second one re-check `status`)
-/// is not returned, so it is not sent again. LEFT JOINs: a claimed row whose template
+/// is not returned, so it is not sent again. Nor is a `created` row whose `scheduled_for`
+/// has not come yet: only a claim sends, so this check is what keeps every path (a queue
+/// delay cut short, a re-forward) from sending early; such a row stays `created` for the
+/// release or the re-forward sweep. LEFT JOINs: a claimed row whose template
 /// version or service is missing still comes back (and is failed by the caller) instead of
 /// staying claimed for ever.
 const CLAIM: &str = "
@@ -29,7 +32,7 @@ WITH claimed AS (
     SET status = 'sending', claim_token = $4, updated_at = now()
     FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) AS c(id, created_at, token)
     WHERE n.id = c.id AND n.created_at = c.created_at
-      AND (n.status = 'created'
+      AND ((n.status = 'created' AND (n.scheduled_for IS NULL OR n.scheduled_for <= now()))
            OR (n.status = 'sending' AND n.claim_token = c.token
                AND n.ses_message_id IS NULL AND n.sent_at IS NULL))
     RETURNING n.id, n.created_at, n.service_id, n.template_id, n.template_version, n.process_type,
@@ -564,6 +567,87 @@ FROM (SELECT id, created_at FROM notifications
 WHERE n.id = s.id AND n.created_at = s.created_at
 RETURNING n.id, n.process_type";
 
+/// Picks the scheduled notifications the periodic release forwards: still `created`, due
+/// within `$2` seconds (the release window), scheduled further than that from their
+/// creation (the others were forwarded by persist, with a delay), never released before
+/// (`updated_at` is NULL until a row's first change), soonest first, at most `$3`; and stamps
+/// them. A release whose forward is lost is caught by [`PICK_CREATED`] once due. The
+/// partial index on `scheduled_for` serves the range; `$1` bounds it below (and prunes
+/// partitions) and the delay left comes from the database's clock, the one the claim's due
+/// check uses.
+const RELEASE_SCHEDULED: &str = "
+UPDATE notifications n SET updated_at = now()
+FROM (SELECT id, created_at FROM notifications
+      WHERE scheduled_for IS NOT NULL
+        AND scheduled_for > $1 AND scheduled_for <= now() + make_interval(secs => $2)
+        AND created_at >= $1
+        AND scheduled_for > created_at + make_interval(secs => $2)
+        AND status = 'created' AND updated_at IS NULL
+      ORDER BY scheduled_for
+      LIMIT $3
+      FOR UPDATE SKIP LOCKED) s
+WHERE n.id = s.id AND n.created_at = s.created_at
+RETURNING n.id, n.process_type,
+          greatest(0, extract(epoch FROM n.scheduled_for - now()))::float8";
+
+/// A scheduled notification to put on its send queue, with the delay left until its time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Released {
+    pub id: Uuid,
+    pub process_type: ProcessType,
+    pub delay: Duration,
+}
+
+/// See [`RELEASE_SCHEDULED`]. Rows whose stored process type is unknown are skipped (and
+/// logged); they stay stamped, so they are not picked every minute.
+pub async fn release_scheduled(
+    client: &WriterConnection,
+    window: Duration,
+    lookback: Duration,
+    limit: i64,
+) -> Result<Vec<Released>, DbError> {
+    let since = Utc::now()
+        - chrono::Duration::from_std(lookback).unwrap_or_else(|_| chrono::Duration::days(4));
+    let rows = client
+        .query_typed(
+            RELEASE_SCHEDULED,
+            &[
+                (&since, Type::TIMESTAMPTZ),
+                (&window.as_secs_f64(), Type::FLOAT8),
+                (&limit, Type::INT8),
+            ],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let (id, process_type) = id_and_process_type(&r)?;
+            let delay: f64 = r.get(2);
+            Some(Released {
+                id,
+                process_type,
+                delay: Duration::try_from_secs_f64(delay)
+                    .unwrap_or(Duration::ZERO)
+                    .min(window),
+            })
+        })
+        .collect())
+}
+
+/// A picked row's id and process type (columns 0 and 1); `None`, logged, for a stored
+/// process type this code does not know (the row is not forwarded).
+fn id_and_process_type(r: &tokio_postgres::Row) -> Option<(Uuid, ProcessType)> {
+    let id: Uuid = r.get(0);
+    let process_type: String = r.get(1);
+    match process_type.parse() {
+        Ok(p) => Some((id, p)),
+        Err(_) => {
+            tracing::error!(notification_id = %id, "stored process_type is unknown; not forwarded");
+            None
+        }
+    }
+}
+
 /// See [`PICK_CREATED`]. Rows whose stored process type is unknown are skipped (and logged).
 pub async fn pick_stale_created(
     client: &WriterConnection,
@@ -583,18 +667,5 @@ pub async fn pick_stale_created(
             ],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let id: Uuid = r.get(0);
-            let process_type: String = r.get(1);
-            match process_type.parse() {
-                Ok(l) => Some((id, l)),
-                Err(_) => {
-                    tracing::error!(notification_id = %id, "stored process_type is unknown; not re-forwarded");
-                    None
-                }
-            }
-        })
-        .collect())
+    Ok(rows.iter().filter_map(id_and_process_type).collect())
 }

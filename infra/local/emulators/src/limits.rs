@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Default)]
 pub struct EmbeddedLimitStore {
-    counters: Mutex<HashMap<String, Window>>,
+    /// Each counter's window and when it may be forgotten (DynamoDB's TTL).
+    counters: Mutex<HashMap<String, (Window, DateTime<Utc>)>>,
     records: Mutex<HashMap<String, IdempotencyRecord>>,
     down: AtomicBool,
     calls: AtomicU64,
@@ -45,6 +46,9 @@ impl EmbeddedLimitStore {
     }
 }
 
+/// Counters kept before the ended ones are forgotten.
+const PRUNE_AT: usize = 4096;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere while holding the lock leaves plain data behind: still usable.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -60,17 +64,27 @@ impl LimitStore for EmbeddedLimitStore {
     ) -> Result<Take, LimitStoreError> {
         self.reachable()?;
         let mut counters = lock(&self.counters);
-        let current = counters.get(&counter.key).copied();
+        if counters.len() >= PRUNE_AT {
+            // The SES budget makes ten counters a second: forget the ended ones, as TTL does.
+            counters.retain(|_, (_, expires)| *expires > now);
+        }
+        let current = counters.get(&counter.key).map(|(w, _)| *w);
         let (next, outcome) = take(current, cost, counter.limit, counter.window, now);
         if let Some(w) = next {
-            counters.insert(counter.key.clone(), w);
+            let length =
+                chrono::TimeDelta::from_std(counter.window).unwrap_or(chrono::TimeDelta::MAX);
+            let expires = w
+                .started_at
+                .checked_add_signed(length)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            counters.insert(counter.key.clone(), (w, expires));
         }
         Ok(outcome)
     }
 
     async fn give_back(&self, counter: &Counter, cost: u64) -> Result<(), LimitStoreError> {
         self.reachable()?;
-        if let Some(w) = lock(&self.counters).get_mut(&counter.key)
+        if let Some((w, _)) = lock(&self.counters).get_mut(&counter.key)
             && w.count >= cost
         {
             w.count -= cost;

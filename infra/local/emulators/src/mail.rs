@@ -9,7 +9,7 @@ use floodgate_aws::mail::{Accepted, Email, MailError, Mailer};
 use floodgate_aws::queue::{QueueLimits, QueueSender, send_all};
 use floodgate_core::QueueName;
 use floodgate_core::ses_event::SimulatedRecipient;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,12 @@ struct SimInner {
     topic_arn: String,
     calls: AtomicU64,
     throttled: AtomicU64,
+    /// SES's own limit on the account's sending rate, when one is set.
+    account_rate: Mutex<Option<Arc<governor::DefaultDirectRateLimiter>>>,
+    /// Calls throttled by that limit (a subset of `throttled`).
+    rate_throttled: AtomicU64,
+    /// Accepted calls per second since the epoch.
+    per_second: Mutex<BTreeMap<i64, u64>>,
     accepted: Mutex<HashMap<Uuid, u32>>,
     /// The extra headers of each accepted email that had any (a blast has none, so this
     /// stays small).
@@ -76,6 +82,9 @@ impl SimulatorMailer {
                 topic_arn: "arn:aws:sns:us-east-1:000000000000:floodgate-ses-events".into(),
                 calls: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
+                account_rate: Mutex::new(None),
+                rate_throttled: AtomicU64::new(0),
+                per_second: Mutex::new(BTreeMap::new()),
                 accepted: Mutex::new(HashMap::new()),
                 headers: Mutex::new(HashMap::new()),
                 reply_tos: Mutex::new(HashMap::new()),
@@ -100,6 +109,34 @@ impl SimulatorMailer {
     /// Throttles every call for the next `window`.
     pub fn throttle_for(&self, window: Duration) {
         lock(&self.inner.throttle).until = Some(Instant::now() + window);
+    }
+
+    /// Enforces the account's maximum sending rate as SES does: `rate` emails per second,
+    /// with bursts of up to one second's worth (a token bucket); calls beyond it are
+    /// throttled and counted by [`SimulatorMailer::rate_throttled`].
+    pub fn set_account_rate(&self, rate: f64) {
+        let limiter = (rate.is_finite() && rate > 0.0)
+            .then(|| Duration::from_secs_f64(1.0 / rate))
+            .and_then(governor::Quota::with_period)
+            .map(|q| {
+                let burst = std::num::NonZeroU32::new(rate.ceil() as u32)
+                    .unwrap_or(std::num::NonZeroU32::MIN);
+                Arc::new(governor::RateLimiter::direct(q.allow_burst(burst)))
+            });
+        *lock(&self.inner.account_rate) = limiter;
+    }
+
+    /// Calls throttled because they passed the account's rate.
+    pub fn rate_throttled(&self) -> u64 {
+        self.inner.rate_throttled.load(Ordering::Relaxed)
+    }
+
+    /// Accepted calls in each second (Unix time), in order.
+    pub fn accepted_per_second(&self) -> Vec<(i64, u64)> {
+        lock(&self.inner.per_second)
+            .iter()
+            .map(|(s, n)| (*s, *n))
+            .collect()
     }
 
     /// Every call so far, throttled ones included.
@@ -176,13 +213,23 @@ impl Drop for PendingGuard {
 impl Mailer for SimulatorMailer {
     async fn send(&self, email: &Email) -> Result<Accepted, MailError> {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
-        if self.should_throttle() {
+        let over_rate = {
+            let limiter = lock(&self.inner.account_rate).clone();
+            limiter.is_some_and(|l| l.check().is_err())
+        };
+        if over_rate {
+            self.inner.rate_throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        if over_rate || self.should_throttle() {
             self.inner.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(MailError::Throttled(
                 "TooManyRequestsException (429): Maximum sending rate exceeded.".into(),
             ));
         }
         let sent_at = chrono::Utc::now();
+        *lock(&self.inner.per_second)
+            .entry(sent_at.timestamp())
+            .or_insert(0) += 1;
         let ses_message_id = format!(
             "0100{:012x}-{}-000000",
             sent_at.timestamp_millis(),
@@ -367,5 +414,43 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(sim.send(&email("a@example.com")).await.is_ok());
         assert_eq!(sim.calls(), 1002);
+    }
+
+    #[tokio::test]
+    async fn simulator_enforces_the_account_rate_with_a_one_second_burst() {
+        let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+        let sim = SimulatorMailer::new(queue);
+        sim.set_account_rate(50.0);
+        // A full bucket: one second's worth at once, then the 51st is over the rate.
+        for i in 0..50 {
+            assert!(sim.send(&email("a@example.com")).await.is_ok(), "call {i}");
+        }
+        assert!(matches!(
+            sim.send(&email("a@example.com")).await,
+            Err(MailError::Throttled(_))
+        ));
+        assert_eq!(sim.rate_throttled(), 1);
+        // 100 ms later the bucket has refilled by five.
+        tokio::time::sleep(Duration::from_millis(105)).await;
+        let ok = futures_ok(&sim, 10).await;
+        assert_eq!(ok, 5);
+        assert_eq!(sim.rate_throttled(), 6);
+        assert_eq!(
+            sim.accepted_per_second()
+                .iter()
+                .map(|(_, n)| n)
+                .sum::<u64>(),
+            55
+        );
+    }
+
+    async fn futures_ok(sim: &SimulatorMailer, n: usize) -> usize {
+        let mut ok = 0;
+        for _ in 0..n {
+            if sim.send(&email("a@example.com")).await.is_ok() {
+                ok += 1;
+            }
+        }
+        ok
     }
 }

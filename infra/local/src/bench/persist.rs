@@ -81,6 +81,7 @@ pub fn sample_notifications(
                 email_reply_to_id: None,
                 scheduled_for: None,
                 one_click_unsubscribe_url: None,
+                job: None,
                 created_at: floodgate_core::envelope::created_at_of(id).unwrap_or_else(Utc::now),
             }
         })

@@ -48,6 +48,8 @@ pub struct DemoOptions {
     pub idle_baseline: Duration,
     pub drain_timeout: Duration,
     pub ses_account_rate: f64,
+    /// How `send` instances share the SES rate.
+    pub budget: crate::topology::BudgetRule,
     pub listen: SocketAddr,
     pub progress: bool,
     /// Runs the pipeline this many times faster than real time (see
@@ -81,6 +83,7 @@ impl Default for DemoOptions {
             idle_baseline: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(600),
             ses_account_rate: 2_000.0,
+            budget: crate::topology::BudgetRule::Shared,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             progress: true,
             time_scale: 1.0,
@@ -255,6 +258,7 @@ fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> V
                 email_reply_to_id: None,
                 scheduled_for: None,
                 one_click_unsubscribe_url: None,
+                job: None,
                 created_at,
             };
             floodgate_core::pack_intake(&[poisoned], 262_144).ok()
@@ -327,12 +331,14 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         &PipelineOptions {
             aws_endpoint: endpoint.clone(),
             ses_account_rate: opts.ses_account_rate,
+            budget: opts.budget,
             throttle_fraction: opts.throttle_fraction,
             duplicate_every: opts.duplicate_every,
             visibility_timeout: opts.visibility_timeout,
             sender_identity: Some(from),
             time_scale: opts.time_scale,
             secrets: Some(secrets.clone()),
+            ..PipelineOptions::default()
         },
     )
     .await?;
@@ -379,6 +385,9 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         critical_reads_per_s: opts.critical_reads_per_s,
         idle_baseline: opts.idle_baseline,
     };
+    // The single-email POSTs start after the idle baseline (the seeds went before it).
+    let blast_starts =
+        chrono::Utc::now().timestamp() + i64::try_from(opts.idle_baseline.as_secs()).unwrap_or(0);
     let (reads_done_tx, reads_done) = tokio::sync::oneshot::channel::<()>();
     let blast = tokio::spawn({
         let progress = progress.clone();
@@ -509,7 +518,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             dead_letters += st.dead_letters;
         }
     }
-    let report = Report::build(
+    let mut report = Report::build(
         total,
         &result,
         &stored,
@@ -518,6 +527,14 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         budget,
         drain,
     );
+    report.ses = pipeline.simulator.as_ref().and_then(|s| {
+        crate::report::SesUse::of(
+            &s.accepted_per_second(),
+            blast_starts,
+            opts.ses_account_rate,
+            s.rate_throttled(),
+        )
+    });
     std::fs::create_dir_all(&opts.report_dir)?;
     report.write_json(&opts.report_dir.join("report.json"))?;
     if let Err(e) = crate::report::chart::draw(&report, &opts.report_dir.join("report.png")) {

@@ -180,6 +180,69 @@ impl Percentiles {
     }
 }
 
+/// The share of the SES account's rate that sending used while there was a backlog.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct SesUse {
+    pub account_rate: f64,
+    /// Whole seconds between the first and the last second with a send (the edges are
+    /// partial seconds and are left out).
+    pub busy_seconds: u64,
+    pub sent_per_s_busy: f64,
+    /// `sent_per_s_busy` ÷ `account_rate`.
+    pub budget_use: f64,
+    /// The most sends accepted in one second.
+    pub peak_second: u64,
+    /// Calls SES refused for passing the account's rate.
+    pub rate_throttled: u64,
+    /// Accepted sends in each second from the first to the last.
+    pub per_second: Vec<u64>,
+}
+
+impl SesUse {
+    /// From accepted sends per second (ascending seconds), counting from second `from`
+    /// (the blast's start: sends before it are the seeds, sent before the idle baseline).
+    /// `None` with fewer than three seconds of sending (no whole second to judge).
+    pub fn of(
+        per_second: &[(i64, u64)],
+        from: i64,
+        account_rate: f64,
+        rate_throttled: u64,
+    ) -> Option<Self> {
+        let per_second: Vec<(i64, u64)> = per_second
+            .iter()
+            .copied()
+            .filter(|(s, _)| *s >= from)
+            .collect();
+        let (first, last) = (per_second.first()?.0, per_second.last()?.0);
+        if last - first < 2 {
+            return None;
+        }
+        let busy: u64 = per_second
+            .iter()
+            .filter(|(s, _)| *s > first && *s < last)
+            .map(|(_, n)| n)
+            .sum();
+        let seconds = u64::try_from(last - first - 1).ok()?;
+        let rate = busy as f64 / seconds as f64;
+        Some(SesUse {
+            account_rate,
+            busy_seconds: seconds,
+            sent_per_s_busy: rate,
+            budget_use: rate / account_rate.max(1e-9),
+            peak_second: per_second.iter().map(|(_, n)| *n).max().unwrap_or(0),
+            rate_throttled,
+            per_second: (first..=last)
+                .map(|s| {
+                    per_second
+                        .iter()
+                        .find(|(t, _)| *t == s)
+                        .map_or(0, |(_, n)| *n)
+                })
+                .collect(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct QueueSummary {
     pub max_depth: u64,
@@ -221,6 +284,8 @@ pub struct Report {
     pub connection_budget: u64,
     pub queues: BTreeMap<String, QueueSummary>,
     pub timeline: Vec<Sample>,
+    /// How much of the SES account's rate the sends used (the simulator's counts).
+    pub ses: Option<SesUse>,
 }
 
 /// Final counts straight from the primary, for one service.
@@ -348,6 +413,7 @@ impl Report {
             connection_budget,
             queues,
             timeline,
+            ses: None,
         }
     }
 
@@ -443,6 +509,21 @@ impl Report {
                 self.peak_lane_connections, self.connection_budget
             ),
         );
+        if let Some(u) = &self.ses {
+            line(
+                &mut t,
+                "SES budget use (goal >= 0.90)",
+                format!(
+                    "{:.2} ({:.0}/s of {:.0}/s over {} busy s; peak second {}; rate throttles {})",
+                    u.budget_use,
+                    u.sent_per_s_busy,
+                    u.account_rate,
+                    u.busy_seconds,
+                    u.peak_second,
+                    u.rate_throttled
+                ),
+            );
+        }
         for (q, s) in &self.queues {
             line(
                 &mut t,
@@ -459,5 +540,31 @@ impl Report {
     pub fn write_json(&self, path: &Path) -> Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(self)?)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SesUse;
+
+    #[test]
+    fn ses_use_counts_whole_seconds_between_the_first_and_the_last() {
+        // Partial edges (3 and 7 sends) are left out; a silent second counts as zero.
+        let per_second = [(100, 3), (101, 90), (102, 100), (104, 80), (105, 7)];
+        let u = SesUse::of(&per_second, 0, 100.0, 0).unwrap();
+        assert_eq!(u.busy_seconds, 4);
+        assert!((u.sent_per_s_busy - 67.5).abs() < 1e-9);
+        assert!((u.budget_use - 0.675).abs() < 1e-9);
+        assert_eq!(u.peak_second, 100);
+        assert_eq!(u.per_second, vec![3, 90, 100, 0, 80, 7]);
+    }
+
+    #[test]
+    fn ses_use_needs_a_whole_second() {
+        assert_eq!(SesUse::of(&[], 0, 10.0, 0), None);
+        assert_eq!(SesUse::of(&[(5, 3), (6, 4)], 0, 10.0, 0), None);
+        // Sends before `from` (the seeds, before the idle baseline) do not count.
+        let u = SesUse::of(&[(1, 9), (5, 3), (6, 10), (7, 4)], 5, 10.0, 0).unwrap();
+        assert_eq!((u.busy_seconds, u.per_second.len()), (1, 3));
     }
 }

@@ -118,12 +118,24 @@ pub async fn instance_reader(
     Ok(lane)
 }
 
+/// How `send` instances share the SES account's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BudgetRule {
+    /// One budget in the limit store, leased window by window (what AWS runs).
+    Shared,
+    /// Each instance at the account's rate ÷ the most instances that can run at once.
+    Split,
+}
+
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
     /// Use SQS and SES at this endpoint (moto) instead of the embedded adapters.
     pub aws_endpoint: Option<String>,
     /// The SES account's sending rate (emails/s) shared by every `send` instance.
     pub ses_account_rate: f64,
+    /// How `send` instances share that rate: leases of one budget in the limit store (as
+    /// shipped), or each at an even share (the rule before the budget was shared).
+    pub budget: BudgetRule,
     /// Fraction of SES calls the simulator throttles.
     pub throttle_fraction: f64,
     /// Deliver every n-th queue message twice (0: never). Embedded queues only.
@@ -138,6 +150,11 @@ pub struct PipelineOptions {
     /// lane timeouts) is divided by it. Counts (batch sizes, concurrency, maxReceiveCount)
     /// stay as shipped. 1 = real time.
     pub time_scale: f64,
+    /// How often the release of scheduled notifications runs (every minute on AWS). Its
+    /// period does not set how punctual a scheduled send is (each one waits on the queue
+    /// for the delay left), only how soon a row stored more than 15 minutes before its
+    /// time is picked once inside that window: locally a few seconds.
+    pub release_every: Duration,
     /// The key that sealed the services' callback tokens (the API key encryption key);
     /// `None`: a key of the pipeline's own (callbacks then cannot open other keys' tokens).
     pub secrets: Option<Arc<floodgate_core::auth::SecretBox>>,
@@ -148,11 +165,13 @@ impl Default for PipelineOptions {
         PipelineOptions {
             aws_endpoint: None,
             ses_account_rate: 1_000.0,
+            budget: BudgetRule::Shared,
             throttle_fraction: 0.0,
             duplicate_every: 0,
             visibility_timeout: None,
             sender_identity: None,
             time_scale: 1.0,
+            release_every: Duration::from_secs(2),
             secrets: None,
         }
     }
@@ -169,6 +188,8 @@ pub struct Pipeline {
     pub limit_store: Arc<dyn LimitStore>,
     pub lanes: LaneRegistry,
     pub mappings: Vec<Mapping>,
+    /// The periodic release of scheduled notifications (EventBridge's schedule on AWS).
+    release: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The AWS SDK configuration for a local endpoint (moto), with dummy credentials.
@@ -224,6 +245,7 @@ impl Pipeline {
             limit_store,
             lanes: lanes.clone(),
             mappings: Vec::new(),
+            release: None,
         };
         let send_rate = opts.ses_account_rate / f64::from(knobs.max_concurrency("send").max(1));
         let secrets = match &opts.secrets {
@@ -249,7 +271,12 @@ impl Pipeline {
                 QueueName::Send(_) => send_factory(
                     env.clone(),
                     mailer.clone(),
-                    send_rate,
+                    SendPacing {
+                        account_rate: opts.ses_account_rate,
+                        share: send_rate,
+                        shared: (opts.budget == BudgetRule::Shared)
+                            .then(|| pipeline.limit_store.clone()),
+                    },
                     config.function_timeout,
                 ),
                 QueueName::Receipts => receipts_factory(env.clone()),
@@ -259,11 +286,19 @@ impl Pipeline {
                 .mappings
                 .push(Mapping::start(queue.clone(), config, factory).await?);
         }
+        pipeline.release = Some(tokio::spawn(release_scheduled(
+            env.writer("admin").await?,
+            queue.clone(),
+            opts.release_every,
+        )));
         Ok(pipeline)
     }
 
     /// Stops every mapping after its in-flight invocations.
     pub async fn stop(mut self) {
+        if let Some(r) = self.release.take() {
+            r.abort();
+        }
         for m in self.mappings.drain(..) {
             m.stop().await;
         }
@@ -276,6 +311,23 @@ impl PipelineOptions {
             self.time_scale
         } else {
             1.0
+        }
+    }
+}
+
+/// Runs the admin function's `release-scheduled`, as EventBridge does on AWS, every
+/// `period` until aborted. A failed run is logged; the next one does the same work.
+async fn release_scheduled(writer: WriterLane, queue: Arc<dyn Queue>, period: Duration) {
+    let admin = floodgate_admin::Admin::new(writer, None, None, Some(queue));
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = admin
+            .execute(&floodgate_admin::AdminCommand::ReleaseScheduled)
+            .await
+        {
+            tracing::warn!(error = %e, "release of scheduled notifications failed");
         }
     }
 }
@@ -345,29 +397,41 @@ fn persist_factory(env: InstanceEnv) -> InstanceFactory {
     })
 }
 
+/// How the emulated `send` instances pace their SES calls.
+#[derive(Clone)]
+struct SendPacing {
+    account_rate: f64,
+    share: f64,
+    /// The limit store holding the shared budget; `None`: each paces at `share`.
+    shared: Option<Arc<dyn LimitStore>>,
+}
+
 fn send_factory(
     env: InstanceEnv,
     mailer: Arc<dyn Mailer>,
-    rate_per_instance: f64,
+    pacing: SendPacing,
     function_timeout: Duration,
 ) -> InstanceFactory {
     Arc::new(move |_n| {
-        let (env, mailer) = (env.clone(), mailer.clone());
+        let (env, mailer, pacing) = (env.clone(), mailer.clone(), pacing.clone());
         Box::pin(async move {
             let config = SendConfig {
-                rate_per_second: rate_per_instance,
+                account_rate: pacing.account_rate,
+                rate_per_second: pacing.share,
                 ..SendConfig::from_lookup(&env.knobs, |_| None)?
             };
-            let send = Arc::new(
-                Sender::new(
-                    env.writer("send").await?,
-                    mailer,
-                    env.queue.clone(),
-                    env.knobs.clone(),
-                    config,
-                )
-                .with_defer_policy(env.defer_policy()),
-            );
+            let mut sender = Sender::new(
+                env.writer("send").await?,
+                mailer,
+                env.queue.clone(),
+                env.knobs.clone(),
+                config,
+            )
+            .with_defer_policy(env.defer_policy());
+            if let Some(store) = pacing.shared {
+                sender = sender.with_shared_budget(store);
+            }
+            let send = Arc::new(sender);
             Ok(handler(move |event: SqsEvent| {
                 let send = send.clone();
                 async move {
@@ -451,6 +515,8 @@ async fn adapters(opts: &PipelineOptions, knobs: &Knobs) -> Result<Adapters> {
             let queue: Arc<dyn Queue> = q.clone();
             let sim = SimulatorMailer::new(queue.clone());
             sim.set_throttle_fraction(opts.throttle_fraction);
+            // SES enforces the account's rate whatever the senders believe.
+            sim.set_account_rate(opts.ses_account_rate);
             Adapters {
                 queue,
                 embedded: Some(q),
