@@ -975,6 +975,7 @@ async fn team_keys_send_to_the_team_and_guest_list_and_test_keys_read_only_their
     .await;
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["data"]["notification_count"], 2);
+    let team_job = v["data"]["id"].as_str().unwrap_or_default().to_string();
     let (code, v) = post(
         &team_key,
         b,
@@ -996,11 +997,13 @@ async fn team_keys_send_to_the_team_and_guest_list_and_test_keys_read_only_their
     }
 
     let persist = Persist::new(f.writer.clone(), queue.clone(), Arc::new(Knobs::embedded()));
-    drain(&queue, QueueName::Intake(ProcessType::Normal), |ev| async {
-        let (resp, _) = persist.handle(ev).await.expect("persist");
-        assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
-    })
-    .await;
+    for process_type in [ProcessType::Normal, ProcessType::Bulk] {
+        drain(&queue, QueueName::Intake(process_type), |ev| async {
+            let (resp, _) = persist.handle(ev).await.expect("persist");
+            assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+        })
+        .await;
+    }
     stack
         .wait_replica_caught_up(Duration::from_secs(30))
         .await
@@ -1071,6 +1074,20 @@ async fn team_keys_send_to_the_team_and_guest_list_and_test_keys_read_only_their
             }
         }
     }
+
+    // A job is read as its notifications are: not by a test key when a team key sent it.
+    let (code, v) = read(&team_key, format!("/v2/jobs/{team_job}")).await;
+    assert_eq!(
+        (code, v["data"]["id"].as_str()),
+        (200, Some(team_job.as_str())),
+        "{v}"
+    );
+    let (code, v) = read(&test_key, format!("/v2/jobs/{team_job}")).await;
+    assert_eq!(
+        (code, v["errors"][0]["error"].as_str()),
+        (404, Some("NoResultFound")),
+        "{v}"
+    );
 
     // A removed team member: refused once the cache has it (a fresh instance here).
     admin

@@ -14,6 +14,7 @@ use chrono::Utc;
 use floodgate_api::error::from_db;
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, JobFields, job_json, job_status, notify_time};
+use floodgate_core::KeyType;
 use floodgate_core::auth::python_uuid;
 use floodgate_core::envelope::created_at_of;
 use floodgate_core::keys::may_read;
@@ -401,6 +402,8 @@ impl Status {
             .bounded(fetch_job(&conn, caller.service_id, id))
             .await
             .map_err(|e| from_db(&e))?
+            // A test key's job is read only by test keys, as its notifications are.
+            .filter(|j| KeyType::parse(&j.key_type).is_some_and(|k| may_read(caller.key_type, k)))
             .ok_or_else(ApiError::no_result)?;
         Ok(json!({"data": job_read_json(&job, Utc::now())}))
     }
