@@ -2,7 +2,7 @@
 
 Every request carries a Notify JWT signed at that moment (Notify accepts an `iat` within
 30 seconds, so a token made once would expire mid-run), and some requests name the
-service's real template (one without placeholders) or notification instead of a random
+service's real template (one without placeholders), notification or job instead of a random
 id, so the success answers
 are checked against the document too.
 """
@@ -18,6 +18,7 @@ SERVICE_ID = os.environ["FLOODGATE_CONTRACT_SERVICE_ID"]
 SECRET = os.environ["FLOODGATE_CONTRACT_KEY_SECRET"]
 TEMPLATE_ID = os.environ["FLOODGATE_CONTRACT_TEMPLATE_ID"]
 NOTIFICATION_ID = os.environ["FLOODGATE_CONTRACT_NOTIFICATION_ID"]
+JOB_ID = os.environ["FLOODGATE_CONTRACT_JOB_ID"]
 
 
 def _is_uuid(value):
@@ -65,4 +66,6 @@ def map_path_parameters(ctx, path_parameters):
         params["id"] = TEMPLATE_ID
     if _is_uuid(params.get("notification_id")):
         params["notification_id"] = NOTIFICATION_ID
+    if _is_uuid(params.get("job_id")):
+        params["job_id"] = JOB_ID
     return params

@@ -71,7 +71,18 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
     let mut n = notification(f.service_id, ProcessType::Normal, 1);
     n.template_id = plain.id;
     n.key_type = KeyType::Test;
-    store_on_replica(&stack, &f.writer, std::slice::from_ref(&n)).await;
+    // And a bulk job of one row.
+    let mut row = notification(f.service_id, ProcessType::Bulk, 2);
+    let job_id = uuid::Uuid::now_v7();
+    row.template_id = plain.id;
+    row.key_type = KeyType::Test;
+    row.job_id = Some(job_id);
+    row.job_row_number = Some(0);
+    row.job = Some(floodgate_core::JobHeader {
+        name: "contract.csv".into(),
+        notification_count: 1,
+    });
+    store_on_replica(&stack, &f.writer, &[n.clone(), row]).await;
 
     let catalog = Arc::new(ApiCatalog::new(
         reader_lane(&stack).await,
@@ -128,7 +139,8 @@ async fn every_request_schemathesis_generates_gets_an_answer_the_openapi_documen
         .env("FLOODGATE_CONTRACT_SERVICE_ID", f.service_id.to_string())
         .env("FLOODGATE_CONTRACT_KEY_SECRET", &secret)
         .env("FLOODGATE_CONTRACT_TEMPLATE_ID", plain.id.to_string())
-        .env("FLOODGATE_CONTRACT_NOTIFICATION_ID", n.id.to_string());
+        .env("FLOODGATE_CONTRACT_NOTIFICATION_ID", n.id.to_string())
+        .env("FLOODGATE_CONTRACT_JOB_ID", job_id.to_string());
     let started = Instant::now();
     let out = tokio::task::spawn_blocking(move || {
         let child = cmd
@@ -213,6 +225,7 @@ const OPERATIONS: &[&str] = &[
     "GET /v2/templates",
     "POST /v2/template/{id}/preview",
     "GET /_status",
+    "GET /v2/jobs/{job_id}",
 ];
 
 /// The operation a request named, if any.
@@ -236,6 +249,7 @@ fn operation_of(method: &str, uri: &str) -> Option<&'static str> {
         ("GET", ["v2", "templates"]) => OPERATIONS[6],
         ("POST", ["v2", "template", _, "preview"]) => OPERATIONS[7],
         ("GET", ["_status"]) => OPERATIONS[8],
+        ("GET", ["v2", "jobs", _]) => OPERATIONS[9],
         _ => return None,
     };
     Some(op)
