@@ -90,6 +90,24 @@ pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> In
     }
 }
 
+/// Stores `notifications` as `persist` would and waits until the replica has replayed them
+/// (where `status` reads).
+pub async fn store_on_replica(
+    stack: &LocalStack,
+    writer: &WriterLane,
+    notifications: &[IntakeNotification],
+) {
+    let conn = writer.acquire().await.expect("writer connection");
+    conn.bounded(floodgate_db::insert_notifications(&conn, notifications))
+        .await
+        .expect("insert");
+    drop(conn);
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+}
+
 /// An SQS event whose records carry `bodies`, with message ids `m-0`, `m-1`, …
 pub fn sqs_event(bodies: &[String]) -> SqsEvent {
     let mut event = SqsEvent::default();
@@ -494,15 +512,7 @@ pub async fn seed_api_event_fixtures(
     n.id = EVENTS_NOTIFICATION;
     n.created_at = floodgate_core::envelope::created_at_of(EVENTS_NOTIFICATION).unwrap();
     n.template_id = EVENTS_TEMPLATE;
-    let conn = writer.acquire().await.unwrap();
-    conn.bounded(floodgate_db::insert_notifications(&conn, &[n]))
-        .await
-        .unwrap();
-    drop(conn);
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await
-        .expect("replica caught up");
+    store_on_replica(stack, writer, &[n]).await;
 }
 
 /// The service and template the SQS samples (intake, send, receipts) belong to.

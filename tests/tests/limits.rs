@@ -61,6 +61,15 @@ async fn the_3001st_request_in_a_minute_is_notify_s_429_team_keys_count_apart_an
  {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, ProcessType::Normal).await;
+    // A team key sends only to the team (and guest list).
+    floodgate_admin::add_recipient(
+        &f.writer,
+        floodgate_db::catalog::RecipientList::TeamMembers,
+        f.service_id,
+        "team@example.com",
+    )
+    .await
+    .expect("team member");
     let team = other_key(&f, &stack, KeyType::Team).await;
     let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
     let ingest = f

@@ -106,6 +106,27 @@ fn hs256() -> Value {
     json!({"typ": "JWT", "alg": "HS256"})
 }
 
+/// An `ingest` and a `status` sharing one catalog on the replica, and the embedded queue
+/// `ingest` puts on.
+async fn handlers(
+    stack: &floodgate_local::LocalStack,
+    secrets: Arc<SecretBox>,
+) -> (Ingest, Status, Arc<EmbeddedQueue>) {
+    let catalog = Arc::new(ApiCatalog::new(
+        reader_lane(stack).await,
+        secrets,
+        CachePolicy::default(),
+    ));
+    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
+    let ingest = Ingest::new(
+        catalog.clone(),
+        queue.clone(),
+        Arc::new(EmbeddedLimitStore::new()),
+        &Knobs::embedded(),
+    );
+    (ingest, Status::new(catalog), queue)
+}
+
 /// Archives a row of `table` directly (no admin command archives templates or reply-to
 /// addresses yet).
 async fn archive(writer: &floodgate_db::WriterLane, table: &str, id: Uuid) {
@@ -165,19 +186,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
         .await
         .expect("replica caught up");
 
-    let catalog = Arc::new(ApiCatalog::new(
-        reader_lane(&stack).await,
-        secrets.clone(),
-        CachePolicy::default(),
-    ));
-    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let ingest = Ingest::new(
-        catalog.clone(),
-        queue,
-        Arc::new(EmbeddedLimitStore::new()),
-        &Knobs::embedded(),
-    );
-    let status = Status::new(catalog);
+    let (ingest, status, _queue) = handlers(&stack, secrets.clone()).await;
 
     let sid = main.service_id;
     let tid = main.template_id;
@@ -553,19 +562,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
     single.template_id = tid;
     single.personalisation.insert("code".into(), json!(2));
     single.reference = Some("listed".into());
-    {
-        let conn = main.writer.acquire().await.expect("writer");
-        conn.bounded(floodgate_db::insert_notifications(
-            &conn,
-            &[from_job.clone(), single.clone()],
-        ))
-        .await
-        .expect("insert");
-    }
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await
-        .expect("replica caught up");
+    store_on_replica(&stack, &main.writer, &[from_job.clone(), single.clone()]).await;
     let list = |query: String| {
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("api.test"));
@@ -617,16 +614,7 @@ async fn notify_s_request_cases_get_notify_s_answers() {
     // Another service's notification is no anchor either.
     let mut theirs = notification(other.service_id, ProcessType::Normal, 3);
     theirs.template_id = other.template_id;
-    {
-        let conn = main.writer.acquire().await.expect("writer");
-        conn.bounded(floodgate_db::insert_notifications(&conn, &[theirs.clone()]))
-            .await
-            .expect("insert");
-    }
-    stack
-        .wait_replica_caught_up(Duration::from_secs(30))
-        .await
-        .expect("replica caught up");
+    store_on_replica(&stack, &main.writer, std::slice::from_ref(&theirs)).await;
     assert!(
         list(format!(
             "reference=listed&include_jobs=true&older_than={}",
@@ -683,19 +671,7 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
     let stack = shared_stack().await;
     let secrets = Arc::new(SecretBox::from_base64(&generate_encryption_key()).expect("key"));
     let f = service_fixture_with(&stack, ProcessType::Normal, BODY, secrets.clone()).await;
-    let catalog = Arc::new(ApiCatalog::new(
-        reader_lane(&stack).await,
-        secrets,
-        CachePolicy::default(),
-    ));
-    let queue = Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5));
-    let ingest = Ingest::new(
-        catalog.clone(),
-        queue.clone(),
-        Arc::new(EmbeddedLimitStore::new()),
-        &Knobs::embedded(),
-    );
-    let status = Status::new(catalog);
+    let (ingest, status, queue) = handlers(&stack, secrets.clone()).await;
     let url = "https://www.someservice.com/unsubscribe?for=anne%40example.com&list=1";
     // A default reply-to address, and another one a notification names.
     floodgate_admin::add_reply_to(&f.writer, f.service_id, "help@example.gov", true)
@@ -863,4 +839,282 @@ fn request_of(
     headers: HeaderMap,
 ) -> aws_lambda_events::apigw::ApiGatewayV2httpRequest {
     request(method, path, headers, None)
+}
+
+/// Team and test keys as Notify defines them, through `admin`, `ingest`, `persist` and
+/// `status`. A team key sends only to the service's team members and guest list, compared
+/// case-insensitively (app/service/utils.py `service_allowed_to_send_to`; the refusal is
+/// app/notifications/validators.py `service_can_send_to_recipient`, expected by
+/// tests/app/v2/notifications/test_post_notifications.py
+/// test_post_sms_notification_returns_400_if_number_not_in_guest_list and
+/// tests/app/notifications/test_validators.py
+/// test_service_can_send_to_recipient_passes_with_non_normalised_email); a bulk job with
+/// such a row gets GC Notify's answer (cds-snc/notification-api
+/// app/v2/notifications/post_notifications.py `check_for_csv_errors`). Lists hold only
+/// the caller's key type's notifications (app/dao/notifications_dao.py
+/// get_notifications_for_service `key_type`; tests/app/dao/notification_dao/
+/// test_notification_dao.py test_get_notifications_with_a_test_api_key_type), and a
+/// test key's notification is read by id only with a test key (Notify logs that mismatch
+/// for now and plans to refuse it: app/v2/notifications/get_notifications.py
+/// get_notification_by_id).
+#[tokio::test]
+async fn team_keys_send_to_the_team_and_guest_list_and_test_keys_read_only_their_own() {
+    use floodgate_admin::{Admin, AdminCommand, issue_key};
+    use floodgate_core::KeyType;
+    use floodgate_core::keys::{BULK_TEAM_KEY_REFUSAL, TEAM_KEY_REFUSAL};
+    use floodgate_persist::Persist;
+
+    let stack = shared_stack().await;
+    let secrets = Arc::new(SecretBox::from_base64(&generate_encryption_key()).expect("key"));
+    let f = service_fixture_with(&stack, ProcessType::Normal, BODY, secrets.clone()).await;
+    let sid = f.service_id;
+    let team_key = issue_key(&f.writer, &secrets, sid, "team", KeyType::Team)
+        .await
+        .expect("team key");
+    let test_key = issue_key(&f.writer, &secrets, sid, "test", KeyType::Test)
+        .await
+        .expect("test key");
+    let admin = Admin::new(f.writer.clone(), None, None, None);
+    for command in [
+        AdminCommand::AddTeamMember {
+            service_id: sid,
+            email_address: "Member@Example.gov".into(),
+        },
+        AdminCommand::AddToGuestList {
+            service_id: sid,
+            email_address: "guest@example.com".into(),
+        },
+        AdminCommand::AddToGuestList {
+            service_id: sid,
+            email_address: "leaving@example.com".into(),
+        },
+        AdminCommand::RemoveFromGuestList {
+            service_id: sid,
+            email_address: "LEAVING@example.com".into(),
+        },
+    ] {
+        admin.execute(&command).await.expect("admin command");
+    }
+    // Another service's team is no one's but theirs.
+    let admin_error = admin
+        .execute(&AdminCommand::AddTeamMember {
+            service_id: Uuid::now_v7(),
+            email_address: "x@example.gov".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        admin_error.to_string().contains("no service"),
+        "{admin_error}"
+    );
+    let listing = admin
+        .execute(&AdminCommand::List {
+            service_id: Some(sid),
+        })
+        .await
+        .expect("list");
+    assert_eq!(listing["team_members"], json!(["member@example.gov"]));
+    assert_eq!(listing["guest_list"], json!(["guest@example.com"]));
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+
+    let (ingest, status, queue) = handlers(&stack, secrets.clone()).await;
+    let email = |to: &str| {
+        json!({"email_address": to, "template_id": f.template_id,
+            "personalisation": {"name": "Ann", "code": 1}})
+    };
+    let bulk = |to: &[&str]| {
+        let mut rows = vec![json!(["email address", "name", "code"])];
+        rows.extend(to.iter().map(|a| json!([a, "Ann", "1"])));
+        json!({"name": "team job", "template_id": f.template_id, "rows": rows})
+    };
+    let post = |key: &floodgate_admin::IssuedKey, path: &'static str, body: Value| {
+        let auth = bearer_for(sid, &key.key);
+        let (f, ingest) = (&f, &ingest);
+        async move { f.post_with(ingest, path, &body, &auth, &[]).await }
+    };
+    let e = "/v2/notifications/email";
+    let b = "/v2/notifications/bulk";
+    let refused = json!({"status_code": 400, "errors": [{"error": "BadRequestError", "message": TEAM_KEY_REFUSAL}]});
+    let mut sent: Vec<(KeyType, String)> = Vec::new();
+    for to in [
+        "member@example.gov",
+        "MEMBER@example.GOV",
+        "Guest@Example.com",
+    ] {
+        let (code, v) = post(&team_key, e, email(to)).await;
+        assert_eq!(code, 201, "team key to {to}: {v}");
+        sent.push((KeyType::Team, v["id"].as_str().unwrap_or_default().into()));
+    }
+    for to in [
+        "stranger@example.com",
+        "leaving@example.com",
+        "member@example.gov.uk",
+    ] {
+        let (code, v) = post(&team_key, e, email(to)).await;
+        assert_eq!((code, &v), (400, &refused), "team key to {to}");
+    }
+    // Everything else about the request is checked first (Notify's order).
+    let (code, v) = post(
+        &team_key,
+        e,
+        json!({"email_address": "stranger@example.com", "template_id": f.template_id}),
+    )
+    .await;
+    assert_eq!(
+        (code, v["errors"][0]["message"].as_str()),
+        (400, Some("Missing personalisation: name, code"))
+    );
+    let (code, v) = post(
+        &team_key,
+        b,
+        bulk(&["member@example.gov", "guest@example.com"]),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["data"]["notification_count"], 2);
+    let team_job = v["data"]["id"].as_str().unwrap_or_default().to_string();
+    let (code, v) = post(
+        &team_key,
+        b,
+        bulk(&["member@example.gov", "stranger@example.com"]),
+    )
+    .await;
+    assert_eq!(
+        (code, v),
+        (
+            400,
+            json!({"status_code": 400, "errors": [{"error": "BadRequestError", "message": BULK_TEAM_KEY_REFUSAL}]})
+        )
+    );
+    // Live and test keys send to anyone.
+    for (key, key_type) in [(&f.key, KeyType::Normal), (&test_key, KeyType::Test)] {
+        let (code, v) = post(key, e, email("stranger@example.com")).await;
+        assert_eq!(code, 201, "{key_type:?}: {v}");
+        sent.push((key_type, v["id"].as_str().unwrap_or_default().into()));
+    }
+
+    let persist = Persist::new(f.writer.clone(), queue.clone(), Arc::new(Knobs::embedded()));
+    for process_type in [ProcessType::Normal, ProcessType::Bulk] {
+        drain(&queue, QueueName::Intake(process_type), |ev| async {
+            let (resp, _) = persist.handle(ev).await.expect("persist");
+            assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+        })
+        .await;
+    }
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+    let read = |key: &floodgate_admin::IssuedKey, path: String| {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("api.test"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&bearer_for(sid, &key.key)).expect("header"),
+        );
+        let status = &status;
+        async move {
+            let r = status.handle(request_of(Method::GET, &path, h)).await;
+            let v: Value = serde_json::from_str(&response_text(&r)).unwrap_or(Value::Null);
+            (r.status_code, v)
+        }
+    };
+    let listed = |v: &Value| -> Vec<String> {
+        v["notifications"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ids_of = |kt: KeyType| -> Vec<String> {
+        let mut ids: Vec<String> = sent
+            .iter()
+            .filter(|(k, _)| *k == kt)
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.reverse();
+        ids
+    };
+    for (key, key_type) in [
+        (&f.key, KeyType::Normal),
+        (&team_key, KeyType::Team),
+        (&test_key, KeyType::Test),
+    ] {
+        let (code, v) = read(key, "/v2/notifications".into()).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(
+            listed(&v),
+            ids_of(key_type),
+            "{key_type:?} lists its own key type's notifications"
+        );
+        for (sent_with, id) in &sent {
+            let (code, v) = read(key, format!("/v2/notifications/{id}")).await;
+            let visible = (*sent_with == KeyType::Test) == (key_type == KeyType::Test);
+            if visible {
+                assert_eq!(
+                    (code, v["id"].as_str()),
+                    (200, Some(id.as_str())),
+                    "{key_type:?} reads {sent_with:?}"
+                );
+            } else {
+                assert_eq!(
+                    (code, &v),
+                    (
+                        404,
+                        &json!({"status_code": 404, "errors": [{"error": "NoResultFound", "message": "No result found"}]})
+                    ),
+                    "{key_type:?} reads {sent_with:?}"
+                );
+            }
+        }
+    }
+
+    // A job is read as its notifications are: not by a test key when a team key sent it.
+    let (code, v) = read(&team_key, format!("/v2/jobs/{team_job}")).await;
+    assert_eq!(
+        (code, v["data"]["id"].as_str()),
+        (200, Some(team_job.as_str())),
+        "{v}"
+    );
+    let (code, v) = read(&test_key, format!("/v2/jobs/{team_job}")).await;
+    assert_eq!(
+        (code, v["errors"][0]["error"].as_str()),
+        (404, Some("NoResultFound")),
+        "{v}"
+    );
+
+    // A removed team member: refused once the cache has it (a fresh instance here).
+    admin
+        .execute(&AdminCommand::RemoveTeamMember {
+            service_id: sid,
+            email_address: "member@example.gov".into(),
+        })
+        .await
+        .expect("remove");
+    stack
+        .wait_replica_caught_up(Duration::from_secs(30))
+        .await
+        .expect("replica caught up");
+    let fresh = f
+        .ingest(
+            &stack,
+            Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+        )
+        .await;
+    let (code, v) = f
+        .post_with(
+            &fresh,
+            e,
+            &email("member@example.gov"),
+            &bearer_for(sid, &team_key.key),
+            &[],
+        )
+        .await;
+    assert_eq!((code, v), (400, refused));
 }

@@ -13,8 +13,11 @@ use chrono::Utc;
 use floodgate_aws::{QueueLimits, QueueSender, forward_to_send, forward_to_send_delayed};
 use floodgate_core::auth::{SealError, SecretBox, format_api_key, new_secret, secret_digest};
 use floodgate_core::callback::{CallbackKind, check_callback_url};
+use floodgate_core::keys::normalise_address;
 use floodgate_core::{KeyType, Knobs, ProcessType};
-use floodgate_db::catalog::{self, ApiKeyRow, NewApiKey, ServiceRow, TemplateChange, TemplateRow};
+use floodgate_db::catalog::{
+    self, ApiKeyRow, NewApiKey, RecipientList, ServiceRow, TemplateChange, TemplateRow,
+};
 use floodgate_db::sending::SendingTimeouts;
 use floodgate_db::{
     DbError, LaneConfig, LaneKind, WriterLane, maintain_partitions, migrate, roles,
@@ -116,6 +119,34 @@ pub enum AdminCommand {
         #[serde(default)]
         #[arg(long)]
         is_default: bool,
+    },
+    /// Add an address to the service's team members: a team key may send to it.
+    AddTeamMember {
+        #[arg(long)]
+        service_id: Uuid,
+        #[arg(long)]
+        email_address: String,
+    },
+    /// Remove an address from the service's team members.
+    RemoveTeamMember {
+        #[arg(long)]
+        service_id: Uuid,
+        #[arg(long)]
+        email_address: String,
+    },
+    /// Add an address to the service's guest list: a team key may send to it.
+    AddToGuestList {
+        #[arg(long)]
+        service_id: Uuid,
+        #[arg(long)]
+        email_address: String,
+    },
+    /// Remove an address from the service's guest list.
+    RemoveFromGuestList {
+        #[arg(long)]
+        service_id: Uuid,
+        #[arg(long)]
+        email_address: String,
     },
     /// Revoke an API key.
     RevokeKey {
@@ -411,6 +442,22 @@ pub async fn set_limits(
     .ok_or_else(|| AdminError::NotFound(format!("no service {service_id}")))
 }
 
+/// `email_address` trimmed, or a refusal if it does not look like an address.
+fn checked_address(email_address: &str) -> Result<&str, AdminError> {
+    let address = email_address.trim();
+    let valid = address
+        .rsplit_once('@')
+        .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'))
+        && !address.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(address)
+    } else {
+        Err(AdminError::Invalid(
+            "email_address must be an email address".into(),
+        ))
+    }
+}
+
 /// Adds a reply-to address to a service.
 pub async fn add_reply_to(
     writer: &WriterLane,
@@ -418,16 +465,7 @@ pub async fn add_reply_to(
     email_address: &str,
     is_default: bool,
 ) -> Result<catalog::ReplyToRow, AdminError> {
-    let address = email_address.trim();
-    let valid = address
-        .rsplit_once('@')
-        .is_some_and(|(local, host)| !local.is_empty() && host.contains('.'))
-        && !address.chars().any(|c| c.is_whitespace() || c.is_control());
-    if !valid {
-        return Err(AdminError::Invalid(
-            "email_address must be an email address".into(),
-        ));
-    }
+    let address = checked_address(email_address)?;
     let conn = writer.acquire().await?;
     conn.bounded(catalog::insert_reply_to(
         &conn,
@@ -438,6 +476,48 @@ pub async fn add_reply_to(
     ))
     .await?
     .ok_or_else(|| AdminError::NotFound(format!("no service {service_id}")))
+}
+
+/// Adds an address to a service's team members or guest list, stored as Notify compares
+/// it (lower-cased); adding it twice changes nothing. Takes effect within the API's cache
+/// TTL.
+pub async fn add_recipient(
+    writer: &WriterLane,
+    list: RecipientList,
+    service_id: Uuid,
+    email_address: &str,
+) -> Result<String, AdminError> {
+    let address = normalise_address(checked_address(email_address)?);
+    let conn = writer.acquire().await?;
+    if conn
+        .bounded(catalog::add_recipient(&conn, list, service_id, &address))
+        .await?
+    {
+        Ok(address)
+    } else {
+        Err(AdminError::NotFound(format!("no service {service_id}")))
+    }
+}
+
+/// Removes an address from a service's team members or guest list.
+pub async fn remove_recipient(
+    writer: &WriterLane,
+    list: RecipientList,
+    service_id: Uuid,
+    email_address: &str,
+) -> Result<(), AdminError> {
+    let address = normalise_address(email_address);
+    let conn = writer.acquire().await?;
+    if conn
+        .bounded(catalog::remove_recipient(&conn, list, service_id, &address))
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(AdminError::NotFound(format!(
+            "the address is not on that list of service {service_id}"
+        )))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,6 +552,40 @@ pub struct ServiceListing {
     pub service: Option<ServiceRow>,
     pub keys: Vec<ApiKeyRow>,
     pub templates: Vec<TemplateRow>,
+    pub team_members: Vec<String>,
+    pub guest_list: Vec<String>,
+}
+
+/// How the commands' output names a list.
+fn list_name(list: RecipientList) -> &'static str {
+    match list {
+        RecipientList::TeamMembers => "team_members",
+        RecipientList::GuestList => "guest_list",
+    }
+}
+
+/// `add-team-member` and `add-to-guest-list`: what was added, as stored.
+async fn added(
+    writer: &WriterLane,
+    list: RecipientList,
+    service_id: Uuid,
+    email_address: &str,
+) -> Result<serde_json::Value, AdminError> {
+    let address = add_recipient(writer, list, service_id, email_address).await?;
+    Ok(
+        serde_json::json!({"service_id": service_id, "added_to": list_name(list), "email_address": address}),
+    )
+}
+
+/// `remove-team-member` and `remove-from-guest-list`.
+async fn removed(
+    writer: &WriterLane,
+    list: RecipientList,
+    service_id: Uuid,
+    email_address: &str,
+) -> Result<serde_json::Value, AdminError> {
+    remove_recipient(writer, list, service_id, email_address).await?;
+    Ok(serde_json::json!({"service_id": service_id, "removed_from": list_name(list)}))
 }
 
 /// Any command on the function roles' writer (see [`Admin::execute`] for the entry point).
@@ -546,6 +660,38 @@ async fn execute_on_writer(
             email_address,
             is_default,
         } => json(&add_reply_to(writer, *service_id, email_address, *is_default).await?),
+        AdminCommand::AddTeamMember {
+            service_id,
+            email_address,
+        } => {
+            added(
+                writer,
+                RecipientList::TeamMembers,
+                *service_id,
+                email_address,
+            )
+            .await?
+        }
+        AdminCommand::AddToGuestList {
+            service_id,
+            email_address,
+        } => added(writer, RecipientList::GuestList, *service_id, email_address).await?,
+        AdminCommand::RemoveTeamMember {
+            service_id,
+            email_address,
+        } => {
+            removed(
+                writer,
+                RecipientList::TeamMembers,
+                *service_id,
+                email_address,
+            )
+            .await?
+        }
+        AdminCommand::RemoveFromGuestList {
+            service_id,
+            email_address,
+        } => removed(writer, RecipientList::GuestList, *service_id, email_address).await?,
         AdminCommand::RevokeKey { service_id, key_id } => {
             revoke_key(writer, *service_id, *key_id).await?;
             serde_json::json!({"revoked": key_id})
@@ -566,10 +712,13 @@ async fn execute_on_writer(
                 None => json(&conn.bounded(catalog::list_services(&conn)).await?),
                 Some(sid) => {
                     let services = conn.bounded(catalog::list_services(&conn)).await?;
+                    let list = |l| catalog::list_recipients(&conn, l, *sid);
                     let listing = ServiceListing {
                         service: services.into_iter().find(|s| s.id == *sid),
                         keys: conn.bounded(catalog::list_api_keys(&conn, *sid)).await?,
                         templates: conn.bounded(catalog::list_templates(&conn, *sid)).await?,
+                        team_members: conn.bounded(list(RecipientList::TeamMembers)).await?,
+                        guest_list: conn.bounded(list(RecipientList::GuestList)).await?,
                     };
                     json(&listing)
                 }
@@ -1138,6 +1287,41 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn team_member_and_guest_list_commands_parse() {
+        let m: AdminCommand = serde_json::from_str(
+            r#"{"command":"add-to-guest-list","service_id":"0190a0a0-0000-7000-8000-000000000001","email_address":"g@example.com"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(m, AdminCommand::AddToGuestList { ref email_address, .. } if email_address == "g@example.com")
+        );
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            command: AdminCommand,
+        }
+        for (name, remove) in [("remove-team-member", true), ("add-team-member", false)] {
+            let cli = Cli::try_parse_from([
+                "floodgate-admin",
+                name,
+                "--service-id",
+                "0190a0a0-0000-7000-8000-000000000001",
+                "--email-address",
+                "m@example.gov",
+            ])
+            .unwrap();
+            assert_eq!(
+                matches!(cli.command, AdminCommand::RemoveTeamMember { .. }),
+                remove,
+                "{name}"
+            );
+        }
+        assert!(matches!(checked_address(" a@b.co "), Ok("a@b.co")));
+        assert!(checked_address("not an address").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, JobFields, job_json, notify_time};
 use floodgate_aws::{LimitStore, QueueError, QueueLimits, QueueSender, send_all};
 use floodgate_core::envelope::{created_at_of, new_notification_id};
+use floodgate_core::keys::{TEAM_KEY_REFUSAL, may_send_to};
 use floodgate_core::limits::{IDEMPOTENCY_HEADER, IdempotencyKey, job_row_id, request_fingerprint};
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_core::{
@@ -111,7 +112,7 @@ impl Ingest {
             return Err(ApiError::route_not_found());
         }
         if gateway::method(req) != Method::POST {
-            return Err(ApiError::method_not_allowed());
+            return Err(ApiError::method_not_allowed("POST"));
         }
         let now = Utc::now();
         let caller = self
@@ -190,6 +191,14 @@ impl Ingest {
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if let Some(reply_to) = r.email_reply_to_id {
             self.check_reply_to(caller, reply_to).await?;
+        }
+        // Last, as in Notify's post_notification (validate_and_format_recipient).
+        if !may_send_to(
+            caller.key_type,
+            &caller.team_and_guest_list,
+            &r.email_address,
+        ) {
+            return Err(ApiError::bad_request(TEAM_KEY_REFUSAL));
         }
         let process_type = template.process_type;
         let (id, created_at) = new_notification_id();
@@ -292,7 +301,10 @@ impl Ingest {
             body: template.body.clone(),
         });
         // Every row is checked before anything is enqueued: all or none.
-        let rows = validate::bulk_rows(&r.rows, &placeholders)?;
+        let team = caller.team_and_guest_list.as_ref();
+        let rows = validate::bulk_rows(&r.rows, &placeholders, &|address: &str| {
+            may_send_to(caller.key_type, team, address)
+        })?;
         let job_id = Uuid::now_v7();
         let mut notifications: Vec<IntakeNotification> = rows
             .into_iter()

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use floodgate_api::ApiError;
 use floodgate_core::auth::python_uuid as py_uuid;
+use floodgate_core::keys::BULK_TEAM_KEY_REFUSAL;
 use floodgate_core::template::normalise_key;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -665,9 +666,14 @@ fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, ApiError> {
 /// How many row errors one answer lists (the count says how many there were).
 const LISTED_ROW_ERRORS: usize = 10;
 
-/// Checks every row of a bulk request against the template's placeholders; all rows or
-/// none. Rows are numbered from 1, the first row after the header.
-pub fn bulk_rows(rows: &[Vec<String>], placeholders: &[String]) -> Result<Vec<BulkRow>, ApiError> {
+/// Checks every row of a bulk request against the template's placeholders and the caller's
+/// `may_send_to` (a team key's rule); all rows or none. Rows are numbered from 1, the first
+/// row after the header.
+pub fn bulk_rows(
+    rows: &[Vec<String>],
+    placeholders: &[String],
+    may_send_to: &dyn Fn(&str) -> bool,
+) -> Result<Vec<BulkRow>, ApiError> {
     let Some((header, data)) = rows.split_first() else {
         return Err(ApiError::bad_request(
             "Missing column headers: email address",
@@ -688,6 +694,14 @@ pub fn bulk_rows(rows: &[Vec<String>], placeholders: &[String]) -> Result<Vec<Bu
         return Err(ApiError::bad_request(format!(
             "Too many rows. Maximum number of rows allowed is {MAX_BULK_ROWS}"
         )));
+    }
+    // GC Notify checks the recipients against a team key's list here, after the row count
+    // and before each row's errors (check_for_csv_errors).
+    if data
+        .iter()
+        .any(|row| !may_send_to(row.get(recipient).map(|s| s.trim()).unwrap_or_default()))
+    {
+        return Err(ApiError::bad_request(BULK_TEAM_KEY_REFUSAL));
     }
     let needed: Vec<(String, &String)> = placeholders
         .iter()
@@ -1010,6 +1024,7 @@ mod tests {
                 .collect()
         };
         let ph = vec!["name".to_string()];
+        let anyone = |_: &str| true;
         let ok = bulk_rows(
             &s(&[
                 &["Email Address", "Name"],
@@ -1017,6 +1032,7 @@ mod tests {
                 &["c@d.co", "Bo"],
             ]),
             &ph,
+            &anyone,
         )
         .unwrap();
         assert_eq!(ok.len(), 2);
@@ -1029,27 +1045,38 @@ mod tests {
                 &["c@d.co", ""],
             ]),
             &ph,
+            &anyone,
         )
         .unwrap_err();
         assert_eq!(
             msg(e),
             (400, "BadRequestError", "Some rows have errors. Row 2 - `email address`: invalid recipient. Row 3 - Missing personalisation: name.".into())
         );
-        let e = bulk_rows(&s(&[&["to", "name"], &["a@b.co", "x"]]), &ph).unwrap_err();
+        let e = bulk_rows(&s(&[&["to", "name"], &["a@b.co", "x"]]), &ph, &anyone).unwrap_err();
         assert_eq!(msg(e).2, "Missing column headers: email address");
         let mut many = vec![vec!["email address".to_string()]];
         many.extend((0..=MAX_BULK_ROWS).map(|_| vec!["a@b.co".to_string()]));
         assert!(
-            msg(bulk_rows(&many, &[]).unwrap_err())
+            msg(bulk_rows(&many, &[], &anyone).unwrap_err())
                 .2
                 .starts_with("Too many rows")
         );
         let mut bad = vec![vec!["email address".to_string()]];
         bad.extend((0..25).map(|_| vec!["x".to_string()]));
         assert!(
-            msg(bulk_rows(&bad, &[]).unwrap_err())
+            msg(bulk_rows(&bad, &[], &anyone).unwrap_err())
                 .2
                 .ends_with("(25 rows have errors in all)")
         );
+        // A team key's refusal comes before the rows' own errors, as in GC Notify's
+        // check_for_csv_errors (cds-snc/notification-api
+        // app/v2/notifications/post_notifications.py).
+        let team = |a: &str| a == "a@b.co";
+        let rows = s(&[&["email address", "name"], &["a@b.co", "Ann"], &["bad", ""]]);
+        assert_eq!(
+            msg(bulk_rows(&rows, &ph, &team).unwrap_err()),
+            (400, "BadRequestError", BULK_TEAM_KEY_REFUSAL.into())
+        );
+        assert_eq!(bulk_rows(&rows[..2], &ph, &team).unwrap().len(), 1);
     }
 }

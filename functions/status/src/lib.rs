@@ -14,8 +14,10 @@ use chrono::Utc;
 use floodgate_api::error::from_db;
 use floodgate_api::gateway::{self, json_response};
 use floodgate_api::{ApiCatalog, ApiError, Caller, JobFields, job_json, job_status, notify_time};
+use floodgate_core::KeyType;
 use floodgate_core::auth::python_uuid;
 use floodgate_core::envelope::created_at_of;
+use floodgate_core::keys::may_read;
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_db::catalog::{
     JobRow, NotificationFilter, NotificationRow, TemplateRow, fetch_job, fetch_notification,
@@ -77,26 +79,30 @@ enum Route {
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let (route, allowed) = match parts.as_slice() {
-        ["_status"] => (Route::Liveness, Method::GET),
-        ["v2", "notifications"] => (Route::Notifications, Method::GET),
-        ["v2", "notifications", id] => (Route::Notification(id.to_string()), Method::GET),
-        ["v2", "templates"] => (Route::Templates, Method::GET),
-        ["v2", "template", id] => (Route::Template(id.to_string()), Method::GET),
-        ["v2", "template", id, "version", v] => (
-            Route::TemplateVersion(id.to_string(), v.to_string()),
-            Method::GET,
-        ),
-        ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), Method::POST),
+        ["_status"] => (Route::Liveness, "GET"),
+        ["v2", "notifications"] => (Route::Notifications, "GET"),
+        // ingest's paths, whatever API Gateway routes here: a concrete path wins over
+        // the `{notification_id}` template (OpenAPI's rule; Notify reads them as ids).
+        ["v2", "notifications", "email" | "bulk"] => {
+            return Err(ApiError::method_not_allowed("POST"));
+        }
+        ["v2", "notifications", id] => (Route::Notification(id.to_string()), "GET"),
+        ["v2", "templates"] => (Route::Templates, "GET"),
+        ["v2", "template", id] => (Route::Template(id.to_string()), "GET"),
+        ["v2", "template", id, "version", v] => {
+            (Route::TemplateVersion(id.to_string(), v.to_string()), "GET")
+        }
+        ["v2", "template", id, "preview"] => (Route::Preview(id.to_string()), "POST"),
         // A bulk job (GC Notify's `POST /v2/notifications/bulk`) read back. GC Notify reads
         // jobs only through its admin API, `GET /service/{service_id}/job/{job_id}`, which
         // admin credentials reach; here the API key names the service, as on every v2
         // route, so the route is v2's and the service is not in the path. The body is that
         // route's: `{"data": job}` with the counts per status in `data.statistics`.
-        ["v2", "jobs", id] => (Route::Job(id.to_string()), Method::GET),
+        ["v2", "jobs", id] => (Route::Job(id.to_string()), "GET"),
         _ => return Err(ApiError::route_not_found()),
     };
-    if *method != allowed {
-        return Err(ApiError::method_not_allowed());
+    if method.as_str() != allowed {
+        return Err(ApiError::method_not_allowed(allowed));
     }
     Ok(route)
 }
@@ -107,7 +113,8 @@ fn parse_id(s: &str, field: &str) -> Result<Uuid, ApiError> {
 
 /// The list filters, validated as Notify's `get_notifications_request` schema: every
 /// error listed, properties in the schema's order, then unexpected ones. `None` when no row
-/// can match (only sms or letter asked for; an `older_than` that cannot be ours). Pure.
+/// can match (only sms or letter asked for; an `older_than` that cannot be ours; a
+/// reference no row can hold). Pure.
 pub fn list_filter(
     pairs: &[(String, String)],
     key_type: &str,
@@ -217,7 +224,10 @@ pub fn list_filter(
     }
     // Only email exists here: asking for sms or letter only is an empty list.
     let only_other_types = !types.is_empty() && !types.contains(&"email");
-    Ok((!only_other_types && !unknown_older_than).then_some(f))
+    // No stored reference holds a NUL (ingest refuses them, PostgreSQL text cannot), so
+    // one asked for matches nothing, and is never sent to the database.
+    let unstorable_reference = f.reference.as_ref().is_some_and(|r| r.contains('\0'));
+    Ok((!only_other_types && !unknown_older_than && !unstorable_reference).then_some(f))
 }
 
 /// A stored notification in Notify's v2 shape. Pure.
@@ -377,8 +387,10 @@ impl Status {
             .await
             .map_err(|e| from_db(&e))?;
         match row {
-            Some(n) => Ok(notification_json(&n, base)),
-            None => Err(ApiError::no_result()),
+            // A test key's notifications are its own world: no other key type sees them,
+            // and a test key sees nothing else.
+            Some(n) if may_read(caller.key_type, n.key_type) => Ok(notification_json(&n, base)),
+            _ => Err(ApiError::no_result()),
         }
     }
 
@@ -390,6 +402,8 @@ impl Status {
             .bounded(fetch_job(&conn, caller.service_id, id))
             .await
             .map_err(|e| from_db(&e))?
+            // A test key's job is read only by test keys, as its notifications are.
+            .filter(|j| KeyType::parse(&j.key_type).is_some_and(|k| may_read(caller.key_type, k)))
             .ok_or_else(ApiError::no_result)?;
         Ok(json!({"data": job_read_json(&job, Utc::now())}))
     }
@@ -674,12 +688,12 @@ mod tests {
             route(&Method::POST, "/v2/template/x/preview"),
             Ok(Route::Preview(_))
         ));
-        assert_eq!(
-            route(&Method::POST, "/v2/template/x")
-                .err()
-                .map(|e| e.status),
-            Some(405)
-        );
+        let e = route(&Method::DELETE, "/v2/notifications/email").err();
+        assert_eq!(e.map(|e| (e.status, e.allow)), Some((405, Some("POST"))));
+        let e = route(&Method::GET, "/v2/notifications/bulk").err();
+        assert_eq!(e.map(|e| (e.status, e.allow)), Some((405, Some("POST"))));
+        let e = route(&Method::POST, "/v2/template/x").err();
+        assert_eq!(e.map(|e| (e.status, e.allow)), Some((405, Some("GET"))));
         assert_eq!(
             route(&Method::GET, "/v3").err().map(|e| e.status),
             Some(404)
@@ -821,6 +835,11 @@ mod tests {
         // A v4 id can never be a stored notification: an empty page, not an error.
         assert!(
             list_filter(&p(&[("older_than", &Uuid::new_v4().to_string())]), "normal")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            list_filter(&p(&[("reference", "a\0b")]), "normal")
                 .unwrap()
                 .is_none()
         );

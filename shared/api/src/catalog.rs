@@ -9,10 +9,11 @@ use floodgate_core::auth::{
     AuthError, Credential, KeyForAuth, SecretBox, ServiceForAuth, authenticate_api_key,
     authenticate_jwt, parse_authorization, secret_digest, token_issuer,
 };
+use floodgate_core::keys::TeamAndGuestList;
 use floodgate_core::limits::ServiceLimits;
 use floodgate_db::catalog::{
-    ReplyToRow, TemplateRow, fetch_reply_to, fetch_service_with_keys, fetch_template,
-    find_key_by_digest,
+    ReplyToRow, ServiceWithKeys, TemplateRow, fetch_reply_to, fetch_service_with_keys,
+    fetch_template, find_key_by_digest,
 };
 use floodgate_db::{DbError, ReaderLane};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct ServiceEntry {
     pub name: String,
     pub from_email: String,
     pub limits: ServiceLimits,
+    /// Whom a team key may send to, cached with the keys.
+    pub team_and_guest_list: Arc<TeamAndGuestList>,
 }
 
 /// Who is calling: the outcome of authentication.
@@ -36,6 +39,7 @@ pub struct Caller {
     pub api_key_id: Uuid,
     pub key_type: KeyType,
     pub limits: ServiceLimits,
+    pub team_and_guest_list: Arc<TeamAndGuestList>,
 }
 
 pub struct ApiCatalog {
@@ -65,7 +69,13 @@ impl ApiCatalog {
 
     async fn load_service(&self, id: Uuid) -> Result<Option<Arc<ServiceEntry>>, DbError> {
         let conn = self.reader.acquire().await?;
-        let Some((service, keys)) = conn.bounded(fetch_service_with_keys(&conn, id)).await? else {
+        let Some(ServiceWithKeys {
+            service,
+            keys,
+            team_members,
+            guest_list,
+        }) = conn.bounded(fetch_service_with_keys(&conn, id)).await?
+        else {
             return Ok(None);
         };
         let mut auth_keys = Vec::with_capacity(keys.len());
@@ -91,6 +101,9 @@ impl ApiCatalog {
             name: service.name,
             from_email: service.from_email,
             limits: service.limits,
+            team_and_guest_list: Arc::new(TeamAndGuestList::new(
+                team_members.iter().chain(&guest_list),
+            )),
         })))
     }
 
@@ -141,6 +154,7 @@ impl ApiCatalog {
             api_key_id: key.id,
             key_type: key.key_type,
             limits: entry.limits,
+            team_and_guest_list: entry.team_and_guest_list.clone(),
         })
     }
 

@@ -17,6 +17,8 @@ pub struct ApiError {
     /// Further top-level fields (the bulk endpoint's accepted rows). Clients that know only
     /// Notify read `status_code` and `errors` and ignore these.
     pub extra: Map<String, Value>,
+    /// The methods the path allows, for a 405's `Allow` header (RFC 9110 requires it).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             message: message.into(),
             further: Vec::new(),
             extra: Map::new(),
+            allow: None,
         }
     }
 
@@ -80,12 +83,15 @@ impl ApiError {
             .with_extra("message", json!(WERKZEUG))
     }
 
-    pub fn method_not_allowed() -> Self {
-        Self::new(
+    /// A method the path does not serve; `allow` lists the ones it does.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::new(
             405,
             "MethodNotAllowedError",
             "The method is not allowed for the requested URL.",
-        )
+        );
+        e.allow = Some(allow);
+        e
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {

@@ -103,7 +103,11 @@ pub fn json_response(status: u16, body: &Value) -> ApiGatewayV2httpResponse {
 // Here rather than in `error`, so the error type knows nothing of API Gateway.
 impl ApiError {
     pub fn into_response(self) -> ApiGatewayV2httpResponse {
-        json_response(self.status, &self.body())
+        let mut r = json_response(self.status, &self.body());
+        if let Some(allow) = self.allow {
+            r.headers.insert("allow", HeaderValue::from_static(allow));
+        }
+        r
     }
 }
 

@@ -14,6 +14,10 @@ pub use catalog::{ApiCatalog, Caller, ServiceEntry};
 pub use error::ApiError;
 pub use job::{JobFields, job_json, job_status};
 
+/// The API's contract, OpenAPI 3.1 (the local front serves it at `GET /openapi.yaml`; a
+/// schemathesis run against the front keeps it true).
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
 /// Notify's timestamp format: `2024-01-31T12:00:00.123456Z`.
 pub fn notify_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()

@@ -5,6 +5,7 @@
 //! - [`SendEnvelope`]: what `persist` forwards to a send queue.
 //! - [`NotificationStatus`] and [`StatusTransition`]: the monotonic status rules (a status never moves backwards).
 //! - [`Knobs`]: the knob values shared with Terraform (`infra/knobs.json`).
+//! - [`keys`]: what a team or test key may send to and read.
 //! - [`limits`]: rate and daily limits and idempotency keys, as rules over plain values.
 //! - [`budget`]: the SES account's rate as clock-aligned windows every `send` instance shares.
 //! - [`schedule`]: when a scheduled notification is put on its send queue.
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod budget;
 pub mod callback;
 pub mod envelope;
+pub mod keys;
 pub mod knobs;
 pub mod limits;
 pub mod process_type;

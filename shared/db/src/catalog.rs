@@ -273,17 +273,30 @@ pub async fn list_api_keys(
     rows.iter().map(|r| key_row(r, 0)).collect()
 }
 
-/// A service and all its keys, revoked ones included (authentication tells "revoked" from
-/// "not found"), in one round trip.
+/// What authentication and the team-key rule need of a service, read in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceWithKeys {
+    pub service: ServiceRow,
+    /// All its keys, revoked ones included (authentication tells "revoked" from "not
+    /// found").
+    pub keys: Vec<ApiKeyRow>,
+    pub team_members: Vec<String>,
+    pub guest_list: Vec<String>,
+}
+
+/// A service with its keys, team members and guest list, in one round trip.
 pub async fn fetch_service_with_keys(
     client: &ReaderConnection,
     service_id: Uuid,
-) -> Result<Option<(ServiceRow, Vec<ApiKeyRow>)>, DbError> {
+) -> Result<Option<ServiceWithKeys>, DbError> {
     let rows = client
         .query_typed(
             &format!(
                 "/* floodgate:status */ SELECT s.id, s.name, s.from_email, s.active, s.created_at, \
-                 s.rate_limit, s.daily_limit, {KEY_COLUMNS} FROM services s \
+                 s.rate_limit, s.daily_limit, \
+                 ARRAY(SELECT m.email_address FROM service_team_members m WHERE m.service_id = s.id), \
+                 ARRAY(SELECT g.recipient FROM service_guest_list g WHERE g.service_id = s.id), \
+                 {KEY_COLUMNS} FROM services s \
                  LEFT JOIN api_keys k ON k.service_id = s.id \
                  WHERE s.id = $1 ORDER BY k.created_at, k.id"
             ),
@@ -293,13 +306,18 @@ pub async fn fetch_service_with_keys(
     let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let service = service_row(first);
+    let keys_at = AFTER_SERVICE_COLUMNS + 2;
     let keys = rows
         .iter()
-        .filter(|r| r.get::<_, Option<Uuid>>(AFTER_SERVICE_COLUMNS).is_some())
-        .map(|r| key_row(r, AFTER_SERVICE_COLUMNS))
+        .filter(|r| r.get::<_, Option<Uuid>>(keys_at).is_some())
+        .map(|r| key_row(r, keys_at))
         .collect::<Result<_, _>>()?;
-    Ok(Some((service, keys)))
+    Ok(Some(ServiceWithKeys {
+        service: service_row(first),
+        keys,
+        team_members: first.get(AFTER_SERVICE_COLUMNS),
+        guest_list: first.get(AFTER_SERVICE_COLUMNS + 1),
+    }))
 }
 
 /// The key (id, service id) whose secret has this digest.
@@ -434,6 +452,83 @@ pub async fn list_templates(
         )
         .await?;
     rows.iter().map(template_row).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Team members and guest list
+// ---------------------------------------------------------------------------------------
+
+/// The two lists of addresses a team key may send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientList {
+    TeamMembers,
+    GuestList,
+}
+
+impl RecipientList {
+    /// Table and address column (fixed names, never client input).
+    fn sql_names(self) -> (&'static str, &'static str) {
+        match self {
+            RecipientList::TeamMembers => ("service_team_members", "email_address"),
+            RecipientList::GuestList => ("service_guest_list", "recipient"),
+        }
+    }
+}
+
+/// Adds an address (already normalised) to one of a service's lists; adding one twice is a
+/// no-op. `false` when the service does not exist.
+pub async fn add_recipient(
+    client: &WriterConnection,
+    list: RecipientList,
+    service_id: Uuid,
+    address: &str,
+) -> Result<bool, DbError> {
+    let (table, column) = list.sql_names();
+    let row = client
+        .query_typed_one(
+            &format!(
+                "WITH s AS (SELECT id FROM services WHERE id = $1),
+                 i AS (INSERT INTO {table} (service_id, {column}) SELECT id, $2 FROM s
+                       ON CONFLICT DO NOTHING)
+                 SELECT count(*) FROM s"
+            ),
+            &[(&service_id, Type::UUID), (&address, Type::TEXT)],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
+/// Removes an address from one of a service's lists; `true` if it was there.
+pub async fn remove_recipient(
+    client: &WriterConnection,
+    list: RecipientList,
+    service_id: Uuid,
+    address: &str,
+) -> Result<bool, DbError> {
+    let (table, column) = list.sql_names();
+    let n = client
+        .execute_typed(
+            &format!("DELETE FROM {table} WHERE service_id = $1 AND {column} = $2"),
+            &[(&service_id, Type::UUID), (&address, Type::TEXT)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// One of a service's lists, in address order.
+pub async fn list_recipients(
+    client: &impl ReadConnection,
+    list: RecipientList,
+    service_id: Uuid,
+) -> Result<Vec<String>, DbError> {
+    let (table, column) = list.sql_names();
+    let rows = client
+        .query_typed(
+            &format!("SELECT {column} FROM {table} WHERE service_id = $1 ORDER BY {column}"),
+            &[(&service_id, Type::UUID)],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 // ---------------------------------------------------------------------------------------

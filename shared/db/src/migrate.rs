@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "scheduled_jobs",
         sql: include_str!("../migrations/0011_scheduled_jobs.sql"),
     },
+    Migration {
+        version: 12,
+        name: "team_and_guest_list",
+        sql: include_str!("../migrations/0012_team_and_guest_list.sql"),
+    },
 ];
 
 /// Arbitrary constant identifying Floodgate's migration lock.

@@ -94,6 +94,7 @@ impl WarmService {
                     rate_limit: u32::MAX,
                     daily_limit: u32::MAX,
                 },
+                team_and_guest_list: Default::default(),
             },
             vec![TemplateRow {
                 id: template_id,

@@ -108,8 +108,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
 }
 
 /// Creates the virtualenv `name` under the tools folder (installing python3-venv if
-/// needed) and pip-installs `requirement` into it.
-fn install_into_venv(name: &str, requirement: &str) -> Result<PathBuf> {
+/// needed) and pip-installs `requirements` into it.
+fn install_into_venv(name: &str, requirements: &[&str]) -> Result<PathBuf> {
     let venv = tools_dir().join(name);
     let venv_ok = Command::new("python3")
         .args(["-m", "venv"])
@@ -124,18 +124,16 @@ fn install_into_venv(name: &str, requirement: &str) -> Result<PathBuf> {
             "python3 -m venv",
         )?;
     }
+    let listed = requirements.join(" ");
     eprintln!(
-        "floodgate-local: installing {requirement} into {}",
+        "floodgate-local: installing {listed} into {}",
         venv.display()
     );
     run(
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            requirement,
-        ]),
-        &format!("pip install {requirement}"),
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check"])
+            .args(requirements),
+        &format!("pip install {listed}"),
     )?;
     Ok(venv)
 }
@@ -145,7 +143,7 @@ fn ensure_moto() -> Result<PathBuf> {
     if moto.exists() {
         return Ok(moto);
     }
-    install_into_venv("venv-moto", "moto[server]>=5,<6")?;
+    install_into_venv("venv-moto", &["moto[server]>=5,<6"])?;
     if !moto.exists() {
         bail!("moto_server not found at {} after install", moto.display());
     }
@@ -200,7 +198,7 @@ pub fn ensure_notify_client() -> Result<PathBuf> {
         if installed {
             return Ok(python);
         }
-        install_into_venv("venv-notify", "notifications-python-client")?;
+        install_into_venv("venv-notify", &["notifications-python-client"])?;
         Ok(python)
     })
 }
@@ -214,9 +212,36 @@ pub fn ensure_cargo_lambda() -> Result<PathBuf> {
         if bin.exists() {
             return Ok(bin);
         }
-        install_into_venv("venv-cargo-lambda", "cargo-lambda==1.9.2")?;
+        install_into_venv("venv-cargo-lambda", &["cargo-lambda==1.9.2"])?;
         if !bin.exists() {
             bail!("cargo-lambda not found at {} after install", bin.display());
+        }
+        Ok(bin)
+    })
+}
+
+/// `schemathesis` and `PyJWT` (PyPI, pinned): the contract test runs schemathesis against
+/// the local front, with a hook that signs a fresh Notify JWT for its requests. Installed
+/// when missing; the path of the `schemathesis` command.
+pub fn ensure_schemathesis() -> Result<PathBuf> {
+    with_install_lock(|| {
+        let bin = tools_dir().join("venv-schemathesis/bin/schemathesis");
+        let python = tools_dir().join("venv-schemathesis/bin/python");
+        let installed = bin.exists()
+            && Command::new(&python)
+                .args(["-c", "import jwt, schemathesis"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if installed {
+            return Ok(bin);
+        }
+        install_into_venv(
+            "venv-schemathesis",
+            &["schemathesis==4.32.5", "PyJWT==2.15.1"],
+        )?;
+        if !bin.exists() {
+            bail!("schemathesis not found at {} after install", bin.display());
         }
         Ok(bin)
     })

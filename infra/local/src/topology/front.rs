@@ -128,6 +128,13 @@ pub fn to_event(
     body: &[u8],
     source_ip: Option<String>,
 ) -> Result<ApiGatewayV2httpRequest, ApiError> {
+    // The event carries header values as text: one that is not (obs-text, control
+    // bytes) is the client's error, not a failed conversion.
+    if headers.values().any(|v| v.to_str().is_err()) {
+        return Err(ApiError::bad_request(
+            "Header values must be printable ASCII",
+        ));
+    }
     headers
         .entry("x-forwarded-proto")
         .or_insert(HeaderValue::from_static("http"));
@@ -148,7 +155,18 @@ pub fn to_event(
     serde_json::from_value(json).map_err(|_| ApiError::internal())
 }
 
+/// Where the front serves the API's OpenAPI document.
+pub const OPENAPI_PATH: &str = "/openapi.yaml";
+
 async fn handle(State(front): State<Front>, req: Request) -> Response {
+    if req.method() == Method::GET && req.uri().path() == OPENAPI_PATH {
+        let mut resp = floodgate_api::OPENAPI_YAML.into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        );
+        return resp;
+    }
     let (parts, body) = req.into_parts();
     let source_ip = parts
         .extensions
@@ -239,6 +257,13 @@ mod tests {
         .unwrap();
         assert!(e.is_base64_encoded);
         assert_eq!(gateway::body_bytes(&e).unwrap(), vec![0xff, 0x00]);
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "idempotency-key",
+            HeaderValue::from_bytes(b"\xd7\xf8").unwrap(),
+        );
+        let e = to_event(Method::POST, "/v2/notifications/email", h, b"{}", None).unwrap_err();
+        assert_eq!((e.status, e.error), (400, "BadRequestError"));
         assert!(is_ingest_route(&Method::POST, "/v2/notifications/bulk"));
         assert!(!is_ingest_route(&Method::GET, "/v2/notifications/email"));
     }
