@@ -41,17 +41,22 @@ resource "aws_vpc_endpoint" "dynamodb" {
   tags = { Name = "${var.name_prefix}-dynamodb" }
 }
 
-# ingest uses the table's items for limits and idempotency keys, with only the item calls it
-# makes.
-data "aws_iam_policy_document" "ingest_limits" {
+# Who uses the table, with only the item calls each makes: ingest for limits and
+# idempotency keys; send to lease the shared SES budget (a conditional update, and a read
+# when a window is full).
+locals {
+  limit_store_actions = {
+    ingest = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+    send   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
+  }
+}
+
+data "aws_iam_policy_document" "limit_store" {
+  for_each = local.limit_store_actions
+
   statement {
-    sid = "LimitStoreItems"
-    actions = [
-      "dynamodb:GetItem",
-      "dynamodb:PutItem",
-      "dynamodb:UpdateItem",
-      "dynamodb:DeleteItem",
-    ]
+    sid       = "LimitStoreItems"
+    actions   = each.value
     resources = [aws_dynamodb_table.limits.arn]
   }
 
@@ -67,34 +72,15 @@ data "aws_iam_policy_document" "ingest_limits" {
   }
 }
 
-resource "aws_iam_role_policy" "ingest_limits" {
+resource "aws_iam_role_policy" "limit_store" {
+  for_each = local.limit_store_actions
+
   name   = "limit-store"
-  role   = aws_iam_role.fn["ingest"].id
-  policy = data.aws_iam_policy_document.ingest_limits.json
+  role   = aws_iam_role.fn[each.key].id
+  policy = data.aws_iam_policy_document.limit_store[each.key].json
 }
 
-# send leases the shared SES budget: a conditional update, and a read when it is refused.
-data "aws_iam_policy_document" "send_budget" {
-  statement {
-    sid       = "SendBudgetItems"
-    actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem"]
-    resources = [aws_dynamodb_table.limits.arn]
-  }
-
-  statement {
-    sid       = "SendBudgetEncryption"
-    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
-    resources = [aws_kms_key.this.arn]
-    condition {
-      test     = "StringEquals"
-      variable = "kms:ViaService"
-      values   = ["dynamodb.${local.region}.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role_policy" "send_budget" {
-  name   = "send-budget"
-  role   = aws_iam_role.fn["send"].id
-  policy = data.aws_iam_policy_document.send_budget.json
+moved {
+  from = aws_iam_role_policy.ingest_limits
+  to   = aws_iam_role_policy.limit_store["ingest"]
 }

@@ -506,6 +506,7 @@ def test_every_alarmed_log_event_is_one_its_function_logs(tf):
         "callback_suspended": "callbacks",
         "callback_failed": "callbacks",
         "limit_store_bypassed": "ingest",
+        "send_budget_bypassed": "send",
     }
     assert {k: v["function"] for k, v in events.items()} == expected
     for name, function in expected.items():
@@ -718,3 +719,19 @@ def test_undeclared_rule_flags_a_removed_variable_and_a_misspelled_local(tf):
         "x.tf: local.fn_max_concurency is not declared",
         "x.tf: var.db_statement_timeout_ms is not declared",
     ]
+
+
+def test_only_ingest_and_send_use_the_limit_store_and_only_its_item_calls(tf):
+    # ingest counts limits and holds idempotency keys; send leases the shared SES budget
+    # (a conditional update, and a read when a window is full). Neither may scan or query.
+    actions = tf["locals"]["limit_store_actions"]
+    assert set(actions) == {"ingest", "send"}
+    assert set(actions["send"]) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    for fn, allowed in actions.items():
+        assert all(a in {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                         "dynamodb:DeleteItem"} for a in allowed), fn
+    policy = tf["resource"]["aws_iam_role_policy"]["limit_store"]
+    assert policy["for_each"] == "${local.limit_store_actions}"
+    env = tf["locals"]["fn_env"]
+    assert "FLOODGATE_LIMITS_TABLE" in env
+    assert 'contains(["ingest", "send"], fn)' in env
