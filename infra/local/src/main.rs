@@ -154,6 +154,19 @@ enum Command {
         #[arg(long)]
         moto: bool,
     },
+    /// Priority mail during a backfill: a steady stream of priority emails alone
+    /// (baseline), then beside a 50,000-row bulk job; POST → SES accepted p99 of each.
+    BenchPriority {
+        #[arg(long, default_value_t = 300)]
+        priority: usize,
+        /// Priority requests per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 50_000)]
+        bulk_rows: usize,
+        #[arg(long, default_value_t = 2_000.0)]
+        ses_account_rate: f64,
+    },
     /// How much of the SES account's rate the pipeline uses with a backlog (the demo's
     /// lane mix): each `send` instance at an even share (baseline), then the shared
     /// budget, in one run.
@@ -273,6 +286,7 @@ async fn main() -> Result<()> {
                     bulk_rows,
                     critical_reads_per_s,
                     idle_baseline: Duration::from_secs(5),
+                    mix: floodgate_local::demo::blast::BlastMix::Demo,
                 },
                 progress,
                 std::future::ready(()),
@@ -296,6 +310,22 @@ async fn main() -> Result<()> {
                     .join("release")
             });
             floodgate_local::bench::cold::bench_cold_start(&dir, runs).await?;
+        }
+        Command::BenchPriority {
+            priority,
+            rate,
+            bulk_rows,
+            ses_account_rate,
+        } => {
+            floodgate_local::bench::priority::bench_priority(
+                &floodgate_local::bench::priority::PriorityBenchOptions {
+                    priority,
+                    rate,
+                    bulk_rows,
+                    ses_account_rate,
+                },
+            )
+            .await?;
         }
         Command::BenchBudget {
             notifications,

@@ -39,6 +39,8 @@ struct SimInner {
     rate_throttled: AtomicU64,
     /// Accepted calls per second since the epoch.
     per_second: Mutex<BTreeMap<i64, u64>>,
+    /// When each notification was first accepted.
+    accepted_at: Mutex<HashMap<Uuid, chrono::DateTime<chrono::Utc>>>,
     accepted: Mutex<HashMap<Uuid, u32>>,
     /// The extra headers of each accepted email that had any (a blast has none, so this
     /// stays small).
@@ -85,6 +87,7 @@ impl SimulatorMailer {
                 account_rate: Mutex::new(None),
                 rate_throttled: AtomicU64::new(0),
                 per_second: Mutex::new(BTreeMap::new()),
+                accepted_at: Mutex::new(HashMap::new()),
                 accepted: Mutex::new(HashMap::new()),
                 headers: Mutex::new(HashMap::new()),
                 reply_tos: Mutex::new(HashMap::new()),
@@ -137,6 +140,11 @@ impl SimulatorMailer {
             .iter()
             .map(|(s, n)| (*s, *n))
             .collect()
+    }
+
+    /// When the notification's email was first accepted.
+    pub fn accepted_at(&self, notification_id: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+        lock(&self.inner.accepted_at).get(&notification_id).copied()
     }
 
     /// Every call so far, throttled ones included.
@@ -230,6 +238,9 @@ impl Mailer for SimulatorMailer {
         *lock(&self.inner.per_second)
             .entry(sent_at.timestamp())
             .or_insert(0) += 1;
+        lock(&self.inner.accepted_at)
+            .entry(email.notification_id)
+            .or_insert(sent_at);
         let ses_message_id = format!(
             "0100{:012x}-{}-000000",
             sent_at.timestamp_millis(),
@@ -441,6 +452,13 @@ mod tests {
             11,
             "every call counted once"
         );
+        let e = email("b@example.com");
+        assert_eq!(sim.accepted_at(e.notification_id), None);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = chrono::Utc::now();
+        sim.send(&e).await.unwrap();
+        let at = sim.accepted_at(e.notification_id).unwrap();
+        assert!(at >= before && at <= chrono::Utc::now());
     }
 
     async fn futures_ok(sim: &SimulatorMailer, n: usize) -> usize {

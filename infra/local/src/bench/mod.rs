@@ -5,3 +5,4 @@ pub mod cold;
 pub mod ingest;
 pub mod limits;
 pub mod persist;
+pub mod priority;

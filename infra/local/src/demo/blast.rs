@@ -52,6 +52,38 @@ pub struct BlastOptions {
     pub critical_reads_per_s: f64,
     /// How long the idle baseline lasts.
     pub idle_baseline: Duration,
+    /// Which process types the notifications have.
+    pub mix: BlastMix,
+}
+
+/// The process types of a blast's notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlastMix {
+    /// 10% priority, 40% normal (single emails), 50% bulk (in jobs of `bulk_rows`).
+    #[default]
+    Demo,
+    /// Every single email priority, beside `bulk_rows` more notifications in bulk jobs:
+    /// urgent mail during a backfill.
+    PriorityBeside { bulk_rows: usize },
+}
+
+impl BlastMix {
+    /// The process type of the `i`th of `n` notifications, bulk ones after the singles.
+    fn process_type(self, i: usize, n: usize) -> ProcessType {
+        match self {
+            BlastMix::Demo => process_type_for_index(i),
+            BlastMix::PriorityBeside { .. } if i < n => ProcessType::Priority,
+            BlastMix::PriorityBeside { .. } => ProcessType::Bulk,
+        }
+    }
+
+    /// How many notifications a blast of `n` sends.
+    pub fn total(self, n: usize) -> usize {
+        match self {
+            BlastMix::Demo => n,
+            BlastMix::PriorityBeside { bulk_rows } => n + bulk_rows,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -77,6 +109,8 @@ pub struct Accepted {
     pub id: Uuid,
     pub process_type: ProcessType,
     pub outcome: SimulatedRecipient,
+    /// When its POST started (`None` for the seeds, posted before the idle baseline).
+    pub posted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Live counters, read by the progress bars and the sampler.
@@ -327,6 +361,7 @@ pub async fn run_blast(
                 id: *id,
                 process_type: ProcessType::Priority,
                 outcome: SimulatedRecipient::Success,
+                posted_at: None,
             })
             .collect(),
     ));
@@ -334,11 +369,12 @@ pub async fn run_blast(
     let rejected = Arc::new(AtomicU64::new(0));
 
     // Single emails (priority + normal process types) with bounded concurrency and optional rate.
-    let singles: Vec<usize> = (0..opts.notifications)
-        .filter(|i| process_type_for_index(*i) != ProcessType::Bulk)
+    let (n, mix) = (opts.notifications, opts.mix);
+    let singles: Vec<usize> = (0..mix.total(n))
+        .filter(|i| mix.process_type(*i, n) != ProcessType::Bulk)
         .collect();
-    let bulk: Vec<usize> = (0..opts.notifications)
-        .filter(|i| process_type_for_index(*i) == ProcessType::Bulk)
+    let bulk: Vec<usize> = (0..mix.total(n))
+        .filter(|i| mix.process_type(*i, n) == ProcessType::Bulk)
         .collect();
     let next = Arc::new(AtomicU64::new(0));
     let singles = Arc::new(singles);
@@ -361,9 +397,10 @@ pub async fn run_blast(
             loop {
                 let k = next.fetch_add(1, Ordering::SeqCst) as usize;
                 let Some(&i) = singles.get(k) else { break };
-                let process_type = process_type_for_index(i);
+                let process_type = mix.process_type(i, n);
                 let outcome = recipient_for_index(i);
                 let t = Instant::now();
+                let posted_at = chrono::Utc::now();
                 let r = client
                     .post_email(templates.for_process_type(process_type), outcome, i)
                     .await;
@@ -379,6 +416,7 @@ pub async fn run_blast(
                                 id,
                                 process_type,
                                 outcome,
+                                posted_at: Some(posted_at),
                             });
                         }
                     }
@@ -410,6 +448,7 @@ pub async fn run_blast(
                 let rows: Vec<(usize, SimulatedRecipient)> =
                     chunk.iter().map(|&i| (i, recipient_for_index(i))).collect();
                 let t = Instant::now();
+                let posted_at = chrono::Utc::now();
                 let status = client.post_bulk(templates.bulk, &rows).await;
                 if let Ok(mut h) = api_latency.lock() {
                     let _ = h.record((t.elapsed().as_micros() as u64).max(1));
@@ -425,6 +464,7 @@ pub async fn run_blast(
                             id: Uuid::nil(),
                             process_type: ProcessType::Bulk,
                             outcome: *o,
+                            posted_at: Some(posted_at),
                         }));
                     }
                 } else {
@@ -497,6 +537,18 @@ impl BlastResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn priority_beside_bulk_makes_every_single_priority_and_adds_the_bulk_rows() {
+        let m = BlastMix::PriorityBeside { bulk_rows: 5 };
+        assert_eq!(m.total(3), 8);
+        let types: Vec<ProcessType> = (0..8).map(|i| m.process_type(i, 3)).collect();
+        assert_eq!(&types[..3], &[ProcessType::Priority; 3]);
+        assert!(types[3..].iter().all(|t| *t == ProcessType::Bulk));
+        assert_eq!(BlastMix::Demo.total(10), 10);
+        assert_eq!(BlastMix::Demo.process_type(0, 10), ProcessType::Priority);
+        assert_eq!(BlastMix::Demo.process_type(9, 10), ProcessType::Bulk);
+    }
     use floodgate_core::NotificationStatus;
 
     #[test]

@@ -50,6 +50,8 @@ pub struct DemoOptions {
     pub ses_account_rate: f64,
     /// How `send` instances share the SES rate.
     pub budget: crate::topology::BudgetRule,
+    /// The blast's process types.
+    pub mix: crate::demo::blast::BlastMix,
     pub listen: SocketAddr,
     pub progress: bool,
     /// Runs the pipeline this many times faster than real time (see
@@ -84,6 +86,7 @@ impl Default for DemoOptions {
             drain_timeout: Duration::from_secs(600),
             ses_account_rate: 2_000.0,
             budget: crate::topology::BudgetRule::Shared,
+            mix: crate::demo::blast::BlastMix::Demo,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             progress: true,
             time_scale: 1.0,
@@ -372,7 +375,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     .await?;
 
     let seeds = 20u64;
-    let total = opts.notifications as u64 + seeds;
+    let total = opts.mix.total(opts.notifications) as u64 + seeds;
     let (_multi, bars) = bars(total, opts.progress);
     let blast_opts = BlastOptions {
         api: api.url(),
@@ -384,6 +387,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         bulk_rows: opts.bulk_rows,
         critical_reads_per_s: opts.critical_reads_per_s,
         idle_baseline: opts.idle_baseline,
+        mix: opts.mix,
     };
     // The single-email POSTs start after the idle baseline (the seeds went before it).
     let blast_starts =
@@ -527,6 +531,10 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         budget,
         drain,
     );
+    report.priority_to_ses = pipeline
+        .simulator
+        .as_ref()
+        .map(|s| crate::report::priority_to_ses(&result.accepted, |id| s.accepted_at(id)));
     report.read_lane_wait = Some(crate::report::LaneWait::of(
         &pipeline
             .lanes

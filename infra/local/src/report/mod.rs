@@ -180,6 +180,26 @@ impl Percentiles {
     }
 }
 
+/// POST → SES accepted for the priority notifications of a blast whose POST time is known
+/// (not the seeds), from when SES first accepted each (`None`: never sent).
+pub fn priority_to_ses(
+    accepted: &[crate::demo::blast::Accepted],
+    accepted_at: impl Fn(Uuid) -> Option<chrono::DateTime<chrono::Utc>>,
+) -> Percentiles {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|e| panic!("{e}")));
+    for a in accepted
+        .iter()
+        .filter(|a| a.process_type == floodgate_core::ProcessType::Priority)
+    {
+        if let (Some(posted), Some(sent)) = (a.posted_at, accepted_at(a.id)) {
+            let micros = (sent - posted).num_microseconds().unwrap_or(i64::MAX);
+            let _ = h.record(u64::try_from(micros).unwrap_or(1).max(1));
+        }
+    }
+    Percentiles::of(&h)
+}
+
 /// Lane-acquire waits of a function's lanes over a run: the part of a read's latency spent
 /// waiting for a connection (the rest is the query, the network and the CPU).
 #[derive(Debug, Clone, Copy, Serialize, Default, PartialEq)]
@@ -310,6 +330,8 @@ pub struct Report {
     pub ses: Option<SesUse>,
     /// What the API's reads waited for a reader-lane connection (`status`' lanes).
     pub read_lane_wait: Option<LaneWait>,
+    /// Priority single emails from the start of their POST to SES accepting them.
+    pub priority_to_ses: Option<Percentiles>,
 }
 
 /// Final counts straight from the primary, for one service.
@@ -439,6 +461,7 @@ impl Report {
             timeline,
             ses: None,
             read_lane_wait: None,
+            priority_to_ses: None,
         }
     }
 
@@ -534,6 +557,15 @@ impl Report {
                 self.peak_lane_connections, self.connection_budget
             ),
         );
+        if let Some(p) = &self.priority_to_ses
+            && p.count > 0
+        {
+            line(
+                &mut t,
+                "priority POST -> SES p50/p99 (ms)",
+                format!("{:.1} / {:.1} (n={})", p.p50_ms, p.p99_ms, p.count),
+            );
+        }
         if let Some(w) = &self.read_lane_wait {
             line(
                 &mut t,
