@@ -123,6 +123,9 @@ impl DemoOutcome {
         if r.lost != 0 || r.duplicate_rows != 0 || r.duplicate_sends != 0 {
             anyhow::bail!("lost or duplicated notifications: see the report");
         }
+        if r.rejected != 0 {
+            anyhow::bail!("{} requests were refused: see the report", r.rejected);
+        }
         if outcome.callbacks.as_ref().is_some_and(|c| c.lost != 0) {
             anyhow::bail!("lost callbacks: see the report");
         }
@@ -178,6 +181,10 @@ async fn complaints_recorded(primary_url: &str, service_id: uuid::Uuid) -> Resul
 }
 
 /// Creates the demo's service, API key and one template per process type through the admin code.
+/// The demo service's limits: requests per minute per key type, and emails a day.
+pub const DEMO_RATE_LIMIT: u32 = 10_000_000;
+pub const DEMO_DAILY_LIMIT: u32 = 100_000_000;
+
 pub async fn seed(
     writer: &WriterLane,
     secrets: &floodgate_core::auth::SecretBox,
@@ -185,6 +192,15 @@ pub async fn seed(
     let name = format!("floodgate-demo-{}", uuid::Uuid::now_v7().simple());
     let from = "notify@floodgate.example.gov".to_string();
     let service = floodgate_admin::create_service(writer, None, &name, &from).await?;
+    // A blast is far above Notify's default limits (3,000 requests a minute): the service
+    // is one whose limits its platform team raised for a load test, with `admin set-limits`.
+    floodgate_admin::set_limits(
+        writer,
+        service.id,
+        Some(DEMO_RATE_LIMIT),
+        Some(DEMO_DAILY_LIMIT),
+    )
+    .await?;
     let key = floodgate_admin::issue_key(
         writer,
         secrets,
