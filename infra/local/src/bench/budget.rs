@@ -4,7 +4,7 @@
 //! the same run. The simulator enforces the account's rate as SES does, so the rate
 //! throttles it counts are sends that passed the rate.
 
-use crate::demo::{DemoOptions, demo};
+use crate::demo::DemoOptions;
 use crate::report::SesUse;
 use crate::topology::BudgetRule;
 use anyhow::{Context, Result};
@@ -18,28 +18,18 @@ pub struct BudgetBenchOptions {
 pub async fn bench_budget(opts: &BudgetBenchOptions) -> Result<Vec<(BudgetRule, SesUse)>> {
     let mut results = Vec::new();
     for rule in [BudgetRule::Split, BudgetRule::Shared] {
-        let dir = tempfile::tempdir()?;
-        let outcome = demo(DemoOptions {
-            notifications: opts.notifications,
-            report_dir: dir.path().to_path_buf(),
-            ses_account_rate: opts.ses_account_rate,
-            budget: rule,
-            progress: false,
-            callback_failures: None,
-            ..DemoOptions::default()
-        })
+        let r = super::checked_demo(
+            &format!("{rule:?}"),
+            DemoOptions {
+                notifications: opts.notifications,
+                ses_account_rate: opts.ses_account_rate,
+                budget: rule,
+                ..DemoOptions::default()
+            },
+        )
         .await?;
-        let r = &outcome.report;
-        anyhow::ensure!(
-            r.lost == 0 && r.duplicate_sends == 0 && r.not_final == 0,
-            "{rule:?}: lost {} duplicate sends {} not final {}",
-            r.lost,
-            r.duplicate_sends,
-            r.not_final
-        );
         let used = r
             .ses
-            .clone()
             .with_context(|| format!("{rule:?}: less than a whole second of sending"))?;
         println!(
             "{:<7} sent {:>6.1}/s of {:.0}/s over {:>3} busy s  use {:.3}  peak second {:>5}  rate throttles {}",

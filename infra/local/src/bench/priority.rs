@@ -3,8 +3,8 @@
 //! beside a 50,000-row bulk job posted at the same moment, in one run; each email's time
 //! from the start of its POST to SES (the simulator) accepting it.
 
+use crate::demo::DemoOptions;
 use crate::demo::blast::BlastMix;
-use crate::demo::{DemoOptions, demo};
 use crate::report::Percentiles;
 use anyhow::{Context, Result};
 
@@ -22,28 +22,19 @@ pub struct PriorityBenchOptions {
 pub async fn bench_priority(opts: &PriorityBenchOptions) -> Result<(Percentiles, Percentiles)> {
     let mut runs = Vec::new();
     for bulk_rows in [0, opts.bulk_rows] {
-        let dir = tempfile::tempdir()?;
-        let outcome = demo(DemoOptions {
-            notifications: opts.priority,
-            rate: Some(opts.rate),
-            concurrency: 4,
-            mix: BlastMix::PriorityBeside { bulk_rows },
-            bulk_rows: bulk_rows.max(1),
-            report_dir: dir.path().to_path_buf(),
-            ses_account_rate: opts.ses_account_rate,
-            progress: false,
-            callback_failures: None,
-            ..DemoOptions::default()
-        })
+        let r = super::checked_demo(
+            &format!("bulk {bulk_rows}"),
+            DemoOptions {
+                notifications: opts.priority,
+                rate: Some(opts.rate),
+                concurrency: 4,
+                mix: BlastMix::PriorityBeside { bulk_rows },
+                bulk_rows: bulk_rows.max(1),
+                ses_account_rate: opts.ses_account_rate,
+                ..DemoOptions::default()
+            },
+        )
         .await?;
-        let r = &outcome.report;
-        anyhow::ensure!(
-            r.lost == 0 && r.duplicate_sends == 0 && r.not_final == 0,
-            "bulk {bulk_rows}: lost {} duplicate sends {} not final {}",
-            r.lost,
-            r.duplicate_sends,
-            r.not_final
-        );
         let p = r
             .priority_to_ses
             .context("the simulator records no acceptance times")?;
