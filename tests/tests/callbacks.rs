@@ -179,6 +179,8 @@ async fn final_statuses_and_a_complaint_reach_the_client_with_notify_s_payload_a
         queue.clone(),
         knobs(),
         SendConfig {
+            // Not the 14/s Terraform ships: callbacks are about what a final status emits, so the batch sends at once. The shipped rate is tested in
+            // delivery.rs (`at_the_shipped_14_per_second_the_shared_budget_...`).
             account_rate: 100.0,
             rate_per_second: 100.0,
             max_in_flight: 4,

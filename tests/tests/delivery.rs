@@ -34,6 +34,8 @@ fn sender(writer: &WriterLane, mailer: Arc<dyn Mailer>, queue: Arc<dyn Queue>) -
         queue,
         knobs(),
         SendConfig {
+            // Not the 14/s Terraform ships: these faults are about SES's answers, so pacing must not be what a test waits for. The shipped rate is tested in
+            // delivery.rs (`at_the_shipped_14_per_second_the_shared_budget_...`).
             account_rate: 1_000.0,
             rate_per_second: 1_000.0,
             max_in_flight: 8,
@@ -538,6 +540,8 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
         queue.clone(),
         knobs(),
         SendConfig {
+            // Not the 14/s Terraform ships: 20/s for a 1 s window makes the budget hold about 20 of 200, the point of the test. The shipped rate is tested in
+            // delivery.rs (`at_the_shipped_14_per_second_the_shared_budget_...`).
             account_rate: 20.0,
             rate_per_second: 20.0,
             max_in_flight: 4,
@@ -590,16 +594,26 @@ async fn send_claims_only_what_its_budget_can_send_and_defers_the_rest_without_a
 
 /// Three bulk instances, each with a backlog of 100, given `window` to send at an account
 /// rate of 200/s, with SES enforcing that rate: what each sent, and what SES refused for
-/// passing the rate.
+/// passing the rate. 200/s rather than the 14/s Terraform ships, so the split and the shared
+/// rule differ by hundreds of emails in seconds; the shipped rate has its own test below.
 async fn three_bulk_instances(
     store: Option<Arc<EmbeddedLimitStore>>,
     window: Duration,
 ) -> (Vec<floodgate_send::SendReport>, SimulatorMailer, Vec<u64>) {
-    const RATE: f64 = 200.0;
+    three_bulk_instances_at(200.0, 100, store, window).await
+}
+
+/// [`three_bulk_instances`] at account rate `rate` with `backlog` each.
+async fn three_bulk_instances_at(
+    rate: f64,
+    backlog: usize,
+    store: Option<Arc<EmbeddedLimitStore>>,
+    window: Duration,
+) -> (Vec<floodgate_send::SendReport>, SimulatorMailer, Vec<u64>) {
     let stack = shared_stack().await;
     let f = service_fixture(&stack, ProcessType::Bulk).await;
     let sim = SimulatorMailer::new(Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)));
-    sim.set_account_rate(RATE);
+    sim.set_account_rate(rate);
     let k = knobs();
     let mut runs = Vec::new();
     let mut senders = Vec::new();
@@ -608,7 +622,7 @@ async fn three_bulk_instances(
         let msgs = stored(
             &f.writer,
             &queue,
-            &fixture_batch(&f, ProcessType::Bulk, 100),
+            &fixture_batch(&f, ProcessType::Bulk, backlog),
         )
         .await;
         let mut send = Sender::new(
@@ -617,9 +631,9 @@ async fn three_bulk_instances(
             queue.clone(),
             k.clone(),
             SendConfig {
-                account_rate: RATE,
+                account_rate: rate,
                 // The even share of the 13 send instances the knobs allow.
-                rate_per_second: RATE / f64::from(k.max_concurrency("send")),
+                rate_per_second: rate / f64::from(k.max_concurrency("send")),
                 max_in_flight: 8,
                 throttle_retries: 0,
             },
@@ -694,6 +708,24 @@ async fn with_the_budget_store_down_instances_pace_at_their_share_and_still_neve
         "each instance fell back: {bypasses:?}"
     );
     assert_eq!(sim.rate_throttled(), 0);
+}
+
+#[tokio::test]
+async fn at_the_shipped_14_per_second_the_shared_budget_sends_the_backlog_and_never_passes_the_rate()
+ {
+    // Terraform's `ses_account_rate` default, a new production account's quota: one email
+    // per 71 ms window, which bulk may take only in the window's second half.
+    let rate = floodgate_local::demo::faults::SHIPPED_SES_RATE;
+    assert_eq!(rate, 14.0);
+    let store = Arc::new(EmbeddedLimitStore::new());
+    // 30 emails at 14/s take about 2.1 s; at an even share (14/13 ≈ 1.1/s each) 4 s would
+    // hold about 3 × 5.
+    let (reports, sim, bypasses) =
+        three_bulk_instances_at(rate, 10, Some(store), Duration::from_secs(4)).await;
+    let sent: usize = reports.iter().map(|r| r.sent).sum();
+    assert_eq!(sent, 30, "{reports:?}");
+    assert_eq!(sim.rate_throttled(), 0, "never above the account's rate");
+    assert_eq!(bypasses, vec![0, 0, 0]);
 }
 
 // ----- nothing stays `created` -----

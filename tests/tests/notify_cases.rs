@@ -731,6 +731,8 @@ async fn one_click_unsubscribe_headers_reach_ses_and_the_url_reads_back() {
         .collect();
     assert_eq!(send_ids.len(), 2, "{send_ids:?}");
     let config = SendConfig {
+        // Not the 14/s Terraform ships: the case sends a handful at once and asserts on their headers, not pacing. The shipped rate is tested in
+        // delivery.rs (`at_the_shipped_14_per_second_the_shared_budget_...`).
         account_rate: 1_000.0,
         rate_per_second: 1_000.0,
         max_in_flight: 4,

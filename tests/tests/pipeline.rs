@@ -32,6 +32,8 @@ const FROM: &str = "noreply@floodgate.example.gov";
 /// A fast budget for tests: the rate limiter is exercised, without slowing 500 sends.
 fn fast_config() -> SendConfig {
     SendConfig {
+        // Not the 14/s Terraform ships: these tests check claims, settles and receipts, so SES pacing must not be what they wait for. The shipped rate is tested in
+        // delivery.rs (`at_the_shipped_14_per_second_the_shared_budget_...`).
         account_rate: 5_000.0,
         rate_per_second: 5_000.0,
         max_in_flight: 32,
@@ -525,6 +527,8 @@ async fn five_hundred_delivered_twice_with_crashes_are_each_sent_at_most_once() 
         SendConfig {
             // Slow enough that a crash interrupts a batch mid-way: some claimed
             // notifications of a crashing batch are never handed to SES.
+            // Not the 14/s Terraform ships: 400/s keeps a crashing batch mid-way (see above), a rate chosen for the crash, not for pacing. The shipped rate is tested in
+            // delivery.rs (`at_the_shipped_14_per_second_the_shared_budget_...`).
             account_rate: 400.0,
             rate_per_second: 400.0,
             max_in_flight: 4,
