@@ -40,7 +40,6 @@ pub struct SharedBudget {
     /// Sends this invocation still means to make: a lease asks for no more.
     pending: AtomicUsize,
     bypasses: AtomicU64,
-    leases: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -101,14 +100,6 @@ impl Pace {
             Pace::Shared(b) => b.bypasses.load(Ordering::Relaxed),
         }
     }
-
-    /// Leases the store granted.
-    pub fn leases(&self) -> u64 {
-        match self {
-            Pace::Split(_) => 0,
-            Pace::Shared(b) => b.leases.load(Ordering::Relaxed),
-        }
-    }
 }
 
 impl SharedBudget {
@@ -128,7 +119,6 @@ impl SharedBudget {
             store_down_until: std::sync::Mutex::new(None),
             pending: AtomicUsize::new(0),
             bypasses: AtomicU64::new(0),
-            leases: AtomicU64::new(0),
         }
     }
 
@@ -181,7 +171,6 @@ impl SharedBudget {
                     match leased {
                         Ok(0) => lease.exhausted = Some((w.index, limit)),
                         Ok(got) => {
-                            self.leases.fetch_add(1, Ordering::Relaxed);
                             *lease = Lease {
                                 window: w.index,
                                 left: got - 1,
