@@ -4,6 +4,7 @@ pub mod budget;
 pub mod cold;
 pub mod ingest;
 pub mod limits;
+pub mod cpu;
 pub mod persist;
 pub mod priority;
 

@@ -3,13 +3,14 @@
 //! connection each. Prints rows/s and WAL bytes per notification for each, and ends with
 //! the ratio line.
 
+use super::cpu::{CpuSample, CpuSplit};
 use crate::services::{DB_NAME, LocalStack, StackOptions, first_value, psql};
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_emulators::EmbeddedQueue;
 
-use floodgate_core::{IntakeNotification, KeyType, Knobs, ProcessType, pack_intake};
+use floodgate_core::{IntakeEnvelope, IntakeNotification, KeyType, Knobs, ProcessType, pack_intake};
 use floodgate_db::{LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
 use futures::SinkExt;
@@ -32,6 +33,8 @@ pub struct Measurement {
     pub rows: usize,
     pub elapsed: Duration,
     pub wal_bytes: u64,
+    /// CPU by process while it ran: where the time went.
+    pub cpu: CpuSplit,
 }
 
 impl Measurement {
@@ -86,6 +89,27 @@ pub fn sample_notifications(
             }
         })
         .collect()
+}
+
+/// Wall time and CPU by process over one variant's timed section.
+struct Clock {
+    started: Instant,
+    cpu: CpuSample,
+}
+
+impl Clock {
+    fn start(stack: &LocalStack) -> Self {
+        Clock {
+            started: Instant::now(),
+            cpu: CpuSample::take(stack.writer_proxy_pid(), stack.primary_pid()),
+        }
+    }
+
+    fn stop(self, stack: &LocalStack) -> (Duration, CpuSplit) {
+        let elapsed = self.started.elapsed();
+        let cpu = CpuSample::take(stack.writer_proxy_pid(), stack.primary_pid()).since(&self.cpu);
+        (elapsed, cpu)
+    }
 }
 
 async fn wal_lsn(stack: &LocalStack) -> Result<String> {
@@ -217,20 +241,9 @@ async fn measure_persist(
         Arc::new(EmbeddedQueue::uniform(Duration::from_secs(60), 5)),
         knobs,
     );
-    // Encode outside the timed section: that is ingest's work, not persist's.
-    let per_message = batch.min(100);
-    let events: Vec<SqsEvent> = rows
-        .chunks(batch)
-        .map(|chunk| {
-            let bodies: Vec<String> = chunk
-                .chunks(per_message)
-                .flat_map(|c| pack_intake(c, 262_144).unwrap_or_default())
-                .collect();
-            sqs_event(&bodies)
-        })
-        .collect();
+    let events = intake_events(rows, batch);
     let lsn = wal_lsn(stack).await?;
-    let started = Instant::now();
+    let clock = Clock::start(stack);
     for e in events {
         let (resp, _) = persist.handle(e).await?;
         anyhow::ensure!(
@@ -238,16 +251,55 @@ async fn measure_persist(
             "persist reported failures"
         );
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = clock.stop(stack);
     Ok(Measurement {
         name: format!("persist handler, batches of {batch}"),
         rows: rows.len(),
         elapsed,
+        cpu,
         wal_bytes: wal_diff(stack, &lsn).await?,
     })
 }
 
-/// The insert statement alone (envelopes already decoded): separates the database's share
+/// Decoding the intake envelopes alone: the handler's first step, with no database.
+fn measure_decode(stack: &LocalStack, rows: &[IntakeNotification]) -> Result<Measurement> {
+    let events = intake_events(rows, 1000);
+    let clock = Clock::start(stack);
+    let mut decoded = 0;
+    for e in &events {
+        for m in &e.records {
+            let body = m.body.as_deref().context("no body")?;
+            decoded += IntakeEnvelope::decode(body)?.notifications.len();
+        }
+    }
+    let (elapsed, cpu) = clock.stop(stack);
+    anyhow::ensure!(decoded == rows.len(), "decoded {decoded} of {}", rows.len());
+    Ok(Measurement {
+        name: "decode the envelopes alone, batches of 1000".into(),
+        rows: rows.len(),
+        elapsed,
+        cpu,
+        wal_bytes: 0,
+    })
+}
+
+/// The invocations the handler gets for `rows`: bulk intake messages of 100 notifications,
+/// `batch` notifications per invocation. Encoded outside any timed section: that is
+/// ingest's work, not persist's.
+fn intake_events(rows: &[IntakeNotification], batch: usize) -> Vec<SqsEvent> {
+    let per_message = batch.min(100);
+    rows.chunks(batch)
+        .map(|chunk| {
+            let bodies: Vec<String> = chunk
+                .chunks(per_message)
+                .flat_map(|c| pack_intake(c, 262_144).unwrap_or_default())
+                .collect();
+            sqs_event(&bodies)
+        })
+        .collect()
+}
+
+/// The store alone (envelopes already decoded): separates the database's share
 /// of the persist path from decoding and forwarding.
 async fn measure_insert_only(
     stack: &LocalStack,
@@ -262,17 +314,18 @@ async fn measure_insert_only(
     ))
     .await?;
     let lsn = wal_lsn(stack).await?;
-    let started = Instant::now();
+    let clock = Clock::start(stack);
     for chunk in rows.chunks(batch) {
         let conn = lane.acquire().await?;
         conn.bounded(floodgate_db::insert_notifications(&conn, chunk))
             .await?;
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = clock.stop(stack);
     Ok(Measurement {
         name: format!("insert statement alone, batches of {batch}"),
         rows: rows.len(),
         elapsed,
+        cpu,
         wal_bytes: wal_diff(stack, &lsn).await?,
     })
 }
@@ -281,15 +334,16 @@ async fn measure_per_row(stack: &LocalStack, rows: &[IntakeNotification]) -> Res
     reset(stack).await?;
     let c = connect(&stack.writer_url()).await?;
     let lsn = wal_lsn(stack).await?;
-    let started = Instant::now();
+    let clock = Clock::start(stack);
     for n in rows {
         insert_one(&c, n).await?; // autocommit: one transaction, one WAL flush per row
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = clock.stop(stack);
     Ok(Measurement {
         name: "one INSERT + COMMIT per notification".into(),
         rows: rows.len(),
         elapsed,
+        cpu,
         wal_bytes: wal_diff(stack, &lsn).await?,
     })
 }
@@ -298,7 +352,7 @@ async fn measure_batch10(stack: &LocalStack, rows: &[IntakeNotification]) -> Res
     reset(stack).await?;
     let c = connect(&stack.writer_url()).await?;
     let lsn = wal_lsn(stack).await?;
-    let started = Instant::now();
+    let clock = Clock::start(stack);
     for chunk in rows.chunks(10) {
         c.batch_execute("BEGIN").await?;
         for n in chunk {
@@ -306,11 +360,12 @@ async fn measure_batch10(stack: &LocalStack, rows: &[IntakeNotification]) -> Res
         }
         c.batch_execute("COMMIT").await?;
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = clock.stop(stack);
     Ok(Measurement {
         name: "GC Notify shape: 10 INSERTs per transaction".into(),
         rows: rows.len(),
         elapsed,
+        cpu,
         wal_bytes: wal_diff(stack, &lsn).await?,
     })
 }
@@ -324,7 +379,7 @@ async fn measure_copy(stack: &LocalStack, rows: &[IntakeNotification]) -> Result
         .map(|chunk| bytes::Bytes::from(chunk.iter().map(copy_line).collect::<String>()))
         .collect();
     let lsn = wal_lsn(stack).await?;
-    let started = Instant::now();
+    let clock = Clock::start(stack);
     let sink = c
         .copy_in::<_, bytes::Bytes>(
             "COPY notifications (id, created_at, service_id, template_id, template_version, \
@@ -337,12 +392,13 @@ async fn measure_copy(stack: &LocalStack, rows: &[IntakeNotification]) -> Result
         sink.send(l).await?;
     }
     let copied = sink.finish().await?;
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = clock.stop(stack);
     anyhow::ensure!(copied as usize == rows.len(), "COPY stored {copied} rows");
     Ok(Measurement {
         name: "COPY (ceiling)".into(),
         rows: rows.len(),
         elapsed,
+        cpu,
         wal_bytes: wal_diff(stack, &lsn).await?,
     })
 }
@@ -382,14 +438,20 @@ pub async fn bench_persist(opts: BenchOptions) -> Result<Vec<Measurement>> {
         measure_insert_only(&stack, &rows, 1000).await?,
         measure_batch10(&stack, &rows).await?,
         measure_copy(&stack, &rows).await?,
+        measure_decode(&stack, &rows)?,
     ] {
+        let per_row_us = |d: Duration| d.as_secs_f64() * 1e6 / m.rows.max(1) as f64;
         println!(
-            "{:<48} rows={:>7} secs={:>8.2} rows/s={:>10.0} wal_bytes/notification={:>7.0}",
+            "{:<48} rows={:>7} secs={:>8.2} rows/s={:>10.0} wal_bytes/notification={:>7.0} \
+             cpu_us/notification: client={:.1} proxy={:.1} primary={:.1}",
             m.name,
             m.rows,
             m.elapsed.as_secs_f64(),
             m.rows_per_sec(),
-            m.wal_per_row()
+            m.wal_per_row(),
+            per_row_us(m.cpu.client),
+            per_row_us(m.cpu.proxy),
+            per_row_us(m.cpu.primary),
         );
         results.push(m);
     }

@@ -501,6 +501,16 @@ impl LocalStack {
     }
 
     /// Stops the primary (fast shutdown), as a database outage.
+    /// The primary's postmaster (its backends are its children).
+    pub fn primary_pid(&self) -> Option<u32> {
+        self.primary.pid()
+    }
+
+    /// The writer proxy's process.
+    pub fn writer_proxy_pid(&self) -> Option<u32> {
+        self.writer_proxy.pid()
+    }
+
     pub fn stop_primary(&mut self) {
         self.primary.stop(Duration::from_secs(10));
     }
