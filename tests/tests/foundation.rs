@@ -64,6 +64,7 @@ async fn a_batch_of_1000_is_one_transaction_and_a_redelivery_changes_nothing() {
     let (resp, report) = persist.handle(event.clone()).await.expect("handled");
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
     assert_eq!(report.inserted, 1000);
+    assert_eq!(report.fallbacks, 0, "a new batch goes in by COPY");
     let writer = writer_lane(&stack, |_| {}).await;
     assert_eq!(count_rows(&writer, service).await, 1000);
     // One transaction: every row carries the same inserting transaction id.
@@ -83,7 +84,82 @@ async fn a_batch_of_1000_is_one_transaction_and_a_redelivery_changes_nothing() {
     let (resp, report) = persist.handle(event).await.expect("handled");
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
     assert_eq!(report.inserted, 0);
+    assert_eq!(report.fallbacks, 1, "the stored rows end the COPY");
     assert_eq!(count_rows(&writer, service).await, 1000);
+}
+
+#[tokio::test]
+async fn a_batch_half_stored_already_stores_exactly_the_other_half() {
+    // A redelivered message beside new ones: the rows already stored end the fast COPY
+    // with a unique violation, and the fallback must store the new rows and only them.
+    let stack = shared_stack().await;
+    let service = Uuid::now_v7();
+    let batch: Vec<_> = (0..1000)
+        .map(|i| notification(service, ProcessType::Bulk, i))
+        .collect();
+    let persist = persist_with(
+        writer_lane(&stack, |_| {}).await,
+        Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+    );
+    let (_, first) = persist
+        .handle(sqs_event(&bodies_for(&batch[500..], 100)))
+        .await
+        .expect("handled");
+    assert_eq!(first.inserted, 500);
+    let (resp, report) = persist
+        .handle(sqs_event(&bodies_for(&batch, 100)))
+        .await
+        .expect("handled");
+    assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+    assert_eq!(report.inserted, 500, "only the rows not stored before: {report:?}");
+    assert_eq!(report.forwarded, 1000, "every id is forwarded again");
+    assert_eq!(report.fallbacks, 1);
+    let writer = writer_lane(&stack, |_| {}).await;
+    assert_eq!(count_rows(&writer, service).await, 1000);
+}
+
+#[tokio::test]
+async fn concurrent_copies_through_a_small_transaction_pool_never_leave_a_statement_behind() {
+    // Eight instances share two server connections behind the transaction pooler, so each
+    // server connection serves many clients in turn. Each client names its prepared
+    // statements s0, s1, …: one left on a server connection after its transaction would
+    // make the next client's COPY fail ("already exists"), which shows up as a fallback.
+    let stack = start_migrated(StackOptions {
+        proxy_pool_size: 2,
+        ..StackOptions::default()
+    })
+    .await;
+    let service = Uuid::now_v7();
+    let mut tasks = Vec::new();
+    for instance in 0..8 {
+        let persist = persist_with(
+            writer_lane(&stack, |_| {}).await,
+            Arc::new(EmbeddedQueue::uniform(Duration::from_secs(30), 5)),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut fallbacks = 0;
+            for round in 0..10 {
+                let batch: Vec<_> = (0..200)
+                    .map(|i| notification(service, ProcessType::Bulk, (instance * 10 + round) * 200 + i))
+                    .collect();
+                let (resp, report) = persist
+                    .handle(sqs_event(&bodies_for(&batch, 100)))
+                    .await
+                    .expect("handled");
+                assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
+                assert_eq!(report.inserted, 200, "{report:?}");
+                fallbacks += report.fallbacks;
+            }
+            fallbacks
+        }));
+    }
+    let mut fallbacks = 0;
+    for t in tasks {
+        fallbacks += t.await.expect("task");
+    }
+    assert_eq!(fallbacks, 0, "every batch went in by COPY");
+    let writer = writer_lane(&stack, |_| {}).await;
+    assert_eq!(count_rows(&writer, service).await, 8 * 10 * 200);
 }
 
 #[tokio::test]
@@ -444,7 +520,7 @@ async fn a_missing_partition_is_created_on_demand() {
         .await
         .unwrap();
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
-    assert_eq!(report.inserted, 1);
+    assert_eq!(report.inserted, 1, "{report:?}");
 }
 
 // ----- queue contract: the same behaviour from both adapters -----
@@ -656,9 +732,10 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
             .collect(),
     );
     // Invocation A has inserted the batch but not committed yet when invocation B, holding
-    // the same redelivered messages, inserts it too: B's NOT EXISTS cannot see A's rows, so
-    // B waits on the unique index and, once A commits, gets a unique violation — which must
-    // fall back to ON CONFLICT and succeed with nothing inserted.
+    // the same redelivered messages, inserts it too: B's COPY cannot see A's rows, so B
+    // waits on the unique index and, once A commits, gets a unique violation — which must
+    // fall back to the statement that skips stored rows and succeed with nothing inserted.
+    // A is held open mid-transaction with a plain INSERT of the same rows.
     let lane_a = WriterLane::open(LaneConfig::new(
         LaneKind::Writer,
         stack.writer_url(),
@@ -668,11 +745,23 @@ async fn the_same_batch_inserted_concurrently_stores_each_notification_once() {
     .unwrap();
     let a = lane_a.acquire().await.unwrap();
     a.bounded(a.batch_execute("BEGIN")).await.unwrap();
+    let ids: Vec<Uuid> = batch.iter().map(|n| n.id).collect();
+    let created: Vec<chrono::DateTime<chrono::Utc>> = batch.iter().map(|n| n.created_at).collect();
     let first = a
-        .bounded(floodgate_db::insert_notifications(&a, &batch))
+        .bounded(a.execute_typed(
+            "INSERT INTO notifications (id, created_at, service_id, template_id, \
+             template_version, process_type, key_type, email_address)
+             SELECT u.id, u.created_at, $3, $3, 1, 'normal', 'normal', 'a@example.com'
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, created_at)",
+            &[
+                (&ids, Type::UUID_ARRAY),
+                (&created, Type::TIMESTAMPTZ_ARRAY),
+                (&service, Type::UUID),
+            ],
+        ))
         .await
         .unwrap();
-    assert_eq!(first.inserted, 300);
+    assert_eq!(first, 300);
     let b_task = {
         let (batch, url) = (batch.clone(), stack.writer_url());
         tokio::spawn(async move {

@@ -23,7 +23,7 @@ use floodgate_aws::{
 use floodgate_core::schedule::forward_delay;
 use floodgate_core::{IntakeEnvelope, IntakeNotification, Knobs, QueueName};
 use floodgate_db::sending::retry_conflicts;
-use floodgate_db::{DbError, WriterLane, insert_notifications};
+use floodgate_db::{DbError, InsertOutcome, InsertPath, WriterLane, insert_notifications};
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
@@ -53,6 +53,9 @@ pub struct PersistReport {
     pub refused: usize,
     /// Messages deferred because the database was unavailable.
     pub deferred: usize,
+    /// Stores that ended the fast COPY early and went in by the fallback statement (a
+    /// redelivery, a missing partition, a refused value being isolated).
+    pub fallbacks: usize,
     pub failed_messages: BTreeSet<String>,
 }
 
@@ -176,6 +179,7 @@ impl Persist {
             held = report.held,
             refused = report.refused,
             deferred = report.deferred,
+            fallbacks = report.fallbacks,
             failed = report.failed_messages.len(),
             "persist batch done"
         );
@@ -205,8 +209,11 @@ impl Persist {
                 continue;
             }
             match self.store(&batch).await {
-                Ok(inserted) => {
-                    report.inserted += inserted;
+                Ok(outcome) => {
+                    report.inserted += outcome.inserted;
+                    if outcome.path == InsertPath::Statement {
+                        report.fallbacks += 1;
+                    }
                     stored.extend(range);
                 }
                 Err(e) if e.is_transient() => {
@@ -237,11 +244,10 @@ impl Persist {
         stored
     }
 
-    async fn store(&self, batch: &[&IntakeNotification]) -> Result<u64, DbError> {
+    async fn store(&self, batch: &[&IntakeNotification]) -> Result<InsertOutcome, DbError> {
         retry_conflicts(|| async {
             let conn = self.writer.acquire().await?;
-            let outcome = conn.bounded(insert_notifications(&conn, batch)).await?;
-            Ok(outcome.inserted)
+            conn.bounded(insert_notifications(&conn, batch)).await
         })
         .await
     }

@@ -41,7 +41,7 @@ pub use lane::{
     ReaderConnection, ReaderLane, WriterConnection, WriterLane,
 };
 pub use migrate::{MIGRATIONS, Migration, PartitionMaintenance, maintain_partitions, migrate};
-pub use notifications::{InsertOutcome, ensure_partitions, insert_notifications};
+pub use notifications::{InsertOutcome, InsertPath, ensure_partitions, insert_notifications};
 
 /// Re-exported so callers name types without depending on tokio-postgres directly.
 pub use tokio_postgres;

@@ -7,21 +7,46 @@ use floodgate_core::IntakeNotification;
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
 use tokio_postgres::Client;
-use tokio_postgres::types::Type;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
 use uuid::Uuid;
 
-/// One statement for the whole batch: the rows travel as arrays and `unnest` turns them
-/// back into rows. One round trip, one transaction, one WAL flush per batch instead of one
-/// per notification (per-row commits feed autovacuum storms). The id and creation time come from the envelope, so a
-/// redelivered message is the same key and `NOT EXISTS` skips it: a redelivery is a no-op.
-/// `NOT EXISTS` rather than `ON CONFLICT DO NOTHING` because it is ~10% cheaper per row
-/// (no speculative insertion; measured with `bench-persist`); the one case it misses — the
-/// same notification inserted by two invocations at the same instant — raises a unique
-/// violation, and then the batch is retried at once with `ON CONFLICT` (`INSERT_BATCH_SAFE`).
-macro_rules! insert_batch_sql {
-    ($tail:literal) => {
-        concat!(
-            "INSERT INTO notifications (
+/// The batch travels as one binary `COPY`: one round trip, one transaction, one WAL flush
+/// per batch instead of one per notification (per-row commits feed autovacuum storms), and
+/// the cheapest way into PostgreSQL there is. `COPY` cannot skip a row that is already
+/// stored, so a redelivery (every row already there) or a concurrent duplicate ends it with
+/// a unique violation, and then the batch goes again as `INSERT_BATCH`, which skips stored
+/// rows: the id and creation time come from the envelope, so a redelivered notification is
+/// the same key and a redelivery inserts nothing. Redeliveries are rare (a failed forward, a
+/// timed-out invocation), so the common case pays only for `COPY`.
+const COPY_ROWS: &str = "COPY notifications (
+    id, created_at, service_id, template_id, template_version, process_type, key_type, api_key_id,
+    job_id, job_row_number, email_address, personalisation, client_reference,
+    email_reply_to_id, scheduled_for, one_click_unsubscribe_url) FROM STDIN (FORMAT binary)";
+
+/// The column types of [`COPY_ROWS`], in its order: binary `COPY` sends no type names.
+const COPY_TYPES: [Type; 16] = [
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::UUID,
+    Type::UUID,
+    Type::INT4,
+    Type::TEXT,
+    Type::TEXT,
+    Type::UUID,
+    Type::UUID,
+    Type::INT4,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TEXT,
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+];
+
+/// The fallback: the rows travel as arrays, `unnest` turns them back into rows, and the
+/// ones already stored are skipped.
+const INSERT_BATCH: &str = "INSERT INTO notifications (
     id, created_at, service_id, template_id, template_version, process_type, key_type, api_key_id,
     job_id, job_row_number, email_address, personalisation, client_reference,
     email_reply_to_id, scheduled_for, one_click_unsubscribe_url)
@@ -36,21 +61,7 @@ FROM unnest(
     AS u(id, created_at, service_id, template_id, template_version, process_type, key_type,
          api_key_id, job_id, job_row_number, email_address, personalisation,
          client_reference, email_reply_to_id, scheduled_for, one_click_unsubscribe_url)
-",
-            $tail
-        )
-    };
-}
-
-const INSERT_BATCH: &str = insert_batch_sql!(
-    "WHERE NOT EXISTS (
-    SELECT 1 FROM notifications n WHERE n.id = u.id AND n.created_at = u.created_at)"
-);
-
-const INSERT_BATCH_SAFE: &str = insert_batch_sql!("ON CONFLICT (id, created_at) DO NOTHING");
-
-/// SQLSTATE of a unique violation.
-const UNIQUE_VIOLATION: &str = "23505";
+ON CONFLICT (id, created_at) DO NOTHING";
 
 /// SQLSTATE PostgreSQL answers when no partition covers a row's `created_at`.
 const NO_PARTITION: &str = "23514";
@@ -59,6 +70,16 @@ const NO_PARTITION: &str = "23514";
 pub struct InsertOutcome {
     /// Rows new in this call; the rest of the batch was already stored.
     pub inserted: u64,
+    /// How the batch went in.
+    pub path: InsertPath,
+}
+
+/// How a batch was stored: the fast `COPY`, or the statement it falls back to when the
+/// `COPY` ends early (rows already stored, a missing partition, a refused value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertPath {
+    Copy,
+    Statement,
 }
 
 /// Stores a batch of notifications with one statement, and the jobs whose first row it
@@ -69,7 +90,10 @@ pub async fn insert_notifications<N: Borrow<IntakeNotification>>(
     batch: &[N],
 ) -> Result<InsertOutcome, DbError> {
     if batch.is_empty() {
-        return Ok(InsertOutcome { inserted: 0 });
+        return Ok(InsertOutcome {
+            inserted: 0,
+            path: InsertPath::Copy,
+        });
     }
     let outcome = insert_rows(client, batch).await?;
     insert_jobs(client, batch).await?;
@@ -131,7 +155,21 @@ async fn insert_rows<N: Borrow<IntakeNotification>>(
     client: &WriterConnection,
     batch: &[N],
 ) -> Result<InsertOutcome, DbError> {
-    match insert_once(client, batch, INSERT_BATCH).await {
+    match copy_rows(client, batch).await {
+        Ok(outcome) => Ok(outcome),
+        // A server error in mid-stream reaches the client as a closed copy stream, without
+        // its SQLSTATE. Whatever ended the COPY (a row already stored, a day without a
+        // partition, a value refused, the server gone), the statement says precisely, and
+        // it handles the first two.
+        Err(_) => insert_statement(client, batch).await,
+    }
+}
+
+async fn insert_statement<N: Borrow<IntakeNotification>>(
+    client: &WriterConnection,
+    batch: &[N],
+) -> Result<InsertOutcome, DbError> {
+    match insert_once(client, batch).await {
         Err(DbError::Query(e)) if e.code().map(|c| c.code()) == Some(NO_PARTITION) => {
             let days: BTreeSet<NaiveDate> = batch
                 .iter()
@@ -140,19 +178,80 @@ async fn insert_rows<N: Borrow<IntakeNotification>>(
             if let (Some(first), Some(last)) = (days.first(), days.last()) {
                 ensure_partitions(client, *first, *last).await?;
             }
-            insert_once(client, batch, INSERT_BATCH_SAFE).await
-        }
-        Err(DbError::Query(e)) if e.code().map(|c| c.code()) == Some(UNIQUE_VIOLATION) => {
-            insert_once(client, batch, INSERT_BATCH_SAFE).await
+            insert_once(client, batch).await
         }
         other => other,
     }
 }
 
+/// Every row of the batch with one binary `COPY`, encoded as it streams so that the
+/// server parses one chunk while the next is encoded. All or nothing.
+///
+/// `COPY` needs a named prepared statement, and a transaction pooler (RDS Proxy, PgBouncer in
+/// transaction mode) may hand each transaction to a different server connection: so the
+/// statement is prepared, used and closed inside one explicit transaction, and never
+/// outlives it on a server connection another client may get.
+async fn copy_rows<N: Borrow<IntakeNotification>>(
+    client: &Client,
+    batch: &[N],
+) -> Result<InsertOutcome, DbError> {
+    client.batch_execute("BEGIN").await?;
+    let copied = async {
+        let statement = client.prepare_typed(COPY_ROWS, &[]).await?;
+        let sink = client.copy_in(&statement).await?;
+        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+        let mut writer = std::pin::pin!(writer);
+        for x in batch {
+            let x = x.borrow();
+            let (process_type, key_type) = (x.process_type.as_str(), x.key_type.as_str());
+            let personalisation = Json(&x.personalisation);
+            writer
+                .as_mut()
+                .write(&[
+                    &x.id,
+                    &x.created_at,
+                    &x.service_id,
+                    &x.template_id,
+                    &x.template_version,
+                    &process_type,
+                    &key_type,
+                    &x.api_key_id,
+                    &x.job_id,
+                    &x.job_row_number,
+                    &x.email_address,
+                    &personalisation,
+                    &x.reference,
+                    &x.email_reply_to_id,
+                    &x.scheduled_for,
+                    &x.one_click_unsubscribe_url,
+                ])
+                .await?;
+        }
+        let copied = writer.finish().await?;
+        // Dropping the statement sends its Close, queued ahead of the COMMIT.
+        drop(statement);
+        Ok::<u64, tokio_postgres::Error>(copied)
+    }
+    .await;
+    match copied {
+        Ok(inserted) => {
+            client.batch_execute("COMMIT").await?;
+            Ok(InsertOutcome {
+                inserted,
+                path: InsertPath::Copy,
+            })
+        }
+        Err(e) => {
+            client.batch_execute("ROLLBACK").await?;
+            Err(e.into())
+        }
+    }
+}
+
+/// The batch with [`INSERT_BATCH`]: stores the rows not stored yet.
 async fn insert_once<N: Borrow<IntakeNotification>>(
     client: &Client,
     batch: &[N],
-    sql: &str,
 ) -> Result<InsertOutcome, DbError> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -193,7 +292,7 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
     }
     let inserted = client
         .execute_typed(
-            sql,
+            INSERT_BATCH,
             &[
                 (&ids, Type::UUID_ARRAY),
                 (&created, Type::TIMESTAMPTZ_ARRAY),
@@ -214,7 +313,10 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
             ],
         )
         .await?;
-    Ok(InsertOutcome { inserted })
+    Ok(InsertOutcome {
+        inserted,
+        path: InsertPath::Statement,
+    })
 }
 
 /// Creates the missing daily partitions for `[from, to]`; returns how many it created.

@@ -322,7 +322,7 @@ async fn measure_insert_only(
     }
     let (elapsed, cpu) = clock.stop(stack);
     Ok(Measurement {
-        name: format!("insert statement alone, batches of {batch}"),
+        name: format!("store alone (binary COPY), batches of {batch}"),
         rows: rows.len(),
         elapsed,
         cpu,
