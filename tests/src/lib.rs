@@ -64,6 +64,13 @@ pub async fn reader_lane(stack: &LocalStack) -> ReaderLane {
     ReaderLane::open(c).await.expect("reader lane")
 }
 
+/// Sets one personalisation value of a notification.
+pub fn personalise(n: &mut IntakeNotification, key: &str, value: serde_json::Value) {
+    let mut map = n.personalisation.to_map().unwrap_or_default();
+    map.insert(key.to_owned(), value);
+    n.personalisation = floodgate_core::Personalisation::from_map(&map);
+}
+
 /// A valid notification for `service_id` in `process_type`.
 pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> IntakeNotification {
     let (id, created_at) = new_notification_id();
@@ -76,7 +83,7 @@ pub fn notification(service_id: Uuid, process_type: ProcessType, i: usize) -> In
         template_version: 1,
         process_type,
         email_address: format!("success+{i}@simulator.amazonses.com"),
-        personalisation: p,
+        personalisation: floodgate_core::Personalisation::from_map(&p),
         reference: Some(format!("ref-{i}")),
         key_type: KeyType::Normal,
         api_key_id: None,

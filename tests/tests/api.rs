@@ -410,7 +410,7 @@ async fn the_list_pages_newest_first_by_250() {
         .map(|i| {
             let mut n = notification(api.service.id, ProcessType::Normal, i);
             n.template_id = api.template.id;
-            n.personalisation.insert("code".into(), json!(i));
+            personalise(&mut n, "code", json!(i));
             n
         })
         .collect();
@@ -1199,7 +1199,7 @@ async fn the_published_notify_python_client_covers_every_email_method() {
         .map(|i| {
             let mut n = notification(api.service.id, ProcessType::Normal, i);
             n.template_id = api.template.id;
-            n.personalisation.insert("code".into(), json!(i));
+            personalise(&mut n, "code", json!(i));
             n.reference = Some(paged.into());
             n
         })

@@ -111,7 +111,10 @@ async fn a_batch_half_stored_already_stores_exactly_the_other_half() {
         .await
         .expect("handled");
     assert!(resp.batch_item_failures.is_empty(), "{resp:?}");
-    assert_eq!(report.inserted, 500, "only the rows not stored before: {report:?}");
+    assert_eq!(
+        report.inserted, 500,
+        "only the rows not stored before: {report:?}"
+    );
     assert_eq!(report.forwarded, 1000, "every id is forwarded again");
     assert_eq!(report.fallbacks, 1);
     let writer = writer_lane(&stack, |_| {}).await;
@@ -140,7 +143,13 @@ async fn concurrent_copies_through_a_small_transaction_pool_never_leave_a_statem
             let mut fallbacks = 0;
             for round in 0..10 {
                 let batch: Vec<_> = (0..200)
-                    .map(|i| notification(service, ProcessType::Bulk, (instance * 10 + round) * 200 + i))
+                    .map(|i| {
+                        notification(
+                            service,
+                            ProcessType::Bulk,
+                            (instance * 10 + round) * 200 + i,
+                        )
+                    })
                     .collect();
                 let (resp, report) = persist
                     .handle(sqs_event(&bodies_for(&batch, 100)))

@@ -554,13 +554,13 @@ async fn notify_s_request_cases_get_notify_s_answers() {
     // an older_than that is not the service's own notification gives an empty page.
     let mut from_job = notification(sid, ProcessType::Bulk, 1);
     from_job.template_id = tid;
-    from_job.personalisation.insert("code".into(), json!(1));
+    personalise(&mut from_job, "code", json!(1));
     from_job.reference = Some("listed".into());
     from_job.job_id = Some(Uuid::now_v7());
     from_job.job_row_number = Some(0);
     let mut single = notification(sid, ProcessType::Normal, 2);
     single.template_id = tid;
-    single.personalisation.insert("code".into(), json!(2));
+    personalise(&mut single, "code", json!(2));
     single.reference = Some("listed".into());
     store_on_replica(&stack, &main.writer, &[from_job.clone(), single.clone()]).await;
     let list = |query: String| {

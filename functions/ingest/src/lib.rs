@@ -21,7 +21,8 @@ use floodgate_core::keys::{TEAM_KEY_REFUSAL, may_send_to};
 use floodgate_core::limits::{IDEMPOTENCY_HEADER, IdempotencyKey, job_row_id, request_fingerprint};
 use floodgate_core::template::{Template, placeholder_names, render_text};
 use floodgate_core::{
-    IntakeEnvelope, IntakeNotification, JobHeader, ProcessType, QueueName, pack_intake,
+    IntakeEnvelope, IntakeNotification, JobHeader, Personalisation, ProcessType, QueueName,
+    pack_intake,
 };
 use floodgate_db::catalog::TemplateRow;
 use serde_json::{Value, json};
@@ -209,7 +210,7 @@ impl Ingest {
             template_version: template.version,
             process_type,
             email_address: r.email_address,
-            personalisation: r.personalisation,
+            personalisation: Personalisation::from_map(&r.personalisation),
             reference: r.reference.clone(),
             key_type: caller.key_type,
             api_key_id: Some(caller.api_key_id),
@@ -317,7 +318,7 @@ impl Ingest {
                 // The bulk API always uses the bulk process type, whatever the template's type.
                 process_type: ProcessType::Bulk,
                 email_address: row.email_address,
-                personalisation: row.personalisation,
+                personalisation: Personalisation::from_map(&row.personalisation),
                 reference: r.reference.clone(),
                 key_type: caller.key_type,
                 api_key_id: Some(caller.api_key_id),

@@ -62,7 +62,7 @@ pub struct IntakeNotification {
     pub process_type: ProcessType,
     pub email_address: String,
     #[serde(default)]
-    pub personalisation: serde_json::Map<String, serde_json::Value>,
+    pub personalisation: crate::Personalisation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     pub key_type: KeyType,
@@ -287,7 +287,7 @@ mod tests {
             template_version: 1,
             process_type,
             email_address: format!("user{i}@example.com"),
-            personalisation,
+            personalisation: crate::Personalisation::from_map(&personalisation),
             reference: Some(format!("ref-{i}")),
             key_type: KeyType::Normal,
             api_key_id: None,
@@ -322,8 +322,9 @@ mod tests {
     #[test]
     fn a_notification_too_large_alone_is_an_error() {
         let mut n = sample(0, ProcessType::Normal);
-        n.personalisation
-            .insert("big".into(), serde_json::Value::String("x".repeat(300_000)));
+        let mut big = serde_json::Map::new();
+        big.insert("big".into(), serde_json::Value::String("x".repeat(300_000)));
+        n.personalisation = crate::Personalisation::from_map(&big);
         let err = pack_intake(&[n], 262_144).unwrap_err();
         assert!(
             matches!(err, EnvelopeError::NotificationTooLarge { .. }),

@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod keys;
 pub mod knobs;
 pub mod limits;
+pub mod personalisation;
 pub mod process_type;
 pub mod schedule;
 pub mod ses_event;
@@ -28,6 +29,7 @@ pub use envelope::{
     pack_intake, pack_send,
 };
 pub use knobs::Knobs;
+pub use personalisation::Personalisation;
 pub use process_type::{ProcessType, QueueName};
 pub use status::{NotificationStatus, StatusTransition, transition};
 pub use template::{RenderError, Rendered, Template, render};

@@ -204,7 +204,7 @@ async fn copy_rows<N: Borrow<IntakeNotification>>(
         for x in batch {
             let x = x.borrow();
             let (process_type, key_type) = (x.process_type.as_str(), x.key_type.as_str());
-            let personalisation = Json(&x.personalisation);
+            let personalisation = Json(x.personalisation.as_raw());
             writer
                 .as_mut()
                 .write(&[
@@ -283,8 +283,8 @@ async fn insert_once<N: Borrow<IntakeNotification>>(
         jobs.push(x.job_id);
         rows.push(x.job_row_number);
         emails.push(x.email_address.as_str());
-        // Sent as JSON text and cast in SQL: no deep copy of the map on our side.
-        personalisations.push(serde_json::to_string(&x.personalisation)?);
+        // Sent as the JSON text it arrived as, and cast in SQL.
+        personalisations.push(x.personalisation.as_json());
         references.push(x.reference.as_deref());
         reply_tos.push(x.email_reply_to_id);
         scheduled.push(x.scheduled_for);

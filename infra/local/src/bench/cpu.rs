@@ -122,6 +122,9 @@ mod tests {
         let _ = root.kill();
         let _ = root.wait();
         assert!(used >= Duration::from_millis(200), "{used:?}");
-        assert_eq!(CpuSample::take(None, None).since(&before).primary, Duration::ZERO);
+        assert_eq!(
+            CpuSample::take(None, None).since(&before).primary,
+            Duration::ZERO
+        );
     }
 }

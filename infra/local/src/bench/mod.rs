@@ -2,9 +2,9 @@
 
 pub mod budget;
 pub mod cold;
+pub mod cpu;
 pub mod ingest;
 pub mod limits;
-pub mod cpu;
 pub mod persist;
 pub mod priority;
 

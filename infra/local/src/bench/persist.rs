@@ -10,7 +10,9 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::Utc;
 use floodgate_emulators::EmbeddedQueue;
 
-use floodgate_core::{IntakeEnvelope, IntakeNotification, KeyType, Knobs, ProcessType, pack_intake};
+use floodgate_core::{
+    IntakeEnvelope, IntakeNotification, KeyType, Knobs, ProcessType, pack_intake,
+};
 use floodgate_db::{LaneConfig, LaneKind, WriterLane};
 use floodgate_persist::Persist;
 use futures::SinkExt;
@@ -75,7 +77,7 @@ pub fn sample_notifications(
                 template_version: 1,
                 process_type: ProcessType::Bulk,
                 email_address: format!("success+{i}@simulator.amazonses.com"),
-                personalisation: p,
+                personalisation: floodgate_core::Personalisation::from_map(&p),
                 reference: Some(format!("bench-{i}")),
                 key_type: KeyType::Normal,
                 api_key_id: None,
@@ -154,7 +156,7 @@ const INSERT_ONE: &str = "INSERT INTO notifications (
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 async fn insert_one(c: &tokio_postgres::Client, n: &IntakeNotification) -> Result<()> {
-    let p = serde_json::Value::Object(n.personalisation.clone());
+    let p = tokio_postgres::types::Json(n.personalisation.as_raw());
     c.execute_typed(
         INSERT_ONE,
         &[
@@ -188,7 +190,7 @@ fn copy_escape(s: &str) -> String {
 
 fn copy_line(n: &IntakeNotification) -> String {
     let opt = |v: Option<String>| v.map_or_else(|| "\\N".to_string(), |s| copy_escape(&s));
-    let p = serde_json::Value::Object(n.personalisation.clone()).to_string();
+    let p = n.personalisation.as_json();
     [
         n.id.to_string(),
         n.created_at.to_rfc3339(),
@@ -201,7 +203,7 @@ fn copy_line(n: &IntakeNotification) -> String {
         opt(n.job_id.map(|v| v.to_string())),
         opt(n.job_row_number.map(|v| v.to_string())),
         copy_escape(&n.email_address),
-        copy_escape(&p),
+        copy_escape(p),
         opt(n.reference.clone()),
         opt(n.email_reply_to_id.map(|v| v.to_string())),
         opt(n.scheduled_for.map(|v| v.to_rfc3339())),

@@ -268,7 +268,7 @@ fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> V
                 template_version: 1,
                 process_type: floodgate_core::ProcessType::Normal,
                 email_address: "success@simulator.amazonses.com".into(),
-                personalisation: serde_json::Map::new(),
+                personalisation: Default::default(),
                 reference: Some(format!("poison\u{0}{i}")),
                 key_type: floodgate_core::envelope::KeyType::Normal,
                 api_key_id: None,
