@@ -201,11 +201,29 @@ pub struct LaneCounters {
     pub acquires: AtomicU64,
     pub acquire_wait_micros: AtomicU64,
     pub acquire_wait_max_micros: AtomicU64,
+    /// Acquires by how long they waited: bucket `i` counts waits up to
+    /// `ACQUIRE_WAIT_BOUNDS_MICROS[i]`, the last one every longer wait. A sum and a maximum
+    /// cannot say whether the 99th percentile is within a promise; this can, for the cost
+    /// of one more atomic add per acquire.
+    pub acquire_wait_buckets: [AtomicU64; ACQUIRE_WAIT_BUCKETS],
     pub acquire_timeouts: AtomicU64,
     pub operation_timeouts: AtomicU64,
     pub connections_opened: AtomicU64,
     pub connections_closed: AtomicU64,
     pub discarded: AtomicU64,
+}
+
+/// Upper bounds, in µs, of the acquire-wait buckets (the last bucket has none).
+pub const ACQUIRE_WAIT_BOUNDS_MICROS: [u64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 50_000, 250_000, 1_000_000,
+];
+pub const ACQUIRE_WAIT_BUCKETS: usize = ACQUIRE_WAIT_BOUNDS_MICROS.len() + 1;
+
+fn acquire_wait_bucket(micros: u64) -> usize {
+    ACQUIRE_WAIT_BOUNDS_MICROS
+        .iter()
+        .position(|&bound| micros <= bound)
+        .unwrap_or(ACQUIRE_WAIT_BOUNDS_MICROS.len())
 }
 
 /// A plain copy of [`LaneCounters`] at one moment.
@@ -214,11 +232,44 @@ pub struct LaneCountersSnapshot {
     pub acquires: u64,
     pub acquire_wait_micros: u64,
     pub acquire_wait_max_micros: u64,
+    pub acquire_wait_buckets: [u64; ACQUIRE_WAIT_BUCKETS],
     pub acquire_timeouts: u64,
     pub operation_timeouts: u64,
     pub connections_opened: u64,
     pub connections_closed: u64,
     pub discarded: u64,
+}
+
+impl LaneCountersSnapshot {
+    /// A bound on the `q` quantile of the acquire waits (0 < q <= 1): the upper bound of the
+    /// bucket it falls in, `u64::MAX` past the last bound, `None` with no acquires.
+    pub fn acquire_wait_quantile_bound_micros(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.acquire_wait_buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.acquire_wait_buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(
+                    ACQUIRE_WAIT_BOUNDS_MICROS
+                        .get(i)
+                        .copied()
+                        .unwrap_or(u64::MAX),
+                );
+            }
+        }
+        Some(u64::MAX)
+    }
+
+    /// The acquire waits between `earlier` and this snapshot, as buckets.
+    pub fn acquire_wait_buckets_since(&self, earlier: &Self) -> [u64; ACQUIRE_WAIT_BUCKETS] {
+        std::array::from_fn(|i| {
+            self.acquire_wait_buckets[i].saturating_sub(earlier.acquire_wait_buckets[i])
+        })
+    }
 }
 
 impl LaneCounters {
@@ -228,6 +279,7 @@ impl LaneCounters {
             acquires: l(&self.acquires),
             acquire_wait_micros: l(&self.acquire_wait_micros),
             acquire_wait_max_micros: l(&self.acquire_wait_max_micros),
+            acquire_wait_buckets: std::array::from_fn(|i| l(&self.acquire_wait_buckets[i])),
             acquire_timeouts: l(&self.acquire_timeouts),
             operation_timeouts: l(&self.operation_timeouts),
             connections_opened: l(&self.connections_opened),
@@ -514,6 +566,7 @@ impl Lane {
         c.acquire_wait_micros.fetch_add(micros, Ordering::Relaxed);
         c.acquire_wait_max_micros
             .fetch_max(micros, Ordering::Relaxed);
+        c.acquire_wait_buckets[acquire_wait_bucket(micros)].fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(obj) => Ok(LaneConnection {
                 obj: Some(obj),
@@ -721,6 +774,34 @@ impl ReadConnection for ReaderConnection {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acquire_waits_fall_in_the_bucket_of_their_bound() {
+        assert_eq!(acquire_wait_bucket(0), 0);
+        assert_eq!(acquire_wait_bucket(10), 0);
+        assert_eq!(acquire_wait_bucket(11), 1);
+        assert_eq!(acquire_wait_bucket(1_000), 6);
+        assert_eq!(acquire_wait_bucket(1_001), 7);
+        assert_eq!(acquire_wait_bucket(5_000_000), 12);
+    }
+
+    #[test]
+    fn the_quantile_bound_is_the_bucket_holding_that_rank() {
+        let mut s = LaneCountersSnapshot::default();
+        assert_eq!(s.acquire_wait_quantile_bound_micros(0.99), None);
+        // 98 waits of at most 10 µs, one of at most 250 µs, one of 2 s.
+        s.acquire_wait_buckets[0] = 98;
+        s.acquire_wait_buckets[4] = 1;
+        s.acquire_wait_buckets[12] = 1;
+        assert_eq!(s.acquire_wait_quantile_bound_micros(0.5), Some(10));
+        assert_eq!(s.acquire_wait_quantile_bound_micros(0.98), Some(10));
+        assert_eq!(s.acquire_wait_quantile_bound_micros(0.99), Some(250));
+        assert_eq!(s.acquire_wait_quantile_bound_micros(1.0), Some(u64::MAX));
+        let mut earlier = LaneCountersSnapshot::default();
+        earlier.acquire_wait_buckets[0] = 90;
+        let since = s.acquire_wait_buckets_since(&earlier);
+        assert_eq!((since[0], since[4], since[12]), (8, 1, 1));
+    }
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -408,6 +408,14 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     // The single-email POSTs start after the idle baseline (the seeds went before it).
     let blast_starts =
         chrono::Utc::now().timestamp() + i64::try_from(opts.idle_baseline.as_secs()).unwrap_or(0);
+    // The status lanes' counters when the blast starts, so the wait is the blast's alone.
+    let lanes_at_blast = tokio::spawn({
+        let (lanes, idle) = (pipeline.lanes.clone(), opts.idle_baseline);
+        async move {
+            tokio::time::sleep(idle).await;
+            lanes.counters_of("status", floodgate_db::LaneKind::Reader)
+        }
+    });
     let (reads_done_tx, reads_done) = tokio::sync::oneshot::channel::<()>();
     let blast = tokio::spawn({
         let progress = progress.clone();
@@ -551,7 +559,8 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
         .simulator
         .as_ref()
         .map(|s| crate::report::priority_to_ses(&result.accepted, |id| s.accepted_at(id)));
-    report.read_lane_wait = Some(crate::report::LaneWait::of(
+    report.read_lane_wait = Some(crate::report::LaneWait::between(
+        &lanes_at_blast.await.unwrap_or_default(),
         &pipeline
             .lanes
             .counters_of("status", floodgate_db::LaneKind::Reader),

@@ -55,6 +55,13 @@ impl LaneRegistry {
                 total.acquire_wait_max_micros =
                     total.acquire_wait_max_micros.max(c.acquire_wait_max_micros);
                 total.acquire_timeouts += c.acquire_timeouts;
+                for (t, n) in total
+                    .acquire_wait_buckets
+                    .iter_mut()
+                    .zip(c.acquire_wait_buckets)
+                {
+                    *t += n;
+                }
             }
         }
         total
