@@ -147,3 +147,28 @@ async fn the_same_run_through_moto_sqs_and_ses() {
     assert_eq!(r.sent, 220);
     assert_eq!(outcome.dead_letters, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_pipeline_side_at_a_lower_cpu_priority_the_blast_still_loses_nothing() {
+    // The model of separate compute (the queue-driven functions on their own niced runtime,
+    // the primary and its proxy niced) must change only who gets the CPU first, not what is
+    // delivered; and the report must carry the blast's lane-wait histogram.
+    let _one = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = demo(DemoOptions {
+        separate_compute: true,
+        bulk_rows: 100,
+        concurrency: 4,
+        ..options(500, dir.path())
+    })
+    .await
+    .expect("demo runs with separate compute modelled");
+    let r = &outcome.report;
+    println!("{}", r.text());
+    assert_eq!(r.accepted, 520);
+    assert_eq!((r.lost, r.duplicate_sends, r.not_final), (0, 0, 0));
+    let wait = r.read_lane_wait.expect("lane wait reported");
+    assert!(wait.acquires > 0, "{wait:?}");
+    assert!(wait.p99_at_most_us.is_some(), "{wait:?}");
+    assert!(r.text().contains("lane wait in the blast"));
+}

@@ -171,6 +171,48 @@ async fn concurrent_copies_through_a_small_transaction_pool_never_leave_a_statem
     assert_eq!(count_rows(&writer, service).await, 8 * 10 * 200);
 }
 
+/// The nice value of a running process, from `/proc/<pid>/stat` (field 19).
+fn nice_of(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after_name = &stat[stat.rfind(')').expect("name") + 2..];
+    after_name
+        .split_whitespace()
+        .nth(16)
+        .and_then(|f| f.parse().ok())
+        .expect("nice field")
+}
+
+#[tokio::test]
+async fn the_pipeline_side_runs_at_the_nice_value_asked_and_the_read_side_does_not() {
+    let stack = start_migrated(StackOptions {
+        pipeline_nice: 10,
+        ..StackOptions::default()
+    })
+    .await;
+    assert_eq!(nice_of(stack.primary_pid().unwrap()), 10, "the primary");
+    assert_eq!(
+        nice_of(stack.writer_proxy_pid().unwrap()),
+        10,
+        "the writer proxy"
+    );
+    let ours = nice_of(std::process::id());
+    assert_eq!(nice_of(stack.replica_pid().unwrap()), ours, "the replica");
+    assert_eq!(
+        nice_of(stack.reader_proxy_pid().unwrap()),
+        ours,
+        "the reader proxy"
+    );
+    // The primary's backends inherit it: a query through the writer proxy runs niced.
+    let writer = writer_lane(&stack, |_| {}).await;
+    let conn = writer.acquire().await.unwrap();
+    let backend: i32 = conn
+        .bounded(conn.query_typed_one("SELECT pg_backend_pid()", &[]))
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nice_of(backend as u32), 10, "a primary backend");
+}
+
 #[tokio::test]
 async fn one_malformed_message_fails_alone() {
     let stack = shared_stack().await;

@@ -177,6 +177,13 @@ enum Command {
         #[arg(long, default_value_t = 300.0)]
         ses_account_rate: f64,
     },
+    /// Critical reads during the demo's blast against idle, as everything shares this
+    /// machine and with the pipeline side at a lower CPU priority (what AWS separates), in
+    /// one run; with the status lane's acquire wait.
+    BenchCriticalReads {
+        #[arg(long, default_value_t = 20_000)]
+        notifications: usize,
+    },
     /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
     /// requests (embedded queue, warm key/template cache).
     BenchIngest {
@@ -336,6 +343,12 @@ async fn main() -> Result<()> {
                     notifications,
                     ses_account_rate,
                 },
+            )
+            .await?;
+        }
+        Command::BenchCriticalReads { notifications } => {
+            floodgate_local::bench::reads::bench_critical_reads(
+                &floodgate_local::bench::reads::ReadsBenchOptions { notifications },
             )
             .await?;
         }

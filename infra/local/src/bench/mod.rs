@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod limits;
 pub mod persist;
 pub mod priority;
+pub mod reads;
 
 /// One demo run of a benchmark, quiet, its report in a temporary folder; an error if it
 /// lost, duplicated or left anything short of final (a fast run that loses mail proves

@@ -65,6 +65,9 @@ pub struct DemoOptions {
     /// answers 500 to this fraction of calls (`None`: no callbacks). A refused callback is
     /// retried after 5 minutes (scaled by `time_scale`).
     pub callback_failures: Option<f64>,
+    /// Model what AWS runs on separate compute: the queue-driven functions, the primary and
+    /// its proxy at a lower CPU priority than the API functions, the replica and the load.
+    pub separate_compute: bool,
 }
 
 impl Default for DemoOptions {
@@ -92,6 +95,7 @@ impl Default for DemoOptions {
             time_scale: 1.0,
             poison_messages: 0,
             callback_failures: Some(0.0),
+            separate_compute: false,
         }
     }
 }
@@ -289,10 +293,17 @@ fn poison_bodies(service_id: uuid::Uuid, template_id: uuid::Uuid, n: usize) -> V
 /// Runs the demo end to end and returns its report.
 pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
     let moto = opts.aws_endpoint.as_deref() == Some("moto");
+    let pipeline_nice = if opts.separate_compute {
+        crate::topology::PIPELINE_NICE
+    } else {
+        0
+    };
+    let pipeline_runtime = crate::topology::BackgroundRuntime::at_nice(pipeline_nice)?;
     let mut stack = LocalStack::start(StackOptions {
         moto,
         durable: true,
         state_dir: opts.state_dir.clone(),
+        pipeline_nice,
         ..StackOptions::default()
     })
     .await?;
@@ -357,6 +368,7 @@ pub async fn demo(opts: DemoOptions) -> Result<DemoOutcome> {
             sender_identity: Some(from),
             time_scale: opts.time_scale,
             secrets: Some(secrets.clone()),
+            runtime: pipeline_runtime.handle(),
             ..PipelineOptions::default()
         },
     )

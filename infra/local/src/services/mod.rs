@@ -39,6 +39,10 @@ pub struct StackOptions {
     /// How long a client waits in PgBouncer for a server connection before an error
     /// (RDS Proxy's connection borrow timeout).
     pub proxy_borrow_timeout_s: u32,
+    /// The nice value of the primary and the writer proxy (0: as everything else). On AWS
+    /// they run on other machines than the replica and the API functions; a lower CPU
+    /// priority on this one machine is the nearest model of that.
+    pub pipeline_nice: i32,
 }
 
 impl Default for StackOptions {
@@ -49,6 +53,7 @@ impl Default for StackOptions {
             state_dir: None,
             proxy_pool_size: 40,
             proxy_borrow_timeout_s: 5,
+            pipeline_nice: 0,
         }
     }
 }
@@ -347,7 +352,14 @@ impl LocalStack {
             chown(&primary_dir.join("pg_hba.conf"), user)?;
         }
 
-        let mut primary = postgres_process("postgres-primary", &tc, &primary_dir, &dir, user)?;
+        let mut primary = postgres_process(
+            "postgres-primary",
+            &tc,
+            &primary_dir,
+            &dir,
+            user,
+            opts.pipeline_nice,
+        )?;
         primary.start()?;
         wait_postgres(primary_port, "postgres", Duration::from_secs(60)).await?;
         if fresh {
@@ -390,7 +402,7 @@ impl LocalStack {
             fs::write(&auto, conf)?;
             chown(&auto, user)?;
         }
-        let mut replica = postgres_process("postgres-replica", &tc, &replica_dir, &dir, user)?;
+        let mut replica = postgres_process("postgres-replica", &tc, &replica_dir, &dir, user, 0)?;
         replica.start()?;
         wait_postgres(replica_port, DB_NAME, Duration::from_secs(60)).await?;
 
@@ -402,6 +414,7 @@ impl LocalStack {
             primary_port,
             &opts,
             user,
+            opts.pipeline_nice,
         )?;
         let reader_proxy = pgbouncer_process(
             "pgbouncer-reader",
@@ -411,6 +424,7 @@ impl LocalStack {
             replica_port,
             &opts,
             user,
+            0,
         )?;
 
         let (moto, moto_port) = match (&opts.moto, &tc.moto_server) {
@@ -511,6 +525,16 @@ impl LocalStack {
         self.writer_proxy.pid()
     }
 
+    /// The replica's postmaster.
+    pub fn replica_pid(&self) -> Option<u32> {
+        self.replica.pid()
+    }
+
+    /// The reader proxy's process.
+    pub fn reader_proxy_pid(&self) -> Option<u32> {
+        self.reader_proxy.pid()
+    }
+
     pub fn stop_primary(&mut self) {
         self.primary.stop(Duration::from_secs(10));
     }
@@ -594,6 +618,7 @@ fn postgres_process(
     data_dir: &Path,
     state_dir: &Path,
     user: Option<(u32, u32)>,
+    nice: i32,
 ) -> Result<ManagedProcess> {
     let bin = pg_tool(tc, "postgres");
     let data_dir = data_dir.to_path_buf();
@@ -613,9 +638,27 @@ fn postgres_process(
                 c.stdout(out).stderr(err);
             }
             as_service_user(&mut c, user);
+            at_nice(&mut c, nice);
             c
         },
     ))
+}
+
+/// Starts the command at a lower CPU priority (a higher nice value); its children (the
+/// postmaster's backends) inherit it.
+fn at_nice(cmd: &mut Command, nice: i32) {
+    use std::os::unix::process::CommandExt;
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: runs in the child between fork and exec and calls only setpriority, which is
+    // async-signal-safe; raising one's own nice value needs no privilege.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            Ok(())
+        });
+    }
 }
 
 fn pgbouncer_process(
@@ -626,6 +669,7 @@ fn pgbouncer_process(
     server_port: u16,
     opts: &StackOptions,
     user: Option<(u32, u32)>,
+    nice: i32,
 ) -> Result<ManagedProcess> {
     let ini = dir.join(format!("{name}.ini"));
     let users = dir.join("pgbouncer-users.txt");
@@ -633,7 +677,7 @@ fn pgbouncer_process(
     chown(&users, user)?;
     // Transaction pooling, like RDS Proxy: a server connection is lent for one
     // transaction. Named prepared statements do not survive that in 1.18, which is how the
-    // local stack catches code that would pin sessions on RDS Proxy.
+    // local stack catches code that keeps one beyond the transaction that uses it.
     fs::write(
         &ini,
         format!(
@@ -678,6 +722,7 @@ fn pgbouncer_process(
                 c.stdout(out).stderr(err);
             }
             as_service_user(&mut c, user);
+            at_nice(&mut c, nice);
             c
         },
     ))

@@ -98,12 +98,22 @@ impl Mapping {
         config: MappingConfig,
         factory: InstanceFactory,
     ) -> anyhow::Result<Mapping> {
+        Self::start_on(&tokio::runtime::Handle::current(), queue, config, factory).await
+    }
+
+    /// As [`Mapping::start`], with the pollers and their invocations on `runtime`.
+    pub async fn start_on(
+        runtime: &tokio::runtime::Handle,
+        queue: Arc<dyn Queue>,
+        config: MappingConfig,
+        factory: InstanceFactory,
+    ) -> anyhow::Result<Mapping> {
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(MappingStats::default());
         let mut pollers = Vec::new();
         for n in 0..config.maximum_concurrency.max(1) {
             let handler = factory(n).await?;
-            pollers.push(tokio::spawn(poll_loop(
+            pollers.push(runtime.spawn(poll_loop(
                 queue.clone(),
                 config.clone(),
                 handler,

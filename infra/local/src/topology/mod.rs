@@ -190,6 +190,10 @@ pub struct PipelineOptions {
     /// The key that sealed the services' callback tokens (the API key encryption key);
     /// `None`: a key of the pipeline's own (callbacks then cannot open other keys' tokens).
     pub secrets: Option<Arc<floodgate_core::auth::SecretBox>>,
+    /// Where the queue-driven functions run (their pollers and invocations): the current
+    /// runtime when `None`, or one at a lower CPU priority that models their being on other
+    /// machines than the API functions.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for PipelineOptions {
@@ -205,6 +209,50 @@ impl Default for PipelineOptions {
             time_scale: 1.0,
             release_every: Duration::from_secs(2),
             secrets: None,
+            runtime: None,
+        }
+    }
+}
+
+/// The nice value of the pipeline's side when the demo models separate compute: a tenth
+/// of the CPU share of the API side when both want it (the kernel's weights for nice 10
+/// and 0 are 110 and 1024).
+pub const PIPELINE_NICE: i32 = 10;
+
+/// A runtime of its own whose threads run at a lower CPU priority; shut down without
+/// blocking when dropped (a runtime dropped inside another one must not block).
+pub struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    /// `None` inside for nice 0: the caller's runtime serves.
+    pub fn at_nice(nice: i32) -> Result<Self> {
+        if nice == 0 {
+            return Ok(BackgroundRuntime(None));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pipeline")
+            .enable_all()
+            .on_thread_start(move || {
+                // SAFETY: setpriority on the calling thread; Linux threads each have their
+                // own nice value, and raising it needs no privilege.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                }
+            })
+            .build()?;
+        Ok(BackgroundRuntime(Some(rt)))
+    }
+
+    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -244,6 +292,10 @@ impl Pipeline {
     /// Creates the queues and the mailer, and starts one mapping per queue.
     pub async fn start(stack: &LocalStack, opts: &PipelineOptions) -> Result<Pipeline> {
         let knobs = Arc::new(Knobs::embedded());
+        let runtime = opts
+            .runtime
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
         if let Some(v) = opts.visibility_timeout {
             // A message must stay invisible for as long as its invocation may run, or a
             // second consumer takes it mid-flight and deletes it while the first one is
@@ -316,9 +368,9 @@ impl Pipeline {
             };
             pipeline
                 .mappings
-                .push(Mapping::start(queue.clone(), config, factory).await?);
+                .push(Mapping::start_on(&runtime, queue.clone(), config, factory).await?);
         }
-        pipeline.release = Some(tokio::spawn(release_scheduled(
+        pipeline.release = Some(runtime.spawn(release_scheduled(
             env.writer("admin").await?,
             queue.clone(),
             opts.release_every,
@@ -656,5 +708,27 @@ impl ApiSide {
 
     pub fn stop(self) {
         self.server.abort();
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::BackgroundRuntime;
+
+    fn own_nice() -> i32 {
+        // SAFETY: getpriority of the calling thread; errno is not needed for these values.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[tokio::test]
+    async fn a_background_runtime_runs_its_tasks_at_its_nice_value() {
+        let before = own_nice();
+        let rt = BackgroundRuntime::at_nice(7).unwrap();
+        let handle = rt.handle().expect("a runtime of its own");
+        let nice = handle.spawn(async { own_nice() }).await.unwrap();
+        assert_eq!(nice, 7);
+        assert_eq!(own_nice(), before, "the caller's threads keep theirs");
+        assert!(BackgroundRuntime::at_nice(0).unwrap().handle().is_none());
+        drop(rt); // inside a runtime: must not panic
     }
 }
