@@ -135,6 +135,9 @@ enum Command {
         notifications: usize,
         #[arg(long, default_value_t = 10_000)]
         per_row_sample: usize,
+        /// Handler/COPY pairs after the table (the ratio reported is the median pair).
+        #[arg(long, default_value_t = 4)]
+        extra_pairs: usize,
     },
     /// Cold start per function: process start → first request for an event, against a
     /// local stand-in for the Lambda runtime API (release binaries of the functions).
@@ -304,10 +307,12 @@ async fn main() -> Result<()> {
         Command::BenchPersist {
             notifications,
             per_row_sample,
+            extra_pairs,
         } => {
             bench_persist(BenchOptions {
                 notifications,
                 per_row_sample,
+                extra_pairs,
             })
             .await?;
         }
