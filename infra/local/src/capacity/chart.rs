@@ -10,79 +10,50 @@ use std::path::Path;
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-/// Horizontal bars, one row each: (label, value, colour index).
-fn bars(
-    area: &Area<'_>,
-    title: &str,
-    x_desc: &str,
-    rows: &[(String, f64, usize)],
-    log: bool,
-) -> Result<()> {
+/// Horizontal bars on a log scale, one row each: (label, value, colour index).
+fn bars(area: &Area<'_>, title: &str, x_desc: &str, rows: &[(String, f64, usize)]) -> Result<()> {
     let n = rows.len().max(1);
-    let max = rows.iter().map(|r| r.1).fold(1.0f64, f64::max) * 1.3;
+    let max = rows.iter().map(|r| r.1).fold(1e-9f64, f64::max) * 1.5;
+    let floor = rows
+        .iter()
+        .map(|r| r.1)
+        .filter(|v| *v > 0.0)
+        .fold(max, f64::min)
+        / 2.0;
     let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     let y_fmt = |v: &SegmentValue<usize>| match v {
         SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
         _ => String::new(),
     };
-    let caption = (title, ("sans-serif", 20));
-    let e = |e: &dyn std::fmt::Display| anyhow!("{e}");
-    if log {
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption.0, caption.1)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(330)
-            .build_cartesian_2d((1.0..max).log_scale(), (0..n).into_segmented())
-            .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_labels(n)
-            .y_label_formatter(&y_fmt)
-            .x_label_formatter(&|v| format!("{v:.0e}"))
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|x| e(&x))?;
-        chart
-            .draw_series(rows.iter().enumerate().map(|(i, r)| {
-                Rectangle::new(
-                    [
-                        (1.0, SegmentValue::Exact(i)),
-                        (r.1.max(1.0), SegmentValue::Exact(i + 1)),
-                    ],
-                    COLOURS[r.2 % COLOURS.len()].filled(),
-                )
-            }))
-            .map_err(|x| e(&x))?;
-    } else {
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption.0, caption.1)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(330)
-            .build_cartesian_2d(0.0..max, (0..n).into_segmented())
-            .map_err(|x| e(&x))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_labels(n)
-            .y_label_formatter(&y_fmt)
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(|x| e(&x))?;
-        chart
-            .draw_series(rows.iter().enumerate().map(|(i, r)| {
-                Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(i)),
-                        (r.1, SegmentValue::Exact(i + 1)),
-                    ],
-                    COLOURS[r.2 % COLOURS.len()].filled(),
-                )
-            }))
-            .map_err(|x| e(&x))?;
-    }
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(330)
+        .build_cartesian_2d((floor..max).log_scale(), (0..n).into_segmented())
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_labels(n)
+        .y_label_formatter(&y_fmt)
+        .x_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let mut bar = Rectangle::new(
+                [
+                    (floor, SegmentValue::Exact(i)),
+                    (r.1.max(floor), SegmentValue::Exact(i + 1)),
+                ],
+                COLOURS[r.2 % COLOURS.len()].filled(),
+            );
+            bar.set_margin(3, 3, 0, 0);
+            bar
+        }))
+        .map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
 
@@ -115,7 +86,6 @@ pub fn draw(r: &CapacityReport, path: &Path) -> Result<()> {
         "Emails/hour each stage sustains (red: the bound)",
         "emails/hour (log scale)",
         &rate_rows,
-        true,
     )?;
 
     let (volume, _) = r.cost.at_volume;
@@ -141,9 +111,8 @@ pub fn draw(r: &CapacityReport, path: &Path) -> Result<()> {
             r.cost.region,
             r.cost.date
         ),
-        "USD per million emails (orange: fixed monthly, amortised)",
+        "USD per million emails, log scale (orange: fixed monthly, amortised)",
         &cost_rows,
-        false,
     )?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())

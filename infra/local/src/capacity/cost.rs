@@ -10,6 +10,29 @@ use floodgate_core::{Knobs, ProcessType, QueueName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The start of every line item's name: the report has each of them.
+pub const LINE_ITEMS: [&str; 19] = [
+    "Lambda ingest",
+    "Lambda persist",
+    "Lambda send",
+    "Lambda receipts",
+    "Lambda requests",
+    "SQS intake",
+    "SQS send",
+    "SQS receipts",
+    "SNS",
+    "SES",
+    "API Gateway",
+    "DynamoDB",
+    "Aurora I/O",
+    "CloudWatch Logs",
+    "Aurora instances",
+    "RDS Proxy",
+    "CloudWatch alarms",
+    "VPC interface endpoints",
+    "SQS empty receives",
+];
+
 /// Hours in the month AWS bills by.
 pub const HOURS_PER_MONTH: f64 = 730.0;
 /// SQS and SNS bill each 64 KiB of payload as one request.
@@ -404,26 +427,8 @@ mod tests {
             .chain(&r.fixed)
             .map(|i| i.name.as_str())
             .collect();
-        for needle in [
-            "Lambda ingest",
-            "Lambda persist",
-            "Lambda send",
-            "Lambda receipts",
-            "Lambda requests",
-            "SQS intake",
-            "SQS send",
-            "SQS receipts",
-            "SNS",
-            "SES",
-            "API Gateway",
-            "DynamoDB",
-            "Aurora I/O",
-            "CloudWatch Logs",
-            "Aurora instances",
-            "RDS Proxy",
-            "CloudWatch alarms",
-            "VPC interface endpoints",
-        ] {
+        assert_eq!(names.len(), LINE_ITEMS.len());
+        for needle in LINE_ITEMS {
             assert!(
                 names.iter().any(|n| n.starts_with(needle)),
                 "{needle} missing: {names:?}"
