@@ -168,10 +168,10 @@ pub fn seconds_on_aws(t: &Timing, a: &Assumptions) -> f64 {
     }
 }
 
-fn mapping<'k>(
-    knobs: &'k Knobs,
+fn mapping(
+    knobs: &Knobs,
     queue: QueueName,
-) -> Result<&'k floodgate_core::knobs::EventSourceMapping, ModelError> {
+) -> Result<&floodgate_core::knobs::EventSourceMapping, ModelError> {
     knobs
         .event_source_mappings
         .get(&queue.as_string())
