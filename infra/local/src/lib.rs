@@ -10,9 +10,11 @@
 //! - [`demo`]: the demo (local stack + blast + report), the blast client, the fault scenarios
 //!   and the callback receiver;
 //! - [`report`]: the report and its chart;
-//! - [`bench`]: the benchmarks (persist vs COPY, cold start, ingest CPU).
+//! - [`bench`]: the benchmarks (persist vs COPY, cold start, ingest CPU);
+//! - [`capacity`]: what one deployment sustains and costs, from durations measured here.
 
 pub mod bench;
+pub mod capacity;
 pub mod demo;
 pub mod report;
 pub mod services;

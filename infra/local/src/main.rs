@@ -187,6 +187,30 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         notifications: usize,
     },
+    /// What one deployment sustains per lane and in total, its bound, its cost per million
+    /// emails line by line, and the settings for 10 million emails an hour, from
+    /// per-invocation durations of the real handlers measured on this machine.
+    Capacity {
+        /// AWS prices (region, as-of date, a source per price).
+        #[arg(long, default_value = "infra/prices.json")]
+        prices: PathBuf,
+        /// Where to write the chart.
+        #[arg(long, default_value = "infra/local/capacity.png")]
+        chart: PathBuf,
+        /// Invocations timed per function, lane and batch size (fewer: a shorter run).
+        #[arg(long, default_value_t = 10)]
+        invocations: usize,
+        /// Rows per bulk request.
+        #[arg(long, default_value_t = 1_000)]
+        bulk_rows: usize,
+        /// One SES SendEmail round trip from Lambda, in ms (an estimate: the simulator
+        /// answers at once).
+        #[arg(long, default_value_t = 40.0)]
+        ses_call_ms: f64,
+        /// Emails a month at which the fixed costs are also amortised.
+        #[arg(long, default_value_t = 10_000_000.0)]
+        monthly_volume: f64,
+    },
     /// Benchmark the ingest handler: µs of CPU per accepted notification, single and bulk
     /// requests (embedded queue, warm key/template cache).
     BenchIngest {
@@ -361,6 +385,31 @@ async fn main() -> Result<()> {
             floodgate_local::bench::limits::bench_limits(
                 floodgate_local::bench::limits::LimitsBenchOptions { requests, moto },
             )
+            .await?;
+        }
+        Command::Capacity {
+            prices,
+            chart,
+            invocations,
+            bulk_rows,
+            ses_call_ms,
+            monthly_volume,
+        } => {
+            use floodgate_local::capacity::{CapacityOptions, capacity_command, measure, model};
+            capacity_command(CapacityOptions {
+                prices,
+                chart: Some(std::path::absolute(&chart)?),
+                measure: measure::MeasureOptions {
+                    invocations,
+                    bulk_rows,
+                },
+                assumptions: model::Assumptions {
+                    ses_call_ms,
+                    monthly_volume,
+                    bulk_rows: bulk_rows as u32,
+                    ..model::Assumptions::default()
+                },
+            })
             .await?;
         }
         Command::BenchIngest {

@@ -39,6 +39,31 @@ pub fn thread_cpu_micros() -> u64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// The headers of a request from `api.bench` signed now with a key's `secret` (`extra`
+/// added), as API Gateway hands them to the function.
+pub fn signed_headers(
+    service_id: Uuid,
+    secret: &str,
+    extra: &[(&'static str, String)],
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static("api.bench"));
+    let token = format!(
+        "Bearer {}",
+        sign_jwt(service_id, secret, chrono::Utc::now().timestamp())
+    );
+    h.insert(
+        "authorization",
+        HeaderValue::from_str(&token).unwrap_or(HeaderValue::from_static("")),
+    );
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(*name, v);
+        }
+    }
+    h
+}
+
 async fn drain(queue: &EmbeddedQueue, process_type: ProcessType) -> Result<usize> {
     let mut n = 0;
     loop {
@@ -130,26 +155,7 @@ impl WarmService {
 
     /// The headers of a request signed now (`extra` added).
     pub fn headers(&self, extra: &[(&'static str, String)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("api.bench"));
-        let token = format!(
-            "Bearer {}",
-            sign_jwt(
-                self.service_id,
-                &self.secret,
-                chrono::Utc::now().timestamp()
-            )
-        );
-        h.insert(
-            "authorization",
-            HeaderValue::from_str(&token).unwrap_or(HeaderValue::from_static("")),
-        );
-        for (name, value) in extra {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(*name, v);
-            }
-        }
-        h
+        signed_headers(self.service_id, &self.secret, extra)
     }
 
     /// The body of the `i`-th single request.

@@ -73,12 +73,17 @@ async fn backends(c: &tokio_postgres::Client) -> u64 {
 }
 
 fn p99_ms(values: &[u64]) -> Option<f64> {
+    percentile_ms(values, 0.99)
+}
+
+/// The `q` quantile (nearest rank) of microsecond `values`, in milliseconds.
+pub(crate) fn percentile_ms(values: &[u64], q: f64) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
     let mut v = values.to_vec();
     v.sort_unstable();
-    let idx = ((v.len() as f64) * 0.99).ceil() as usize;
+    let idx = ((v.len() as f64) * q).ceil() as usize;
     Some(v[idx.saturating_sub(1).min(v.len() - 1)] as f64 / 1000.0)
 }
 
