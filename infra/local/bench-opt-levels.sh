@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The release profile's opt-level, chosen by measurement: for each of z, s and 3, build the
-# six bootstrap.zip files (aarch64, as deployed) and floodgate-local (x86_64, this machine),
+# seven bootstrap.zip files (aarch64, as deployed) and floodgate-local (x86_64, this machine),
 # then run the ingest and persist handler benchmarks with each build in one sitting.
 #
 #   bash infra/local/bench-opt-levels.sh            # build, then measure
 #   bash infra/local/bench-opt-levels.sh --build    # build only
+#   FLOODGATE_OPT_LEVELS="3 z" bash infra/local/bench-opt-levels.sh   # some levels
 #
 # Each level has its own target directory (FLOODGATE_OPT_TARGET_ROOT, default /var/cache), so
 # a second run is incremental. The profile is overridden per build with
@@ -12,8 +13,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT="${FLOODGATE_OPT_TARGET_ROOT:-/var/cache}"
-LEVELS=(z s 3)
-FUNCTIONS=(ingest status persist send receipts admin)
+read -r -a LEVELS <<< "${FLOODGATE_OPT_LEVELS:-z s 3}"
+FUNCTIONS=(ingest status persist send receipts admin callbacks)
 LAMBDA_VENV=/var/cache/floodgate-tools/venv-cargo-lambda
 OUT="${FLOODGATE_OPT_OUT:-$ROOT/floodgate-opt-levels}"
 mkdir -p "$OUT"
@@ -30,13 +31,13 @@ build() {
     local level=$1 dir
     dir=$(target_of "$level")
     echo "== opt-level $level: bootstrap.zip (aarch64) and floodgate-local (x86_64) in $dir"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=$level CARGO_TARGET_DIR=$dir \
+        cargo build --release --quiet -p floodgate-local
     packages=()
     for fn in "${FUNCTIONS[@]}"; do packages+=(-p "floodgate-$fn"); done
     CARGO_PROFILE_RELEASE_OPT_LEVEL=$level CARGO_TARGET_DIR=$dir PATH="$LAMBDA_VENV/bin:$PATH" \
         cargo lambda build --release --arm64 --output-format zip --lambda-dir "$dir/lambda" \
         "${packages[@]}" 2>&1 | grep -vE '^ +(Compiling|Fresh) ' || true
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=$level CARGO_TARGET_DIR=$dir \
-        cargo build --release --quiet -p floodgate-local
 }
 
 for level in "${LEVELS[@]}"; do build "$level"; done
@@ -60,7 +61,7 @@ for round in 1 2; do
         echo "== round $round, opt-level $level: bench-ingest"
         "$bin" bench-ingest 2>&1 | tee "$OUT/ingest-$level-$round.txt" | tail -n 4
         echo "== round $round, opt-level $level: bench-persist"
-        "$bin" bench-persist --notifications 100000 --per-row-sample 2000 2>&1 \
-            | tee "$OUT/persist-$level-$round.txt" | tail -n 3
+        "$bin" bench-persist --notifications 100000 --per-row-sample 2000 --extra-pairs 2 2>&1 \
+            | tee "$OUT/persist-$level-$round.txt" | tail -n 2
     done
 done
