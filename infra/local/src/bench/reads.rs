@@ -28,14 +28,6 @@ impl ReadsRun {
     }
 }
 
-fn ms(us: Option<u64>) -> String {
-    match us {
-        Some(u64::MAX) => "above 1000".into(),
-        Some(us) => format!("{:.3}", us as f64 / 1000.0),
-        None => "n/a".into(),
-    }
-}
-
 pub async fn bench_critical_reads(opts: &ReadsBenchOptions) -> Result<(ReadsRun, ReadsRun)> {
     let mut runs = Vec::new();
     for (name, separate_compute) in [("unmodelled", false), ("modelled", true)] {
@@ -62,7 +54,7 @@ pub async fn bench_critical_reads(opts: &ReadsBenchOptions) -> Result<(ReadsRun,
             run.p99_ratio(),
             run.idle.count,
             run.blast.count,
-            ms(run.lane_wait.p99_at_most_us),
+            run.lane_wait.p99_ms_text(),
             run.lane_wait.mean_us / 1000.0,
             run.lane_wait.acquires,
             r.sent_per_s,
@@ -75,10 +67,11 @@ pub async fn bench_critical_reads(opts: &ReadsBenchOptions) -> Result<(ReadsRun,
          lane_wait_p99_at_most_ms={} (goals: modelled ratio <= 2, lane wait p99 <= 1 ms)",
         modelled.p99_ratio(),
         unmodelled.p99_ratio(),
-        ms(modelled
-            .lane_wait
-            .p99_at_most_us
-            .max(unmodelled.lane_wait.p99_at_most_us)),
+        [modelled.lane_wait, unmodelled.lane_wait]
+            .into_iter()
+            .max_by_key(|w| w.p99_at_most_us)
+            .map(|w| w.p99_ms_text())
+            .unwrap_or_default(),
     );
     Ok((unmodelled, modelled))
 }

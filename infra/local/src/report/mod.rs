@@ -241,6 +241,15 @@ impl LaneWait {
             acquire_timeouts: end.acquire_timeouts.saturating_sub(start.acquire_timeouts),
         }
     }
+
+    /// The p99 bound in ms as the report prints it.
+    pub fn p99_ms_text(&self) -> String {
+        match self.p99_at_most_us {
+            Some(u64::MAX) => "above 1000".to_string(),
+            Some(us) => format!("{:.3}", us as f64 / 1000.0),
+            None => "n/a".to_string(),
+        }
+    }
 }
 
 /// The share of the SES account's rate that sending used while there was a backlog.
@@ -589,9 +598,8 @@ impl Report {
         }
         if let Some(w) = &self.read_lane_wait {
             let p99 = match w.p99_at_most_us {
-                Some(u64::MAX) => "above 1000".to_string(),
-                Some(us) => format!("<= {:.3}", us as f64 / 1000.0),
-                None => "n/a".to_string(),
+                Some(us) if us != u64::MAX => format!("<= {}", w.p99_ms_text()),
+                _ => w.p99_ms_text(),
             };
             line(
                 &mut t,
